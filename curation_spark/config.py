@@ -1,0 +1,429 @@
+"""Run configuration: YAML files plus ``--set dotted.key=value`` overrides, validated
+completely before any Spark session exists.
+
+A config has five sections (``input``, ``output``, ``clustering``, ``sampling``,
+``spark``). The ``clustering`` keys keep the names of the reference implementation
+(facebookresearch/ssl-data-curation) so its own YAML files load unchanged: a file whose
+top level holds ``n_levels`` (and no ``clustering`` section) is read as the
+``clustering`` section, and keys that only matter to SLURM/GPUs are ignored with a
+warning naming them. Every error is one :class:`ConfigError` line naming the key.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from curation_spark.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Keys of the reference's config files that have no meaning on Spark.
+REFERENCE_IGNORED_KEYS = (
+    "checkpoint_period",
+    "dtype",
+    "high_precision",
+    "ngpus_per_node",
+    "nnodes",
+    "ncpus_per_gpu",
+    "slurm_partition",
+    "subset_indices_path",
+)
+
+PER_LEVEL_KEYS = ("n_clusters", "n_iters", "n_splits", "n_resampling_steps", "sample_size", "sampling_strategy")
+
+DEFAULTS: dict[str, Any] = {
+    "input": {
+        "path": None,
+        "table": None,
+        "format": "auto",
+        "id_col": "id",
+        "embedding_col": "embedding",
+    },
+    "output": {
+        "path": None,
+        "format": "delta",
+    },
+    "clustering": {
+        "n_levels": 1,
+        "n_clusters": [100],
+        "n_iters": 20,
+        "n_splits": 1,
+        "n_resampling_steps": 0,
+        "sample_size": 1,
+        "sampling_strategy": "c",
+        "init": "kmeans++",
+        "init_sample_size": None,
+        "distance": "l2",
+        "seed": 0,
+        "tol": 0.0,
+        "engine": "barrier",
+        "num_partitions": None,
+    },
+    "sampling": {
+        "target_size": None,
+        "multiplier": 1,
+        "strategy": "r",
+        "seed": 0,
+        "keep_columns": [],
+        "table_name": "curated",
+    },
+    "spark": {
+        "master": "local[*]",
+        "app_name": "curation-spark",
+        "conf": {},
+    },
+}
+
+STRATEGIES = ("c", "r")
+DISTANCES = ("l2", "cosine")
+INITS = ("kmeans++", "random")
+INPUT_FORMATS = ("auto", "delta", "parquet")
+OUTPUT_FORMATS = ("delta", "parquet")
+ENGINES = ("barrier", "passes")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    path: str | None
+    table: str | None
+    format: str
+    id_col: str
+    embedding_col: str
+
+    def require_source(self) -> None:
+        """Commands that read embeddings call this: exactly one of path/table is needed."""
+        if not self.path and not self.table:
+            raise ConfigError("input.path: no input given (set input.path to a folder or input.table to a catalog table)")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    path: str | None
+    format: str
+
+    def require_path(self) -> str:
+        if not self.output_path_set():
+            raise ConfigError("output.path: no output folder given (set output.path, e.g. --set output.path=runs/my_run)")
+        return str(self.path)
+
+    def output_path_set(self) -> bool:
+        return bool(self.path)
+
+
+@dataclass(frozen=True)
+class ClusteringConfig:
+    n_levels: int
+    n_clusters: tuple[int, ...]
+    n_iters: tuple[int, ...]
+    n_splits: tuple[int, ...]
+    n_resampling_steps: tuple[int, ...]
+    sample_size: tuple[int, ...]
+    sampling_strategy: tuple[str, ...]
+    init: str
+    init_sample_size: int | None
+    distance: str
+    seed: int
+    tol: float
+    engine: str
+    num_partitions: int | None
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    target_size: int | None
+    multiplier: int
+    strategy: str
+    seed: int
+    keep_columns: tuple[str, ...]
+    table_name: str
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    master: str
+    app_name: str
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    input: InputConfig
+    output: OutputConfig
+    clustering: ClusteringConfig
+    sampling: SamplingConfig
+    spark: SparkSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable view (lists instead of tuples)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def clustering_fingerprint(self) -> str:
+        """Hash of everything that determines the hierarchy; a run folder is tied to it."""
+        relevant = {
+            "input": asdict(self.input),
+            "clustering": asdict(self.clustering),
+        }
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_yaml_file(path: str | Path) -> dict[str, Any]:
+    """Read one YAML file into a mapping, normalising the reference's flat format."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config: {p} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {p} must hold a mapping of sections, not {type(data).__name__}")
+    return normalise_reference_format(data, source=str(p))
+
+
+def normalise_reference_format(data: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Turn a reference-style flat file (top-level ``n_levels`` …) into our sections.
+
+    Keys that only matter to the reference's SLURM/GPU launcher are dropped with one
+    warning that names them. Works on our sectioned format too (ignored keys inside
+    ``clustering`` are dropped the same way).
+    """
+    data = copy.deepcopy(data)
+    if "n_levels" in data and "clustering" not in data:
+        clustering = {k: data.pop(k) for k in list(data) if k not in DEFAULTS}
+        data["clustering"] = clustering
+    section = data.get("clustering")
+    if isinstance(section, dict):
+        ignored = [k for k in REFERENCE_IGNORED_KEYS if k in section]
+        for key in ignored:
+            value = section.pop(key)
+            if key == "subset_indices_path" and value is not None:
+                raise ConfigError(
+                    "clustering.subset_indices_path: not supported; filter the input table instead "
+                    "(e.g. a view or input.table over the subset)"
+                )
+        if ignored:
+            log.warning("%s: ignoring GPU/SLURM-only keys of the reference config: %s", source, ", ".join(ignored))
+    return data
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base`` (mappings merge, rest replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and key != "conf":
+            out[key] = deep_merge(out[key], value)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            merged = dict(out[key])
+            merged.update(value)
+            out[key] = merged
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``dotted.key=value``; the value is YAML (so ``[100,20]`` is a list)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected dotted.key=value, e.g. --set clustering.n_iters=20")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply repeated ``--set`` overrides in order; unknown sections/keys are refused."""
+    out = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        section = parts[0]
+        if section not in DEFAULTS:
+            raise ConfigError(f"--set {'.'.join(parts)}: unknown section {section!r} (known: {', '.join(DEFAULTS)})")
+        if len(parts) == 1:
+            raise ConfigError(f"--set {section}: give a key inside the section, e.g. {section}.<key>=value")
+        node = out.setdefault(section, {})
+        if section == "spark" and parts[1] == "conf" and len(parts) > 2:
+            node.setdefault("conf", {})[".".join(parts[2:])] = value
+            continue
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {'.'.join(parts)}: {part} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(paths: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> Config:
+    """Load YAML files (later ones win), apply ``--set`` overrides, validate, return a Config.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the first offending key.
+    """
+    data: dict[str, Any] = {}
+    for p in paths:
+        data = deep_merge(data, load_yaml_file(p))
+    data = apply_overrides(data, overrides)
+    data = normalise_reference_format(data, source="--set")
+    return build_config(data)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_known(section: str, given: Mapping[str, Any]) -> None:
+    known = DEFAULTS[section]
+    for key in given:
+        if key not in known:
+            raise ConfigError(f"{section}.{key}: unknown key (known keys: {', '.join(known)})")
+
+
+def _int(key: str, value: Any, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _choice(key: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{key}: unknown value {value!r} (choose one of: {', '.join(choices)})")
+    return value
+
+
+def _per_level(key: str, value: Any, n_levels: int) -> list[Any]:
+    """A per-level key: a list of exactly n_levels values, or one scalar for all levels."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n_levels:
+            raise ConfigError(f"{key}: has {len(value)} values but clustering.n_levels is {n_levels}")
+        return list(value)
+    return [value] * n_levels
+
+
+def build_config(data: Mapping[str, Any]) -> Config:
+    """Validate a merged mapping against the schema and defaults and freeze it."""
+    for section in data:
+        if section not in DEFAULTS:
+            raise ConfigError(f"{section}: unknown section (known: {', '.join(DEFAULTS)})")
+        if data[section] is not None and not isinstance(data[section], Mapping):
+            raise ConfigError(f"{section}: must be a mapping of keys, got {data[section]!r}")
+    merged: dict[str, dict[str, Any]] = {}
+    for section, defaults in DEFAULTS.items():
+        given = data.get(section) or {}
+        _check_known(section, given)
+        merged[section] = {**copy.deepcopy(defaults), **given}
+
+    inp = merged["input"]
+    for key in ("path", "table"):
+        if inp[key] is not None and (not isinstance(inp[key], str) or not inp[key].strip()):
+            raise ConfigError(f"input.{key}: expected a non-empty string, got {inp[key]!r}")
+    if inp["path"] and inp["table"]:
+        raise ConfigError("input.path: give either input.path or input.table, not both")
+    for key in ("id_col", "embedding_col"):
+        if not isinstance(inp[key], str) or not inp[key]:
+            raise ConfigError(f"input.{key}: expected a column name, got {inp[key]!r}")
+    input_cfg = InputConfig(
+        path=inp["path"],
+        table=inp["table"],
+        format=_choice("input.format", inp["format"], INPUT_FORMATS),
+        id_col=inp["id_col"],
+        embedding_col=inp["embedding_col"],
+    )
+
+    out = merged["output"]
+    if out["path"] is not None and (not isinstance(out["path"], str) or not out["path"].strip()):
+        raise ConfigError(f"output.path: expected a folder path, got {out['path']!r}")
+    output_cfg = OutputConfig(path=out["path"], format=_choice("output.format", out["format"], OUTPUT_FORMATS))
+
+    cl = merged["clustering"]
+    n_levels = _int("clustering.n_levels", cl["n_levels"], minimum=1)
+    assert n_levels is not None
+    levels: dict[str, list[Any]] = {}
+    for key in PER_LEVEL_KEYS:
+        values = _per_level(f"clustering.{key}", cl[key], n_levels)
+        checked = []
+        for i, v in enumerate(values):
+            name = f"clustering.{key}[{i}]" if isinstance(cl[key], (list, tuple)) else f"clustering.{key}"
+            if key == "sampling_strategy":
+                checked.append(_choice(name, v, STRATEGIES))
+            else:
+                minimum = 0 if key == "n_resampling_steps" else 1
+                checked.append(_int(name, v, minimum=minimum))
+        levels[key] = checked
+    tol = cl["tol"]
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
+        raise ConfigError(f"clustering.tol: expected a number >= 0, got {tol!r}")
+    clustering_cfg = ClusteringConfig(
+        n_levels=n_levels,
+        n_clusters=tuple(levels["n_clusters"]),
+        n_iters=tuple(levels["n_iters"]),
+        n_splits=tuple(levels["n_splits"]),
+        n_resampling_steps=tuple(levels["n_resampling_steps"]),
+        sample_size=tuple(levels["sample_size"]),
+        sampling_strategy=tuple(levels["sampling_strategy"]),
+        init=_choice("clustering.init", cl["init"], INITS),
+        init_sample_size=_int("clustering.init_sample_size", cl["init_sample_size"], minimum=1, allow_none=True),
+        distance=_choice("clustering.distance", cl["distance"], DISTANCES),
+        seed=_int("clustering.seed", cl["seed"], minimum=0),
+        tol=float(tol),
+        engine=_choice("clustering.engine", cl["engine"], ENGINES),
+        num_partitions=_int("clustering.num_partitions", cl["num_partitions"], minimum=1, allow_none=True),
+    )
+
+    sa = merged["sampling"]
+    keep = sa["keep_columns"] or []
+    if isinstance(keep, str):
+        keep = [keep]
+    if not isinstance(keep, (list, tuple)) or not all(isinstance(c, str) and c for c in keep):
+        raise ConfigError(f"sampling.keep_columns: expected a list of column names, got {sa['keep_columns']!r}")
+    reserved = {"id", "copy", "cluster_id"}
+    clash = [c for c in keep if c in reserved and c != input_cfg.id_col]
+    if clash:
+        raise ConfigError(f"sampling.keep_columns: {clash[0]!r} clashes with an output column of the curated table")
+    table_name = sa["table_name"]
+    if not isinstance(table_name, str) or not table_name or "/" in table_name or table_name.startswith("level_"):
+        raise ConfigError(f"sampling.table_name: expected a plain name (no '/', not level_*), got {table_name!r}")
+    sampling_cfg = SamplingConfig(
+        target_size=_int("sampling.target_size", sa["target_size"], minimum=0, allow_none=True),
+        multiplier=_int("sampling.multiplier", sa["multiplier"], minimum=1),
+        strategy=_choice("sampling.strategy", sa["strategy"], STRATEGIES),
+        seed=_int("sampling.seed", sa["seed"], minimum=0),
+        keep_columns=tuple(keep),
+        table_name=table_name,
+    )
+
+    sp = merged["spark"]
+    if not isinstance(sp["conf"], Mapping):
+        raise ConfigError(f"spark.conf: expected a mapping of Spark settings, got {sp['conf']!r}")
+    if not isinstance(sp["master"], str) or not sp["master"]:
+        raise ConfigError(f"spark.master: expected a master URL such as local[*], got {sp['master']!r}")
+    spark_cfg = SparkSettings(
+        master=sp["master"],
+        app_name=str(sp["app_name"]),
+        conf={str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in sp["conf"].items()},
+    )
+    return Config(input_cfg, output_cfg, clustering_cfg, sampling_cfg, spark_cfg)

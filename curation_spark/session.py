@@ -1,0 +1,147 @@
+"""The SparkSession to use: the active one where there is one, else a local Delta session.
+
+On Databricks, under ``spark-submit`` or in a notebook a session already exists and we
+never touch its settings. Run as a plain Python program we start ``local[*]`` with Delta
+Lake enabled (its jars come from Maven Central through Spark's Ivy resolver on first use
+and are cached in ``~/.ivy2.5.2``) and Arrow on. When Delta cannot be had, the session
+still starts and Parquet keeps working; anything that needs Delta raises one clear error.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from curation_spark.errors import CurationError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from curation_spark.config import SparkSettings
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+DELTA_HINT = (
+    "Delta Lake is not available in this Spark session: install the matching delta-spark "
+    "(pip install 'delta-spark>=4.0,<4.1') and start Spark with "
+    "--packages io.delta:delta-spark_2.13:<version> and "
+    f"--conf spark.sql.extensions={DELTA_EXTENSION} "
+    f"--conf spark.sql.catalog.spark_catalog={DELTA_CATALOG}, "
+    "or use output.format=parquet"
+)
+
+#: Settings for a session we start ourselves; user ``spark.conf`` entries win.
+LOCAL_DEFAULTS = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.shuffle.partitions": "16",
+    "spark.driver.memory": "4g",
+    "spark.sql.adaptive.enabled": "true",
+    # Python workers keep the decoded embedding blocks; reuse keeps their imports warm.
+    "spark.python.worker.reuse": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+class DeltaUnavailableError(CurationError):
+    """Raised when a Delta table is read or written in a session without Delta."""
+
+    def __init__(self, what: str = "") -> None:
+        super().__init__(f"{what + ': ' if what else ''}{DELTA_HINT}")
+
+
+def get_spark(settings: "SparkSettings | None" = None, with_delta: bool = True) -> "SparkSession":
+    """Return the session to use.
+
+    Parameters
+    ----------
+    settings
+        Master, app name and extra conf for a session we start; ignored when a session is
+        already active (Databricks, spark-submit, notebooks), whose settings are left alone.
+    with_delta
+        Start a local session with Delta Lake. If the jars cannot be resolved we fall back
+        to a Parquet-only session with a warning.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+
+    from curation_spark.config import DEFAULTS, SparkSettings
+
+    if settings is None:
+        spark_defaults = DEFAULTS["spark"]
+        settings = SparkSettings(spark_defaults["master"], spark_defaults["app_name"], {})
+
+    # Executors must run the same interpreter (and so see numpy/faiss) as the driver.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+    if with_delta:
+        try:
+            return _build_local(settings, delta=True)
+        except CurationError:
+            raise
+        except Exception as exc:  # Ivy could not resolve the jars, delta-spark missing, ...
+            log.warning("could not start Spark with Delta Lake (%s); continuing with Parquet only. %s",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__, DELTA_HINT)
+    return _build_local(settings, delta=False)
+
+
+def _build_local(settings: "SparkSettings", delta: bool) -> "SparkSession":
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
+    conf = dict(LOCAL_DEFAULTS)
+    if delta:
+        conf["spark.sql.extensions"] = DELTA_EXTENSION
+        conf["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+    conf.update(settings.conf)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    if delta:
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def delta_available(spark: "SparkSession") -> bool:
+    """Whether this session can read and write Delta tables."""
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return True
+    try:
+        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    except Exception:  # Spark Connect: no JVM handle; Delta is the platform's business
+        return True
+    try:
+        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", False,
+                                    jvm.Thread.currentThread().getContextClassLoader())
+    except Exception:
+        return False
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    return DELTA_EXTENSION in extensions
+
+
+def require_delta(spark: "SparkSession", what: str = "") -> None:
+    """Raise :class:`DeltaUnavailableError` unless the session has Delta."""
+    if not delta_available(spark):
+        raise DeltaUnavailableError(what)
+
+
+def default_parallelism(spark: "SparkSession") -> int:
+    """Task slots the cluster offers now (cores of local[*], or all executor cores)."""
+    try:
+        return max(1, int(spark.sparkContext.defaultParallelism))
+    except Exception:
+        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "8")))
+
+
+def task_cpus(spark: "SparkSession") -> int:
+    """Cores each task may use (``spark.task.cpus``); sets faiss's thread count."""
+    return max(1, int(spark.conf.get("spark.task.cpus", "1") or 1))

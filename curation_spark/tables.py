@@ -1,0 +1,265 @@
+"""Reading, validating and writing tables.
+
+Input embedding tables come from a path (Parquet or Delta, detected) or a catalog table
+name; the embedding column may be ``array<float>``, ``array<double>`` or an ML
+``Vector``. :func:`validate_embeddings` checks everything in one aggregate pass before
+any clustering starts. Output tables are written whole or not at all: Delta commits are
+atomic, Parquet is written to a temporary sibling folder and renamed into place.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from curation_spark import paths
+from curation_spark.errors import CurationError, InputError
+from curation_spark.session import require_delta
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from curation_spark.config import InputConfig
+
+log = logging.getLogger(__name__)
+
+#: Columns of the normalised point frame every later stage works on.
+POINT_ID = "point_id"
+EMBEDDING = "embedding"
+
+
+@dataclass(frozen=True)
+class EmbeddingStats:
+    """What validation learned about an input table."""
+
+    n_rows: int
+    dim: int
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def detect_format(spark: "SparkSession", path: str) -> str:
+    """``delta`` if the folder has a ``_delta_log``, else ``parquet``; errors name the path."""
+    if not paths.exists(spark, path):
+        raise InputError(f"input.path: {path} does not exist")
+    if paths.exists(spark, paths.join(path, "_delta_log")):
+        return "delta"
+    if paths.is_dir(spark, path) and not paths.has_data_files(spark, path):
+        raise InputError(f"input.path: {path} holds no table (no data files and no _delta_log)")
+    return "parquet"
+
+
+def read_table(spark: "SparkSession", path: str, fmt: str = "auto") -> "DataFrame":
+    """Read a Parquet or Delta table from a path, with the format detected when ``auto``."""
+    if fmt == "auto":
+        fmt = detect_format(spark, path)
+    elif not paths.exists(spark, path):
+        raise InputError(f"input.path: {path} does not exist")
+    if fmt == "delta":
+        require_delta(spark, f"reading {path}")
+    try:
+        return spark.read.format(fmt).load(path)
+    except Exception as exc:
+        raise InputError(f"input.path: {path} could not be read as {fmt}: {_first_line(exc)}") from None
+
+
+def read_input(spark: "SparkSession", cfg: "InputConfig") -> "DataFrame":
+    """The raw input table named by the ``input`` config section (all its columns)."""
+    cfg.require_source()
+    if cfg.table:
+        if not spark.catalog.tableExists(cfg.table):
+            raise InputError(f"input.table: table {cfg.table} does not exist")
+        return spark.table(cfg.table)
+    assert cfg.path is not None
+    return read_table(spark, cfg.path, cfg.format)
+
+
+def input_location(spark: "SparkSession", cfg: "InputConfig") -> str | None:
+    """The storage path behind the input (for the never-write-over-the-input guard)."""
+    if cfg.path:
+        return cfg.path
+    try:
+        rows = spark.sql(f"DESCRIBE TABLE EXTENDED {cfg.table}").collect()
+        for r in rows:
+            if r[0] == "Location":
+                return str(r[1])
+    except Exception:
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def embedding_array_column(df: "DataFrame", embedding_col: str):
+    """The embedding as ``array<float>`` whatever its stored type (checked by validation)."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, DoubleType, FloatType
+
+    dtype = df.schema[embedding_col].dataType
+    col = F.col(embedding_col)
+    if isinstance(dtype, ArrayType) and isinstance(dtype.elementType, FloatType):
+        return col
+    if isinstance(dtype, ArrayType) and isinstance(dtype.elementType, DoubleType):
+        return col.cast("array<float>")
+    if _is_vector(dtype):
+        return vector_to_array(col, "float32")
+    raise InputError(
+        f"column {embedding_col!r}: has type {dtype.simpleString()}, expected array<float>, array<double> or an ML Vector"
+    )
+
+
+def check_columns(df: "DataFrame", id_col: str, embedding_col: str) -> None:
+    """Schema-only checks (no Spark job): columns exist and have usable types."""
+    from pyspark.sql.types import ArrayType, AtomicType, DoubleType, FloatType
+
+    names = df.columns
+    for key, col in (("input.id_col", id_col), ("input.embedding_col", embedding_col)):
+        if col not in names:
+            raise InputError(f"column {col!r} ({key}) not found; the table has columns: {', '.join(names)}")
+    dtype = df.schema[embedding_col].dataType
+    ok = (isinstance(dtype, ArrayType) and isinstance(dtype.elementType, (FloatType, DoubleType))) or _is_vector(dtype)
+    if not ok:
+        raise InputError(
+            f"column {embedding_col!r}: has type {dtype.simpleString()}, expected array<float>, array<double> or an ML Vector"
+        )
+    id_type = df.schema[id_col].dataType
+    if not isinstance(id_type, AtomicType):
+        raise InputError(f"column {id_col!r}: has type {id_type.simpleString()}, expected a scalar id (integer or string)")
+
+
+def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str) -> EmbeddingStats:
+    """Check an embedding table in one aggregate pass and return its size and dimension.
+
+    Raises :class:`InputError` naming the column and the number of bad rows for: missing
+    column, wrong type, empty table, null or duplicate ids, null embeddings, inconsistent
+    dimension, NaN/Inf values.
+    """
+    from pyspark.sql import functions as F
+
+    check_columns(df, id_col, embedding_col)
+    emb = embedding_array_column(df, embedding_col)
+    arr = df.select(F.col(id_col).alias("_id"), emb.alias("_e"))
+    first = arr.where(F.col("_e").isNotNull()).select(F.size("_e").alias("d")).head(1)
+    ref_dim = int(first[0]["d"]) if first else -1
+    bad_value = F.exists("_e", lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == float("inf")))
+    row = arr.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(F.col("_id").isNull().cast("long")).alias("null_ids"),
+        F.countDistinct("_id").alias("distinct_ids"),
+        F.sum(F.col("_e").isNull().cast("long")).alias("null_emb"),
+        F.sum((F.col("_e").isNotNull() & (F.size("_e") != F.lit(ref_dim))).cast("long")).alias("bad_dim"),
+        F.min(F.size("_e")).alias("min_dim"),
+        F.max(F.size("_e")).alias("max_dim"),
+        F.sum(F.coalesce(bad_value, F.lit(False)).cast("long")).alias("bad_values"),
+    ).collect()[0]
+    n = int(row["n"])
+    if n == 0:
+        raise InputError("input table is empty (0 rows)")
+    null_ids = int(row["null_ids"] or 0)
+    if null_ids:
+        raise InputError(f"column {id_col!r}: {null_ids} row(s) have a null id")
+    duplicates = n - int(row["distinct_ids"])
+    if duplicates:
+        raise InputError(f"column {id_col!r}: {duplicates} row(s) repeat an id that another row already has (ids must be unique)")
+    null_emb = int(row["null_emb"] or 0)
+    if null_emb:
+        raise InputError(f"column {embedding_col!r}: {null_emb} row(s) have a null embedding")
+    bad_dim = int(row["bad_dim"] or 0)
+    if bad_dim:
+        raise InputError(
+            f"column {embedding_col!r}: inconsistent dimension: {bad_dim} row(s) differ from dimension {ref_dim} "
+            f"(sizes range from {row['min_dim']} to {row['max_dim']})"
+        )
+    if ref_dim == 0:
+        raise InputError(f"column {embedding_col!r}: embeddings are empty (dimension 0)")
+    bad_values = int(row["bad_values"] or 0)
+    if bad_values:
+        raise InputError(f"column {embedding_col!r}: {bad_values} row(s) hold NaN, Inf or null values")
+    return EmbeddingStats(n_rows=n, dim=ref_dim)
+
+
+def to_points(df: "DataFrame", id_col: str, embedding_col: str) -> "DataFrame":
+    """The normalised frame the algorithm reads: ``point_id`` and ``embedding`` array<float>."""
+    from pyspark.sql import functions as F
+
+    return df.select(F.col(id_col).alias(POINT_ID), embedding_array_column(df, embedding_col).alias(EMBEDDING))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_table(df: "DataFrame", path: str, fmt: str = "delta", partition_by: list[str] | None = None) -> None:
+    """Replace the table at ``path`` with ``df`` as one atomic step.
+
+    Delta: an overwrite commit (readers see the old or the new version, never a mix).
+    Parquet: written to a hidden sibling folder, then renamed into place; a crash leaves
+    at most an orphan ``_tmp`` folder, never a half-written table at ``path``.
+    """
+    spark = df.sparkSession
+    if fmt == "delta":
+        require_delta(spark, f"writing {path}")
+        writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        _run_write(lambda: writer.save(path), path)
+        return
+    if fmt != "parquet":
+        raise CurationError(f"output.format: unknown format {fmt!r} (choose delta or parquet)")
+    parent, _, name = path.rstrip("/").rpartition("/")
+    token = uuid.uuid4().hex[:8]
+    tmp = f"{parent}/_tmp_{name}_{token}" if parent else f"_tmp_{name}_{token}"
+    old = f"{parent}/_old_{name}_{token}" if parent else f"_old_{name}_{token}"
+    writer = df.write.format("parquet").mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    try:
+        _run_write(lambda: writer.save(tmp), path)
+    except Exception:
+        paths.delete(spark, tmp)
+        raise
+    had_old = paths.exists(spark, path)
+    if had_old:
+        paths.rename(spark, path, old)
+    paths.rename(spark, tmp, path)
+    if had_old:
+        paths.delete(spark, old)
+
+
+def table_exists(spark: "SparkSession", path: str, fmt: str) -> bool:
+    """Whether a complete table of this format is at ``path``."""
+    if fmt == "delta":
+        return paths.exists(spark, paths.join(path, "_delta_log"))
+    return paths.exists(spark, paths.join(path, "_SUCCESS"))
+
+
+def delta_version(spark: "SparkSession", path: str) -> int | None:
+    """Latest commit version of a Delta table (None if not a Delta table)."""
+    if not paths.exists(spark, paths.join(path, "_delta_log")):
+        return None
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
+
+
+def _run_write(action, path: str) -> None:
+    try:
+        action()
+    except Exception as exc:
+        raise CurationError(f"writing {path} failed, nothing was published: {_first_line(exc)}") from exc
+
+
+def _is_vector(dtype) -> bool:
+    try:
+        from pyspark.ml.linalg import VectorUDT
+    except Exception:  # pragma: no cover - pyspark.ml always ships with pyspark
+        return False
+    return isinstance(dtype, VectorUDT)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

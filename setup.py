@@ -1,0 +1,43 @@
+"""Packaging for curation-spark: label-free curation of embedding pools on Apache Spark."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = {}
+exec((HERE / "curation_spark" / "version.py").read_text(), VERSION)
+
+setup(
+    name="curation-spark",
+    version=VERSION["__version__"],
+    description=(
+        "Automatic data curation (hierarchical k-means with resampling + balanced "
+        "sampling, Vo et al. 2024) for embedding tables on Apache Spark"
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["curation_spark", "curation_spark.*"]),
+    package_data={"curation_spark": ["conf/*.yaml"]},
+    python_requires=">=3.10",
+    install_requires=[
+        # Spark 4.0.x is the Spark of current Databricks runtimes; delta-spark 4.0.x is built for it.
+        "pyspark>=4.0.1,<4.1",
+        "delta-spark>=4.0.0,<4.1",
+        "faiss-cpu>=1.8,<2",
+        "numpy>=1.26,<3",
+        "pyarrow>=15",
+        # pyspark 4.0's pandas UDF layer is tested against pandas 2.x
+        "pandas>=2.2,<3",
+        "PyYAML>=6",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "deltalake>=0.20"],
+    },
+    entry_points={"console_scripts": ["curation-spark=curation_spark.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
