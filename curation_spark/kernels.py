@@ -215,3 +215,48 @@ def lloyd(points: np.ndarray, centroids: np.ndarray, n_iters: int, distance: str
             break
     labels, dist = assign(x, c, distance)
     return LloydResult(c, labels, dist, objective_terms(dist, distance), done)
+
+
+def split_cluster(points: np.ndarray, n_splits: int, n_iters: int, seed: int,
+                  distance: str = "l2") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split one cluster's points into at most ``n_splits`` non-empty sub-clusters.
+
+    A small k-means (k-means++ init, ``n_iters`` Lloyd iterations) on the cluster alone;
+    empty sub-clusters are dropped and the rest renumbered ``0..m-1`` in order of first
+    appearance of their centroid index, so ids are dense.
+
+    Returns
+    -------
+    labels : (n,) int64 dense sub-cluster ids
+    dist : (n,) float32 distance to the sub-cluster centroid
+    centroids : (m, d) float32
+    """
+    x = normalize_rows(points) if distance == "cosine" else np.ascontiguousarray(points, dtype=np.float32)
+    n = len(x)
+    k = min(n_splits, n)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, x.shape[1]), np.float32)
+    if k <= 1:
+        c = x.astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32)
+        if distance == "cosine":
+            c = normalize_rows(c)
+        _, dist = assign(x, c, distance)
+        return np.zeros(n, dtype=np.int64), dist, c
+    rng = np.random.default_rng([seed, n])
+    init = kmeans_plus_plus(x, k, rng)
+    res = lloyd(x, init, n_iters, distance)
+    used = np.unique(res.labels)
+    remap = np.full(k, -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return remap[res.labels], res.dist, res.centroids[used]
+
+
+def size_stats(sizes: np.ndarray) -> dict[str, float]:
+    """Cluster-size summary: min/median/max, and the Gini coefficient (0 = all equal)."""
+    s = np.sort(np.asarray(sizes, dtype=np.float64))
+    n = len(s)
+    if n == 0:
+        return {"n_clusters": 0, "min": 0, "median": 0, "max": 0, "gini": 0.0}
+    total = s.sum()
+    gini = 0.0 if total == 0 else float((2 * np.arange(1, n + 1) - n - 1).dot(s) / (n * total))
+    return {"n_clusters": int(n), "min": int(s[0]), "median": float(np.median(s)), "max": int(s[-1]), "gini": gini}

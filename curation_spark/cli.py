@@ -1,0 +1,202 @@
+"""``curation-spark`` command line.
+
+Every command takes a YAML config (``conf/*.yaml``) plus repeated ``--set key=value``
+overrides; the config is validated completely before Spark starts. User errors print one
+line (``error: ...``) and exit 2; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from curation_spark.errors import CurationError
+
+log = logging.getLogger("curation_spark")
+
+DESCRIPTION = """\
+Automatic, label-free curation of embedding tables on Spark: hierarchical k-means with
+resampling, then hierarchical balanced sampling (Vo et al., 2024). Typical use:
+
+  curation-spark synth rings --out data/rings            # toy data (or bring your own table)
+  curation-spark validate conf/toy.yaml --set input.path=data/rings
+  curation-spark run conf/toy.yaml --set input.path=data/rings --set output.path=runs/toy
+  curation-spark report --run runs/toy
+
+Configs: conf/*.yaml; override any key with --set section.key=value (YAML values, e.g.
+--set clustering.n_clusters=[100,20]). Reference (ssl-data-curation) config files load
+as the clustering section.
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="*", help="YAML config file(s); later files override earlier ones")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set clustering.n_iters=20 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curation-spark", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", "--verbose", dest="debug", action="store_true",
+                        help="debug logging and full tracebacks on error")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic embedding table (toy rings or a long-tailed mixture)",
+                       description="Write a seeded synthetic table with id, embedding and a ground-truth label "
+                                   "column (never read by the algorithm).")
+    p.add_argument("kind", choices=["rings", "mixture"], help="rings: the paper's 2-D toy data (29,700 points); "
+                   "mixture: long-tailed Gaussian mixture")
+    p.add_argument("--out", required=True, help="output folder for the table")
+    p.add_argument("--format", default="delta", choices=["delta", "parquet"])
+    p.add_argument("--n", type=int, default=100_000, help="mixture: number of points")
+    p.add_argument("--dim", type=int, default=64, help="mixture: embedding dimension")
+    p.add_argument("--components", type=int, default=100, help="mixture: number of components")
+    p.add_argument("--alpha", type=float, default=1.0, help="mixture: power-law exponent of component weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--files", type=int, default=4, help="number of files to write")
+
+    p = sub.add_parser("validate", help="check an input table (columns, types, nulls, dimensions, NaN/Inf, ids)",
+                       description="Read input.path / input.table and check it in one pass.")
+    _add_config_args(p)
+
+    p = sub.add_parser("cluster", help="build (or resume) the hierarchical k-means in output.path",
+                       description="Hierarchical k-means with resampling; writes level_<l>/centroids and "
+                                   "level_<l>/assignments under output.path. Re-running resumes after the last "
+                                   "completed level.")
+    _add_config_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
+
+    p = sub.add_parser("sample", help="balanced sampling over an existing hierarchy (no re-clustering)",
+                       description="Hierarchical balanced sampling over the hierarchy in --run; writes a new table "
+                                   "in the run folder.")
+    p.add_argument("--run", required=True, dest="run_path", help="run folder written by `cluster` or `run`")
+    p.add_argument("--target-size", type=int, required=True, help="number of samples to select")
+    p.add_argument("--multiplier", type=int, default=1, help="max copies of one point (default 1)")
+    p.add_argument("--strategy", choices=["r", "c"], default="r",
+                   help="r: random points within a cluster; c: closest to the centroid first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--table", default=None, help="name of the table to write in the run folder "
+                   "(default curated_<target>_<strategy>_m<multiplier>_s<seed>)")
+    p.add_argument("--keep-columns", default="", help="comma-separated input columns to carry over")
+
+    p = sub.add_parser("run", help="cluster, then sample: the whole pipeline",
+                       description="Cluster (or resume) and write the curated table (sampling.table_name).")
+    _add_config_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
+
+    p = sub.add_parser("report", help="write an HTML report with figures for a run folder")
+    p.add_argument("--run", required=True, dest="run_path", help="run folder")
+    p.add_argument("--out", default=None, help="output folder for report.html (default <run>/report)")
+    p.add_argument("--table", default=None, help="curated table to describe (default: the last one written)")
+    p.add_argument("--input", default=None, help="input table to compare against (default: the run's input)")
+
+    p = sub.add_parser("demo", help="the README demo: toy rings -> run -> per-ring counts -> report")
+    p.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
+    p.add_argument("--format", default="delta", choices=["delta", "parquet"])
+    return parser
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    _setup_logging(args.debug, args.quiet)
+    try:
+        return _dispatch(args)
+    except CurationError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # unexpected: one line, traceback with --debug
+        if args.debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {type(exc).__name__}: {first}\n(run with --debug for the full traceback)", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from curation_spark import pipeline
+    from curation_spark.config import load_config
+
+    if args.command == "synth":
+        return _synth(args)
+    if args.command == "demo":
+        from curation_spark.demo import run_demo
+
+        run_demo(args.out, args.format)
+        return 0
+    if args.command == "report":
+        from curation_spark.report import write_report
+
+        path = write_report(args.run_path, out_dir=args.out, table=args.table, input_path=args.input)
+        print(f"report: {path}")
+        return 0
+    if args.command == "sample":
+        overrides = [f"sampling.target_size={args.target_size}", f"sampling.multiplier={args.multiplier}",
+                     f"sampling.strategy={args.strategy}", f"sampling.seed={args.seed}"]
+        keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()]
+        if keep:
+            overrides.append("sampling.keep_columns=[" + ",".join(keep) + "]")
+        config = load_config([], overrides)  # validated before Spark starts
+        name = args.table or f"curated_{args.target_size}_{args.strategy}_m{args.multiplier}_s{args.seed}"
+        summary = pipeline.sample(config, run_path=args.run_path, table_name=name)
+        print(f"curated table: {summary.curated_path} ({summary.curated_rows} rows)")
+        return 0
+
+    config = load_config(args.config, args.overrides)
+    if args.command == "validate":
+        stats = pipeline.validate(config)
+        print(f"ok: {stats.n_rows} rows, dimension {stats.dim}")
+        return 0
+    if args.command == "cluster":
+        summary = pipeline.cluster(config, overwrite=args.overwrite)
+        _print_levels(summary)
+        return 0
+    if args.command == "run":
+        summary = pipeline.run(config, overwrite=args.overwrite)
+        _print_levels(summary)
+        print(f"curated table: {summary.curated_path} ({summary.curated_rows} rows)")
+        return 0
+    raise CurationError(f"unknown command {args.command}")
+
+
+def _print_levels(summary) -> None:
+    for info in summary.levels:
+        s = info.get("sizes", {})
+        print(f"level {info['level']}: {info['n_clusters']} clusters over {info['n_points']} points, "
+              f"sizes min/median/max {s.get('min')}/{s.get('median')}/{s.get('max')}, gini {s.get('gini', 0):.3f}, "
+              f"objective {info.get('objective', 0):.6g}, {info.get('seconds', 0):.1f} s")
+    print(f"run folder: {summary.run_path}")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from curation_spark import synth
+    from curation_spark.pipeline import write_synthetic
+    from curation_spark.session import get_spark
+
+    if args.kind == "rings":
+        table = synth.make_rings(seed=args.seed)
+    else:
+        table = synth.make_gaussian_mixture(args.n, args.dim, args.components, seed=args.seed, alpha=args.alpha)
+    spark = get_spark()
+    out = str(Path(args.out)) if "://" not in args.out else args.out
+    write_synthetic(spark, table, out, args.format, n_files=args.files)
+    print(f"wrote {table.num_rows} rows ({args.kind}) to {out} as {args.format}")
+    return 0

@@ -1,0 +1,295 @@
+"""Hierarchical k-means with resampling and splitting (Vo et al., 2024, section 1 of DESIGN.md).
+
+Level 1 clusters the points; level l > 1 clusters the centroids of level l-1 (read back
+from their table, never collected). Per level:
+
+1. k-means with ``n_clusters[l]`` (clamped to the points available, with a warning);
+2. ``n_resampling_steps[l]`` resampling steps where ``sample_size[l] > 1``: take
+   ``sample_size`` points per cluster (closest to the centroid, or seeded-random) with a
+   ``row_number()`` window, run a fresh k-means with the same K on that sample only,
+   reassign all of the level's points to the new centroids;
+3. if ``n_splits[l] > 1``: split every cluster by its own small k-means
+   (``applyInPandas`` per cluster); non-empty sub-clusters become the level's clusters
+   with fresh dense ids.
+
+Each level is written as two tables before the next starts, and ``run.json`` marks it
+complete, so an interrupted run resumes after its last completed level.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from curation_spark import kernels, kmeans
+from curation_spark.blocks import float_matrix_to_list_array  # noqa: F401  (re-exported for notebooks)
+from curation_spark.kmeans import KMeansParams
+from curation_spark.runfolder import RunFolder
+from curation_spark.tables import EMBEDDING, POINT_ID, read_table, write_table
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from curation_spark.config import ClusteringConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LevelOutput:
+    """A finished level: its assignments (lazy) and centroids frame, plus statistics."""
+
+    assignments: "DataFrame"
+    centroids: "DataFrame"
+    info: dict[str, Any]
+
+
+def level_points(run: RunFolder, level: int, base_points: "DataFrame") -> "DataFrame":
+    """The points level ``level`` clusters: the input (level 1) or level l-1's centroids."""
+    if level == 1:
+        return base_points
+    from pyspark.sql import functions as F
+
+    prev = read_table(run.spark, run.centroids_path(level - 1), run.format)
+    return prev.select(F.col("cluster_id").cast("long").alias(POINT_ID), F.col("centroid").alias(EMBEDDING))
+
+
+def _params(cfg: "ClusteringConfig", level: int, k: int, seed_offset: int = 0) -> KMeansParams:
+    i = level - 1
+    return KMeansParams(
+        n_clusters=k,
+        n_iters=cfg.n_iters[i],
+        distance=cfg.distance,
+        init=cfg.init,
+        seed=cfg.seed + 1000 * level + seed_offset,
+        tol=cfg.tol,
+        init_sample_size=cfg.init_sample_size,
+        engine=cfg.engine,
+        num_partitions=cfg.num_partitions,
+    )
+
+
+def resampling_sample(points: "DataFrame", assignments: "DataFrame", sample_size: int, strategy: str,
+                      seed: int) -> "DataFrame":
+    """``sample_size`` points per cluster via ``row_number()``: closest first (``c``) or by a
+    seeded hash of the id (``r``, independent of partitioning)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if strategy == "c":
+        order = [F.col("distance").asc(), F.col(POINT_ID).asc()]
+    else:
+        order = [F.xxhash64(F.col(POINT_ID), F.lit(seed)).asc(), F.col(POINT_ID).asc()]
+    window = Window.partitionBy("cluster_id").orderBy(*order)
+    chosen = (assignments.withColumn("_rank", F.row_number().over(window))
+              .where(F.col("_rank") <= sample_size).select(POINT_ID))
+    return points.join(chosen, POINT_ID, "inner").select(POINT_ID, EMBEDDING)
+
+
+def split_clusters(points: "DataFrame", assignments: "DataFrame", n_splits: int, n_iters: int, seed: int,
+                   distance: str) -> tuple["DataFrame", "DataFrame"]:
+    """Split each cluster into at most ``n_splits`` sub-clusters in parallel (``applyInPandas``).
+
+    Returns (assignments, centroids) with fresh dense cluster ids: a cluster's sub-clusters
+    get consecutive ids, ordered by parent cluster id then sub-cluster index.
+    """
+    import pandas as pd
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import (ArrayType, FloatType, IntegerType, LongType, StringType, StructField,
+                                   StructType)
+
+    id_type = points.schema[POINT_ID].dataType
+    schema = StructType([
+        StructField("kind", StringType(), False),
+        StructField("parent", IntegerType(), False),
+        StructField("sub", IntegerType(), False),
+        StructField(POINT_ID, id_type, True),
+        StructField("distance", FloatType(), True),
+        StructField("centroid", ArrayType(FloatType()), True),
+        StructField("size", LongType(), True),
+    ])
+
+    def split_group(pdf: pd.DataFrame) -> pd.DataFrame:
+        parent = int(pdf["cluster_id"].iloc[0])
+        pdf = pdf.sort_values(POINT_ID, kind="stable")
+        x = np.stack(pdf[EMBEDDING].to_numpy()).astype(np.float32)
+        labels, dist, cents = kernels.split_cluster(x, n_splits, n_iters, seed + parent, distance)
+        counts = np.bincount(labels, minlength=len(cents))
+        rows_a = pd.DataFrame({"kind": "a", "parent": parent, "sub": labels.astype(np.int32),
+                               POINT_ID: pdf[POINT_ID].to_numpy(), "distance": dist.astype(np.float32),
+                               "centroid": None, "size": None})
+        rows_c = pd.DataFrame({"kind": "c", "parent": parent, "sub": np.arange(len(cents), dtype=np.int32),
+                               POINT_ID: None, "distance": None, "centroid": list(cents), "size": counts})
+        return pd.concat([rows_a, rows_c], ignore_index=True)
+
+    joined = points.join(assignments.select(POINT_ID, "cluster_id"), POINT_ID)
+    out = joined.groupBy("cluster_id").applyInPandas(split_group, schema).cache()
+    subs = out.where(F.col("kind") == "c")
+    # Dense ids: offset of each parent = number of sub-clusters of all smaller parents.
+    per_parent = sorted((int(r["parent"]), int(r["n"])) for r in subs.groupBy("parent").agg(F.count("*").alias("n")).collect())
+    offsets, running = [], 0
+    for parent, n in per_parent:
+        offsets.append((parent, running))
+        running += n
+    spark = points.sparkSession
+    offsets_df = F.broadcast(spark.createDataFrame(offsets, "parent int, offset int"))
+    new_assign = (out.where(F.col("kind") == "a").join(offsets_df, "parent")
+                  .select(POINT_ID, (F.col("offset") + F.col("sub")).cast("int").alias("cluster_id"), "distance"))
+    new_cents = (subs.join(offsets_df, "parent")
+                 .select((F.col("offset") + F.col("sub")).cast("int").alias("cluster_id"), "centroid", "size"))
+    return new_assign, new_cents
+
+
+def centroids_frame(spark, centroids: np.ndarray, sizes: np.ndarray) -> "DataFrame":
+    """A driver-side (K x D) centroid array as a ``cluster_id, centroid, size`` frame."""
+    import pyarrow as pa
+
+    table = pa.table({
+        "cluster_id": pa.array(np.arange(len(centroids), dtype=np.int32)),
+        "centroid": float_matrix_to_list_array(centroids),
+        "size": pa.array(sizes.astype(np.int64)),
+    })
+    return spark.createDataFrame(table)
+
+
+def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int) -> dict[str, Any]:
+    """Cluster one level and write its two tables; returns the level's statistics."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    spark = points.sparkSession
+    stage = f"level {level}"
+    i = level - 1
+    started = time.perf_counter()
+    k = kmeans.clamp_clusters(cfg.n_clusters[i], n_points, stage)
+    points = points.persist(StorageLevel.MEMORY_AND_DISK)
+    result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points)
+    centroids, assignments, sizes = result.centroids, result.assignments, result.sizes
+    info: dict[str, Any] = {
+        "level": level, "n_points": n_points, "n_clusters_requested": cfg.n_clusters[i], "n_clusters": k,
+        "engine": result.engine, "kmeans_history": result.history, "objective_kmeans": result.objective,
+        "sizes_kmeans": kernels.size_stats(sizes), "resampling": [],
+    }
+    log.info("%s: k-means K=%d on %d points: objective %.6g, sizes %s (%.1f s)", stage, k, n_points,
+             result.objective, info["sizes_kmeans"], result.seconds)
+    objective = result.objective
+    if cfg.sample_size[i] > 1 and cfg.n_resampling_steps[i] > 0:
+        for step in range(1, cfg.n_resampling_steps[i] + 1):
+            t0 = time.perf_counter()
+            spark.sparkContext.setJobDescription(f"{stage} · resampling step {step} · select sample")
+            sample = resampling_sample(points, assignments, cfg.sample_size[i], cfg.sampling_strategy[i],
+                                       seed=cfg.seed + 7919 * level + step)
+            sample = sample.persist(StorageLevel.MEMORY_AND_DISK)
+            n_sample = sample.count()
+            # A fresh k-means (new init) on the per-cluster sample: the sample holds about the
+            # same number of points per cluster, so the new centroids follow the clusters, not
+            # the density, which is what pulls them toward a uniform cover of the support.
+            k = kmeans.clamp_clusters(k, n_sample, f"{stage} · resampling {step}")
+            res = kmeans.fit(sample, _params(cfg, level, k, seed_offset=step), stage=f"{stage} · resampling {step}",
+                             n_points=n_sample)
+            sample.unpersist()
+            res.unpersist()
+            centroids = res.centroids
+            assignments.unpersist()
+            new_assign = kmeans.assign_points(points, centroids, cfg.distance, stage=f"{stage} · resampling {step}")
+            assignments = new_assign.persist(StorageLevel.MEMORY_AND_DISK)
+            agg = assignments.groupBy("cluster_id").agg(
+                F.count(F.lit(1)).alias("n"),
+                F.sum(F.col("distance").cast("double") * F.col("distance").cast("double")).alias("sq"),
+                F.sum(F.col("distance").cast("double")).alias("d")).collect()
+            sizes = np.zeros(k, dtype=np.int64)
+            objective = 0.0
+            for r in agg:
+                sizes[r["cluster_id"]] = r["n"]
+                objective += float(r["sq"] if cfg.distance == "l2" else r["d"])
+            entry = {"step": step, "sample_points": n_sample, "objective": objective,
+                     "sizes": kernels.size_stats(sizes), "seconds": time.perf_counter() - t0}
+            info["resampling"].append(entry)
+            log.info("%s · resampling step %d: sample %d points, objective %.6g, sizes %s (%.1f s)", stage, step,
+                     n_sample, objective, entry["sizes"], entry["seconds"])
+    cents_df = centroids_frame(spark, centroids, sizes)
+    if cfg.n_splits[i] > 1:
+        spark.sparkContext.setJobDescription(f"{stage} · split into {cfg.n_splits[i]}")
+        split_assign, cents_df = split_clusters(points, assignments, cfg.n_splits[i], cfg.n_iters[i],
+                                                cfg.seed + 31 * level, cfg.distance)
+        split_assign = split_assign.persist(StorageLevel.MEMORY_AND_DISK)
+        assignments.unpersist()
+        assignments = split_assign
+        cents_df = cents_df.persist(StorageLevel.MEMORY_AND_DISK)
+        sizes = np.array([r["size"] for r in cents_df.select("size").collect()], dtype=np.int64)
+        objective = float(assignments.agg(F.sum(F.col("distance").cast("double") ** 2)).collect()[0][0] or 0.0) \
+            if cfg.distance == "l2" else float(assignments.agg(F.sum("distance")).collect()[0][0] or 0.0)
+        info["split"] = {"n_splits": cfg.n_splits[i], "n_clusters": int(len(sizes))}
+    # flat size: number of original points below each cluster.
+    if level == 1:
+        cents_df = cents_df.withColumn("flat_size", F.col("size"))
+    else:
+        prev = read_table(spark, run.centroids_path(level - 1), run.format).select(
+            F.col("cluster_id").cast("long").alias(POINT_ID), "flat_size")
+        flat = assignments.join(prev, POINT_ID).groupBy("cluster_id").agg(F.sum("flat_size").alias("flat_size"))
+        cents_df = cents_df.join(flat, "cluster_id", "left").fillna(0, ["flat_size"])
+    cents_df = cents_df.select(F.col("cluster_id").cast("int"), F.col("centroid").cast("array<float>"),
+                               F.col("size").cast("long"), F.col("flat_size").cast("long"),
+                               F.lit(None).cast("int").alias("parent_id"))
+    spark.sparkContext.setJobDescription(f"{stage} · write tables")
+    write_table(assignments, run.assignments_path(level), run.format)
+    write_table(cents_df, run.centroids_path(level), run.format)
+    assignments.unpersist()
+    points.unpersist()
+    if level > 1:
+        fill_parents(run, level)
+    info.update({
+        "n_clusters": int(len(sizes)), "objective": objective, "sizes": kernels.size_stats(sizes),
+        "seconds": time.perf_counter() - started,
+    })
+    log.info("%s done: %d clusters, objective %.6g, sizes min/median/max %s/%s/%s, gini %.3f, %.1f s", stage,
+             info["n_clusters"], objective, info["sizes"]["min"], info["sizes"]["median"], info["sizes"]["max"],
+             info["sizes"]["gini"], info["seconds"])
+    return info
+
+
+def fill_parents(run: RunFolder, level: int) -> None:
+    """Set ``parent_id`` of level ``level-1``'s clusters from level ``level``'s assignments.
+
+    Delta: a MERGE commit (the level's own rows are not rewritten by a new overwrite).
+    Parquet: an atomic rewrite of the small centroids table.
+    """
+    from pyspark.sql import functions as F
+
+    spark = run.spark
+    parents = read_table(spark, run.assignments_path(level), run.format).select(
+        F.col(POINT_ID).cast("int").alias("child_id"), F.col("cluster_id").alias("new_parent"))
+    target = run.centroids_path(level - 1)
+    if run.format == "delta":
+        from delta.tables import DeltaTable
+
+        (DeltaTable.forPath(spark, target).alias("t")
+         .merge(parents.alias("s"), "t.cluster_id = s.child_id")
+         .whenMatchedUpdate(set={"parent_id": "s.new_parent"}).execute())
+        return
+    current = read_table(spark, target, run.format).drop("parent_id")
+    updated = current.join(parents, current["cluster_id"] == parents["child_id"], "left").select(
+        *[current[c] for c in current.columns], F.col("new_parent").cast("int").alias("parent_id"))
+    write_table(updated.localCheckpoint(), target, run.format)
+
+
+def cluster(run: RunFolder, cfg: "ClusteringConfig", base_points: "DataFrame", n_points: int) -> list[dict[str, Any]]:
+    """Run (or resume) all levels; returns per-level statistics."""
+    infos = []
+    available = n_points
+    for level in range(1, cfg.n_levels + 1):
+        if run.level_done(level):
+            info = run.level_info(level)
+            log.info("level %d: already complete in %s, skipping (resume)", level, run.path)
+            infos.append(info)
+            available = int(info["n_clusters"])
+            continue
+        points = level_points(run, level, base_points)
+        info = run_level(run, cfg, level, points, available)
+        run.mark_level(level, info)
+        infos.append(info)
+        available = int(info["n_clusters"])
+    return infos

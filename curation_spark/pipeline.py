@@ -1,0 +1,155 @@
+"""The commands as Python functions: validate, cluster, sample, run (= cluster + sample).
+
+Each takes a validated :class:`Config` and an optional SparkSession (the active one is used
+where there is one), checks inputs and paths before heavy work, and writes tables into the
+run folder. The CLI, the spark-submit jobs and the notebooks all call these.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from curation_spark import hierarchy, paths, sampling
+from curation_spark.errors import ConfigError
+from curation_spark.runfolder import RunFolder, open_existing
+from curation_spark.session import get_spark, require_delta
+from curation_spark.tables import (EmbeddingStats, input_location, read_input, to_points, validate_embeddings,
+                                   write_table)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from curation_spark.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What a command did, for printing and for tests."""
+
+    run_path: str
+    stats: EmbeddingStats | None = None
+    levels: list[dict[str, Any]] = field(default_factory=list)
+    curated_path: str | None = None
+    curated_rows: int | None = None
+    seconds: float = 0.0
+
+
+def session_for(config: "Config", spark: "SparkSession | None" = None) -> "SparkSession":
+    return spark if spark is not None else get_spark(config.spark)
+
+
+def check_output_path(spark: "SparkSession", config: "Config") -> str:
+    """The run folder must not be, contain, or lie inside the input."""
+    out = config.output.require_path()
+    src = input_location(spark, config.input)
+    if src and (paths.is_same_or_inside(out, src) or paths.is_same_or_inside(src, out)):
+        raise ConfigError(f"output.path: {out} overlaps the input {src}; the input is never written to, "
+                          "choose a folder outside it")
+    if config.output.format == "delta":
+        require_delta(spark, "output.format=delta")
+    return out
+
+
+def load_and_validate(spark: "SparkSession", config: "Config") -> tuple["DataFrame", EmbeddingStats]:
+    """Read the input table and validate it in one pass (errors name column and bad-row count)."""
+    raw = read_input(spark, config.input)
+    spark.sparkContext.setJobDescription("validate input")
+    stats = validate_embeddings(raw, config.input.id_col, config.input.embedding_col)
+    log.info("input: %d rows, dimension %d", stats.n_rows, stats.dim)
+    return raw, stats
+
+
+def validate(config: "Config", spark: "SparkSession | None" = None) -> EmbeddingStats:
+    """``curation-spark validate``: check the input table only."""
+    spark = session_for(config, spark)
+    _, stats = load_and_validate(spark, config)
+    return stats
+
+
+def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> RunSummary:
+    """``curation-spark cluster``: build (or resume) the hierarchy in ``output.path``."""
+    started = time.perf_counter()
+    spark = session_for(config, spark)
+    out = check_output_path(spark, config)
+    raw, stats = load_and_validate(spark, config)
+    run = RunFolder(spark, out, config.output.format)
+    run.open_for(config, overwrite)
+    run.meta["input"] = {"n_rows": stats.n_rows, "dim": stats.dim}
+    run.save()
+    points = to_points(raw, config.input.id_col, config.input.embedding_col)
+    levels = hierarchy.cluster(run, config.clustering, points, stats.n_rows)
+    spark.sparkContext.setJobDescription(None)
+    return RunSummary(out, stats, levels, seconds=time.perf_counter() - started)
+
+
+def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str | None = None,
+           table_name: str | None = None, input_df: "DataFrame | None" = None) -> RunSummary:
+    """``curation-spark sample``: balanced sampling over an existing hierarchy.
+
+    Writes ``<run>/<table_name>`` atomically and returns its row count.
+    """
+    started = time.perf_counter()
+    spark = session_for(config, spark)
+    sc = config.sampling
+    if sc.target_size is None:
+        raise ConfigError("sampling.target_size: required (how many samples the curated set should hold)")
+    path = run_path or config.output.require_path()
+    run = open_existing(spark, path)
+    n_levels = run.n_levels_done()
+    expected = int(run.meta.get("config", {}).get("clustering", {}).get("n_levels", n_levels))
+    if n_levels == 0 or n_levels < expected:
+        raise ConfigError(f"--run: {path} has {n_levels} of {expected} levels complete; run `curation-spark cluster` first")
+    name = table_name or sc.table_name
+    if sc.keep_columns and input_df is None:
+        in_cfg = run.meta["config"]["input"]
+        from curation_spark.config import InputConfig
+
+        input_df = read_input(spark, InputConfig(**in_cfg))
+    params = sampling.SamplingParams(sc.target_size, sc.multiplier, sc.strategy, sc.seed)
+    selection, summary = sampling.curate(run, n_levels, params)
+    if sc.keep_columns:
+        id_col = run.meta["config"]["input"]["id_col"]
+        selection = sampling.with_input_columns(selection, input_df, id_col, sc.keep_columns)
+    target = run.table_path(name)
+    spark.sparkContext.setJobDescription(f"sampling · write {name}")
+    write_table(selection, target, run.format)
+    from curation_spark.tables import read_table
+
+    n_rows = read_table(spark, target, run.format).count()
+    summary.update({"rows": n_rows, "path": target})
+    run.mark_sample(name, summary)
+    log.info("curated table %s: %d rows (target %d)", target, n_rows, sc.target_size)
+    spark.sparkContext.setJobDescription(None)
+    return RunSummary(path, None, [], target, n_rows, time.perf_counter() - started)
+
+
+def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> RunSummary:
+    """``curation-spark run``: cluster (or resume), then sample into ``sampling.table_name``."""
+    if config.sampling.target_size is None:
+        raise ConfigError("sampling.target_size: required for `run` (or use `cluster` alone)")
+    spark = session_for(config, spark)
+    raw = read_input(spark, config.input)
+    check_keep_columns(raw, config)
+    summary = cluster(config, spark, overwrite=overwrite)
+    sampled = sample(config, spark, run_path=summary.run_path, input_df=raw)
+    summary.curated_path, summary.curated_rows = sampled.curated_path, sampled.curated_rows
+    summary.seconds += sampled.seconds
+    return summary
+
+
+def check_keep_columns(raw: "DataFrame", config: "Config") -> None:
+    """Fail before clustering if a column to carry into the curated table is missing."""
+    for col in config.sampling.keep_columns:
+        if col not in raw.columns:
+            raise ConfigError(f"sampling.keep_columns: column {col!r} is not in the input table "
+                              f"(columns: {', '.join(raw.columns)})")
+
+
+def write_synthetic(spark: "SparkSession", table, path: str, fmt: str = "delta", n_files: int = 4) -> None:
+    """Write a generated Arrow table (from :mod:`curation_spark.synth`) as a Spark table."""
+    df = spark.createDataFrame(table).repartition(n_files)
+    write_table(df, path, fmt)

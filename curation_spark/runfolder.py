@@ -1,0 +1,128 @@
+"""The run folder: where one run's tables and its metadata (``run.json``) live.
+
+Layout (``output.path``)::
+
+    run.json                      resolved config, its fingerprint, per-level status + metrics
+    level_<l>/centroids           cluster_id, centroid, size, flat_size, parent_id
+    level_<l>/assignments         point_id, cluster_id, distance
+    <sampling.table_name>         curated selection (default ``curated``)
+
+``run.json`` is rewritten atomically after each completed step, so a run that is killed
+resumes after its last completed level; a different clustering config against an existing
+folder is refused unless ``overwrite`` is given.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from curation_spark import paths
+from curation_spark.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from curation_spark.config import Config
+
+log = logging.getLogger(__name__)
+
+METADATA = "run.json"
+
+
+class RunFolder:
+    """Paths and metadata of one run, backed by ``run.json``."""
+
+    def __init__(self, spark: "SparkSession", path: str, fmt: str) -> None:
+        self.spark = spark
+        self.path = path.rstrip("/")
+        self.format = fmt
+        self.meta: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ paths
+    def level_dir(self, level: int) -> str:
+        return paths.join(self.path, f"level_{level}")
+
+    def centroids_path(self, level: int) -> str:
+        return paths.join(self.level_dir(level), "centroids")
+
+    def assignments_path(self, level: int) -> str:
+        return paths.join(self.level_dir(level), "assignments")
+
+    def table_path(self, name: str) -> str:
+        return paths.join(self.path, name)
+
+    # ------------------------------------------------------------------ metadata
+    def load(self) -> dict[str, Any] | None:
+        text = paths.read_text(self.spark, paths.join(self.path, METADATA))
+        if text is None:
+            return None
+        self.meta = json.loads(text)
+        self.format = self.meta.get("output_format", self.format)
+        return self.meta
+
+    def save(self) -> None:
+        self.meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        paths.write_text_atomic(self.spark, paths.join(self.path, METADATA), json.dumps(self.meta, indent=2, default=float))
+
+    def open_for(self, config: "Config", overwrite: bool) -> None:
+        """Start or resume a run of ``config`` here; refuse a different config unless overwriting."""
+        fingerprint = config.clustering_fingerprint()
+        existing = self.load()
+        if existing is not None and existing.get("fingerprint") != fingerprint:
+            if not overwrite:
+                raise ConfigError(
+                    f"output.path: {self.path} holds a run with a different config "
+                    f"(fingerprint {existing.get('fingerprint')} != {fingerprint}); "
+                    "choose another output.path or pass --overwrite to replace it"
+                )
+            log.warning("--overwrite: deleting the earlier run in %s", self.path)
+            paths.delete(self.spark, self.path)
+            existing = None
+        elif existing is None and paths.exists(self.spark, self.path) and paths.has_data_files(self.spark, self.path):
+            if not overwrite:
+                raise ConfigError(
+                    f"output.path: {self.path} exists and is not a curation-spark run folder; "
+                    "choose an empty or new folder (or pass --overwrite to replace it)"
+                )
+            paths.delete(self.spark, self.path)
+        if existing is None:
+            self.meta = {
+                "fingerprint": fingerprint,
+                "config": config.to_dict(),
+                "output_format": self.format,
+                "levels": {},
+                "samples": {},
+            }
+            self.save()
+        else:
+            self.meta["config"] = config.to_dict()
+
+    def level_done(self, level: int) -> bool:
+        return self.meta.get("levels", {}).get(str(level), {}).get("status") == "complete"
+
+    def level_info(self, level: int) -> dict[str, Any]:
+        return self.meta.get("levels", {}).get(str(level), {})
+
+    def n_levels_done(self) -> int:
+        n = 0
+        while self.level_done(n + 1):
+            n += 1
+        return n
+
+    def mark_level(self, level: int, info: dict[str, Any]) -> None:
+        self.meta.setdefault("levels", {})[str(level)] = {**info, "status": "complete"}
+        self.save()
+
+    def mark_sample(self, name: str, info: dict[str, Any]) -> None:
+        self.meta.setdefault("samples", {})[name] = info
+        self.save()
+
+
+def open_existing(spark: "SparkSession", path: str) -> RunFolder:
+    """A finished (or partly finished) run folder, for ``sample`` and ``report``."""
+    folder = RunFolder(spark, path, "delta")
+    if folder.load() is None:
+        raise ConfigError(f"--run: {path} is not a curation-spark run folder (no {METADATA})")
+    return folder
