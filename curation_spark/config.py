@@ -375,6 +375,11 @@ def build_config(data: Mapping[str, Any]) -> Config:
                 checked.append(_int(name, v, minimum=minimum))
         levels[key] = checked
     tol = cl["tol"]
+    if isinstance(tol, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            tol = float(tol)
+        except ValueError:
+            pass
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
         raise ConfigError(f"clustering.tol: expected a number >= 0, got {tol!r}")
     clustering_cfg = ClusteringConfig(

@@ -171,7 +171,8 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
     info: dict[str, Any] = {
         "level": level, "n_points": n_points, "n_clusters_requested": cfg.n_clusters[i], "n_clusters": k,
         "engine": result.engine, "kmeans_history": result.history, "objective_kmeans": result.objective,
-        "sizes_kmeans": kernels.size_stats(sizes), "resampling": [],
+        "sizes_kmeans": kernels.size_stats(sizes), "sizes_kmeans_histogram": kernels.size_histogram(sizes),
+        "resampling": [],
     }
     log.info("%s: k-means K=%d on %d points: objective %.6g, sizes %s (%.1f s)", stage, k, n_points,
              result.objective, info["sizes_kmeans"], result.seconds)
@@ -243,6 +244,7 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
         fill_parents(run, level)
     info.update({
         "n_clusters": int(len(sizes)), "objective": objective, "sizes": kernels.size_stats(sizes),
+        "sizes_histogram": kernels.size_histogram(sizes),
         "seconds": time.perf_counter() - started,
     })
     log.info("%s done: %d clusters, objective %.6g, sizes min/median/max %s/%s/%s, gini %.3f, %.1f s", stage,

@@ -211,7 +211,7 @@ def lloyd(points: np.ndarray, centroids: np.ndarray, n_iters: int, distance: str
         shift = centroid_shift(c, new)
         c = new
         done += 1
-        if tol > 0 and shift <= tol:
+        if shift == 0.0 or (tol > 0 and shift <= tol):
             break
     labels, dist = assign(x, c, distance)
     return LloydResult(c, labels, dist, objective_terms(dist, distance), done)
@@ -260,3 +260,17 @@ def size_stats(sizes: np.ndarray) -> dict[str, float]:
     total = s.sum()
     gini = 0.0 if total == 0 else float((2 * np.arange(1, n + 1) - n - 1).dot(s) / (n * total))
     return {"n_clusters": int(n), "min": int(s[0]), "median": float(np.median(s)), "max": int(s[-1]), "gini": gini}
+
+
+def size_histogram(sizes: np.ndarray) -> dict[str, list[int]]:
+    """Cluster sizes counted in power-of-two bins [1,2), [2,4), ... (plus a bin for 0).
+
+    Small enough to keep in run.json for any K, and enough to plot a size distribution on
+    a log scale (e.g. before vs after resampling).
+    """
+    s = np.asarray(sizes, dtype=np.int64)
+    top = int(s.max()) if len(s) else 1
+    n_bins = max(1, int(np.ceil(np.log2(top + 1))) + 1)
+    edges = [0] + [2 ** i for i in range(n_bins)]
+    counts = np.histogram(s, bins=edges + [2 ** n_bins])[0]
+    return {"edges": edges + [2 ** n_bins], "counts": counts.astype(int).tolist()}

@@ -355,7 +355,7 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                     if progress_path:
                         with open(progress_path, "a", encoding="utf-8") as fh:
                             fh.write(json.dumps(entry) + "\n")
-                    stop = tol > 0 and shift <= tol
+                    stop = shift == 0.0 or (tol > 0 and shift <= tol)  # shift 0: converged, nothing changes
                     message = struct.pack("<?", stop) + new.tobytes()
                 message = group.broadcast(message)
                 stop = struct.unpack_from("<?", message, 0)[0]
@@ -464,7 +464,7 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
             history.append(entry)
             progress.update(entry)
             log_iteration(stage, entry)
-            if params.tol > 0 and shift <= params.tol:
+            if shift == 0.0 or (params.tol > 0 and shift <= params.tol):
                 break
     sc.setJobDescription(f"{stage} · final assignment")
     assignments = assign_points(cached, c, distance).persist(StorageLevel.MEMORY_AND_DISK)
@@ -519,7 +519,9 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
 
 
 def log_iteration(stage: str, entry: dict[str, Any]) -> None:
-    log.info("%s · iteration %d: objective=%.6g shift=%.3g seconds=%.2f (assign %.2f, sums %.2f, exchange %.2f)",
+    # Resampling runs many small k-means; their iterations go to DEBUG to keep logs readable.
+    level = logging.DEBUG if "resampling" in stage else logging.INFO
+    log.log(level, "%s · iteration %d: objective=%.6g shift=%.3g seconds=%.2f (assign %.2f, sums %.2f, exchange %.2f)",
              stage, entry["iteration"], entry["objective"], entry["shift"], entry["seconds"],
              entry["assign_s"], entry["sums_s"], entry["exchange_s"])
 

@@ -65,6 +65,17 @@ def has_data_files(spark: "SparkSession", path: str) -> bool:
     return any(not s.getPath().getName().startswith(("_", ".")) for s in fs.listStatus(hpath))
 
 
+def list_names(spark: "SparkSession", path: str) -> list[str]:
+    """Names of the entries of a folder ([] if it does not exist)."""
+    fs, hpath = _jvm_fs(spark, path)
+    if fs is None:
+        local = _local(path)
+        return sorted(os.listdir(local)) if os.path.isdir(local) else []
+    if not fs.exists(hpath):
+        return []
+    return sorted(str(s.getPath().getName()) for s in fs.listStatus(hpath))
+
+
 def delete(spark: "SparkSession", path: str) -> None:
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:

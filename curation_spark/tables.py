@@ -44,7 +44,7 @@ def detect_format(spark: "SparkSession", path: str) -> str:
     """``delta`` if the folder has a ``_delta_log``, else ``parquet``; errors name the path."""
     if not paths.exists(spark, path):
         raise InputError(f"input.path: {path} does not exist")
-    if paths.exists(spark, paths.join(path, "_delta_log")):
+    if has_delta_commit(spark, path):
         return "delta"
     if paths.is_dir(spark, path) and not paths.has_data_files(spark, path):
         raise InputError(f"input.path: {path} holds no table (no data files and no _delta_log)")
@@ -232,13 +232,19 @@ def write_table(df: "DataFrame", path: str, fmt: str = "delta", partition_by: li
 def table_exists(spark: "SparkSession", path: str, fmt: str) -> bool:
     """Whether a complete table of this format is at ``path``."""
     if fmt == "delta":
-        return paths.exists(spark, paths.join(path, "_delta_log"))
+        return has_delta_commit(spark, path)
     return paths.exists(spark, paths.join(path, "_SUCCESS"))
+
+
+def has_delta_commit(spark: "SparkSession", path: str) -> bool:
+    """A Delta table exists once its log holds a commit (a failed first write leaves an
+    empty ``_delta_log`` folder, which is no table)."""
+    return any(n.endswith(".json") for n in paths.list_names(spark, paths.join(path, "_delta_log")))
 
 
 def delta_version(spark: "SparkSession", path: str) -> int | None:
     """Latest commit version of a Delta table (None if not a Delta table)."""
-    if not paths.exists(spark, paths.join(path, "_delta_log")):
+    if not has_delta_commit(spark, path):
         return None
     from delta.tables import DeltaTable
 

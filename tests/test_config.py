@@ -1,0 +1,109 @@
+"""Config loading, --set overrides, validation errors (one line naming the key), reference files."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from curation_spark.config import load_config, parse_override
+from curation_spark.errors import ConfigError
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def test_toy_config_loads_with_overrides():
+    cfg = load_config([CONF / "toy.yaml"], ["clustering.n_clusters=[100,20]", "clustering.n_iters=7",
+                                            "output.format=parquet", "spark.conf.spark.sql.shuffle.partitions=3"])
+    assert cfg.clustering.n_clusters == (100, 20)
+    assert cfg.clustering.n_iters == (7, 7)
+    assert cfg.clustering.sample_size == (15, 2)
+    assert cfg.output.format == "parquet"
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "3"
+    assert cfg.sampling.keep_columns == ("label",)
+
+
+def test_override_values_are_yaml():
+    assert parse_override("clustering.n_clusters=[100, 20]") == (["clustering", "n_clusters"], [100, 20])
+    assert parse_override("input.path=s3://b/x=1") == (["input", "path"], "s3://b/x=1")
+    assert load_config([], ["clustering.tol=1e-3"]).clustering.tol == pytest.approx(1e-3)
+
+
+def test_later_files_and_overrides_win(tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text("clustering:\n  n_levels: 1\n  n_clusters: [10]\nsampling:\n  target_size: 5\n")
+    b = tmp_path / "b.yaml"
+    b.write_text("sampling:\n  target_size: 9\n")
+    cfg = load_config([a, b], ["sampling.multiplier=3"])
+    assert cfg.sampling.target_size == 9 and cfg.sampling.multiplier == 3 and cfg.clustering.n_clusters == (10,)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["clustering.n_levels=2", "clustering.n_clusters=[10]"], "clustering.n_clusters"),
+    (["clustering.n_levels=2", "clustering.n_clusters=[10,2]", "clustering.sample_size=[1,2,3]"], "clustering.sample_size"),
+    (["clustering.n_clusters=[0]"], "clustering.n_clusters[0]"),
+    (["clustering.n_clusters=[-5]"], "clustering.n_clusters[0]"),
+    (["clustering.n_iters=0"], "clustering.n_iters"),
+    (["clustering.n_iters=abc"], "clustering.n_iters"),
+    (["clustering.n_resampling_steps=-1"], "clustering.n_resampling_steps"),
+    (["clustering.sampling_strategy=x"], "clustering.sampling_strategy"),
+    (["clustering.distance=manhattan"], "clustering.distance"),
+    (["clustering.init=best"], "clustering.init"),
+    (["clustering.engine=gpu"], "clustering.engine"),
+    (["sampling.strategy=z"], "sampling.strategy"),
+    (["sampling.multiplier=0"], "sampling.multiplier"),
+    (["sampling.target_size=-3"], "sampling.target_size"),
+    (["output.format=csv"], "output.format"),
+    (["input.format=orc"], "input.format"),
+    (["clustering.n_clusterz=[3]"], "clustering.n_clusterz"),
+    (["clusterin.n_clusters=[3]"], "clusterin"),
+    (["input.path=a", "input.table=b"], "input.path"),
+    (["sampling.keep_columns=[copy]"], "sampling.keep_columns"),
+    (["clustering.tol=-1"], "clustering.tol"),
+])
+def test_invalid_values_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        load_config([], overrides)
+    message = str(err.value)
+    assert key in message
+    assert "\n" not in message
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        load_config([], ["clustering.n_iters"])
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config([tmp_path / "nope.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("clustering: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config([bad])
+
+
+@pytest.mark.parametrize("name, levels, clusters, splits, sample", [
+    ("reference_2levels.yaml", 2, (5000, 1000), (1, 1), (10, 3)),
+    ("reference_4levels.yaml", 4, (100_000, 500_000, 50_000, 10_000), (100, 1, 1, 1), (1, 10, 5, 3)),
+])
+def test_reference_files_load_as_clustering_section(caplog, name, levels, clusters, splits, sample):
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config([CONF / name])
+    c = cfg.clustering
+    assert (c.n_levels, c.n_clusters, c.n_splits, c.sample_size) == (levels, clusters, splits, sample)
+    assert c.n_iters == (50,) * levels and c.sampling_strategy == ("c",) * levels
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    for key in ("ngpus_per_node", "nnodes", "ncpus_per_gpu", "slurm_partition", "checkpoint_period"):
+        assert key in warning
+
+
+def test_reference_file_plus_run_sections(tmp_path):
+    extra = tmp_path / "io.yaml"
+    extra.write_text("input:\n  path: /data/emb\noutput:\n  path: /runs/x\nsampling:\n  target_size: 10\n")
+    cfg = load_config([CONF / "reference_2levels.yaml", extra], ["clustering.n_clusters=[50,10]"])
+    assert cfg.input.path == "/data/emb" and cfg.clustering.n_clusters == (50, 10)
+
+
+def test_fingerprint_tracks_clustering_not_sampling():
+    a = load_config([], ["clustering.n_clusters=[10]", "sampling.target_size=5"])
+    b = load_config([], ["clustering.n_clusters=[10]", "sampling.target_size=50"])
+    c = load_config([], ["clustering.n_clusters=[11]", "sampling.target_size=5"])
+    assert a.clustering_fingerprint() == b.clustering_fingerprint() != c.clustering_fingerprint()

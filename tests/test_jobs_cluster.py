@@ -1,0 +1,194 @@
+"""The spark-submit jobs (jobs/*.py) on a real Spark standalone cluster on 127.0.0.1.
+
+A master and two workers (1 core, 2 GB each) are started with pyspark's ``spark-class``;
+the job is a separate driver process started with ``spark-submit``, with Delta from
+``--packages``. With one core per executor, the barrier k-means stage's two tasks must run
+in two executor JVMs and talk over TCP (curation_spark.exchange) -- which local mode
+never exercises. A second submission ships the package as a wheel with ``--py-files``.
+The curated tables are read back with delta-rs (the ``deltalake`` package), not Spark.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cluster_utils as cu
+
+JOBS = cu.REPO / "jobs"
+RING_SIZES = (2000, 20, 100, 50, 800)  # 2,970 points
+TARGET = 200
+SMALL_SETTINGS = [
+    "clustering.n_levels=2", "clustering.n_clusters=[40,8]", "clustering.n_iters=10",
+    "clustering.n_resampling_steps=[2,1]", "clustering.sample_size=[5,2]", "clustering.sampling_strategy=c",
+    "clustering.seed=0", f"sampling.target_size={TARGET}", "sampling.multiplier=1",
+]
+SUBMIT_TIMEOUT = 600.0
+
+
+def cluster_conf() -> dict[str, str]:
+    return {
+        **cu.DELTA_CONF,
+        "spark.executor.cores": "1",
+        "spark.executor.memory": "1g",
+        "spark.driver.memory": "1g",
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+        # Barrier mode needs all task slots: start only once both executors are registered.
+        "spark.cores.max": "2",
+        "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+        "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "4",
+    }
+
+
+def job_args(*pairs: str) -> list[str]:
+    return [x for kv in pairs for x in ("--set", kv)]
+
+
+def check_curated(path: Path, input_ids: np.ndarray, target: int) -> np.ndarray:
+    table = cu.read_delta(path)
+    assert table.num_rows == target
+    ids = table.column("id").to_numpy()
+    assert len(np.unique(ids)) == len(ids), "multiplier 1: every point at most once"
+    assert np.isin(ids, input_ids).all(), "curated ids must come from the input"
+    return ids
+
+
+def submit_failed(result, cluster: cu.StandaloneCluster) -> str:
+    return (f"exit {result.returncode}\n--- driver stderr\n{result.stderr[-8000:]}\n"
+            f"--- executors\n{cluster.executor_logs()}\n--- daemons\n{cluster.logs_tail(1500)}")
+
+
+# ---------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    cluster = cu.StandaloneCluster(tmp_path_factory.mktemp("standalone"), n_workers=2, cores=1, memory="2g")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def rings(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cluster_data")
+    table = cu.write_rings(base / "rings", RING_SIZES, fmt="delta")
+    return base, table.column("id").to_numpy()
+
+
+@pytest.fixture(scope="module")
+def curate_run(standalone, rings):
+    """jobs/curate.py submitted to the standalone master (package from the venv)."""
+    base, _ = rings
+    out = base / "run"
+    result = cu.spark_submit(
+        [JOBS / "curate.py", *job_args(f"input.path={base / 'rings'}", f"output.path={out}", *SMALL_SETTINGS)],
+        master=standalone.master_url, packages=[cu.DELTA_PACKAGE], conf=cluster_conf(), cwd=base,
+        timeout=SUBMIT_TIMEOUT)
+    assert result.returncode == 0, submit_failed(result, standalone)
+    return out, result
+
+
+# ---------------------------------------------------------------------- tests
+
+
+@pytest.mark.cluster
+def test_curate_job_on_standalone_cluster(standalone, rings, curate_run):
+    _, input_ids = rings
+    out, result = curate_run
+    assert f"master {standalone.master_url}" in result.stderr  # spark-submit's master, not local[*]
+    assert f"curated table: {out / 'curated'} ({TARGET} rows)" in result.stdout
+    check_curated(out / "curated", input_ids, TARGET)
+
+    meta = json.loads((out / "run.json").read_text())
+    assert [meta["levels"][str(lv)]["status"] for lv in (1, 2)] == ["complete", "complete"]
+    assert meta["levels"]["1"]["engine"] == "barrier"
+    assert meta["levels"]["1"]["n_clusters"] == 40
+    assert meta["samples"]["curated"]["rows"] == TARGET
+    # The driver was given both workers' executors (one core each): the 2-task barrier stages
+    # ran in two JVMs, exchanging partial sums over TCP between them.
+    app_id = _app_id(standalone, result)
+    for i in range(2):
+        assert list((standalone.workdir / f"worker-{i}" / app_id).iterdir()), f"no executor on worker {i}"
+
+
+@pytest.mark.cluster
+def test_sample_job_with_wheel_on_standalone_cluster(standalone, rings, curate_run, tmp_path):
+    """jobs/sample.py with the package shipped as a wheel via --py-files (driver and executors)."""
+    _, input_ids = rings
+    run_dir, _ = curate_run
+    wheel = cu.build_wheel(tmp_path / "wheel")
+    target = 150
+    result = cu.spark_submit(
+        [JOBS / "sample.py", "--run", run_dir, "--target-size", str(target), "--strategy", "c",
+         "--table", "curated_wheel"],
+        master=standalone.master_url, packages=[cu.DELTA_PACKAGE], conf=cluster_conf(), py_files=[wheel],
+        cwd=tmp_path, timeout=SUBMIT_TIMEOUT)
+    assert result.returncode == 0, submit_failed(result, standalone)
+    # The driver imported the package from the shipped wheel, not the editable source tree.
+    banner = next(line for line in result.stderr.splitlines() if line.startswith("curation_spark "))
+    assert wheel.name in banner and str(cu.REPO / "curation_spark") not in banner, banner
+    assert f"({target} rows)" in result.stdout
+    check_curated(run_dir / "curated_wheel", input_ids, target)
+    # ... and each executor fetched it (it is on their PYTHONPATH, ahead of site-packages).
+    app_id = _app_id(standalone, result)
+    for i in range(2):
+        assert list((standalone.workdir / f"worker-{i}" / app_id).glob(f"*/{wheel.name}")), \
+            f"wheel not fetched by the executor on worker {i}"
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["samples"]["curated_wheel"]["rows"] == target
+
+
+def _app_id(cluster: cu.StandaloneCluster, result) -> str:
+    """The application id of a finished submission, from the workers' work dirs."""
+    apps = sorted({p.name for p in cluster.workdir.glob("worker-*/app-*")})
+    for app in apps:
+        if app in result.stderr or app in result.stdout:
+            return app
+    state = cluster.state()
+    done = sorted(state.get("completedapps", []), key=lambda a: a.get("starttime", 0))
+    assert done, "the master recorded no completed application"
+    return done[-1]["id"]
+
+
+# ---------------------------------------------------------------------- job arguments (no cluster)
+
+
+def _load_job(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"job_{name}", JOBS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_job_arguments_map_to_the_cli():
+    curate, cluster, sample = (_load_job(n) for n in ("curate", "cluster", "sample"))
+    assert curate.cli_args(["--config", "a.yaml", "--config", "b.yaml", "--set", "x.y=1", "--overwrite"]) == [
+        "run", "a.yaml", "b.yaml", "--set", "x.y=1", "--overwrite"]
+    assert cluster.cli_args(["--set", "input.path=p", "--set", "output.path=o", "--debug"]) == [
+        "--debug", "cluster", "--set", "input.path=p", "--set", "output.path=o"]
+    assert sample.cli_args(["--run", "r", "--target-size", "10", "--table", "t"]) == [
+        "sample", "--run", "r", "--target-size", "10", "--multiplier", "1", "--strategy", "r", "--seed", "0",
+        "--keep-columns", "", "--table", "t"]
+    with pytest.raises(SystemExit):
+        sample.cli_args(["--run", "r"])  # --target-size is required
+
+
+def test_job_reports_config_error_in_one_line(spark, capsys):
+    curate = _load_job("curate")
+    code = curate.main(["--set", "clustering.n_iters=zero", "--set", "input.path=/nonexistent"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: clustering.n_iters")
