@@ -8,23 +8,28 @@ reused) it measures, in one process and in this order:
 1. the float32 GEMM at the Lloyd shape (``block x D`` times ``D x K``) on 1 thread and on
    all cores, and the implied lower bound on seconds per Lloyd iteration (2*N*K*D flops);
 2. faiss ``IndexFlatL2.search(k=1)`` throughput at the same shape (1 thread, all cores);
-3. single-process ``faiss.Kmeans`` on the same data loaded into numpy (1 and all threads);
-4. ``curation_spark.kmeans.fit`` with ``engine="barrier"`` and ``engine="passes"`` on the
-   Parquet table read by Spark (``local[*]``), with RSS of the driver, the JVM and the
-   Python workers sampled every 0.2 s;
-5. Spark MLlib ``KMeans`` on a subset (default 100k rows), seconds per iteration from the
-   difference of two ``maxIter`` runs, extrapolated linearly to N;
+3. single-process ``faiss.Kmeans`` on the same data loaded into numpy (1 and all threads),
+   then ``curation_spark.kernels.assign`` + ``partial_sums`` alone on one task's block;
+4. ``curation_spark.kmeans.fit`` with ``engine="barrier"`` (all iterations) and
+   ``engine="passes"`` (``--passes-iters``, default 3: its steady per-iteration cost is the
+   figure) on the Parquet table read by Spark (``local[*]``, after an untimed warm-up
+   job), with RSS of the driver, the JVM and the Python workers sampled every 0.2 s and
+   the Spark stages of each fit read from the driver's status store;
+5. Spark MLlib ``KMeans`` on a subset (default 100k rows), after an untimed warm-up fit on
+   5k rows; seconds per iteration from the difference of two ``maxIter`` runs (default 1
+   and 4), extrapolated linearly to N;
 6. ratios against the targets (as fast as the best faiss, >= 10x MLlib, within 2x of the
    GEMM bound on all cores).
 
-A short GEMM probe and the load average are recorded before every phase, because the
-machine is shared: a phase that ran while the machine was busy shows up there.
+A short GEMM probe, the load average and the CPU used by processes outside this run are
+recorded before every phase, because the machine may be shared: a phase that ran while
+the machine was busy shows up there (``--wait-idle-budget`` lets the run wait for quiet).
 
 Results go to ``bench/results/kmeans_<timestamp>.json`` and ``kmeans_latest.json``.
 
 Examples::
 
-    python bench/kmeans_bench.py --n 50000 --k 100            # smoke run (~2 min)
+    python bench/kmeans_bench.py --n 50000 --k 100            # smoke run (~2-3 min)
     python bench/kmeans_bench.py                              # N=1M, D=128, K=1000, 10 its
     python bench/kmeans_bench.py --skip-mllib --skip-passes
 """
@@ -472,6 +477,38 @@ def run_faiss_kmeans(x: np.ndarray, k: int, iters: int, seed: int, threads: int)
     return out
 
 
+# --------------------------------------------------------------------------- kernels alone
+
+
+def run_kernels(x: np.ndarray, k: int, seed: int, n_tasks: int, repeats: int = 3) -> dict[str, Any]:
+    """curation_spark.kernels.assign + partial_sums on one task's block (N / slots rows),
+    one thread, no Spark: what a barrier iteration costs per task when nothing else runs."""
+    from curation_spark import kernels
+
+    rows = int(math.ceil(len(x) / n_tasks))
+    block = np.ascontiguousarray(x[:rows])
+    rng = np.random.default_rng([seed, 7])
+    c = np.ascontiguousarray(x[np.sort(rng.choice(len(x), size=k, replace=False))])
+    kernels.set_threads(1)
+    kernels.assign(block[:4096], c)  # warm-up
+    a_s, s_s = [], []
+    for _ in range(repeats):
+        t0 = now()
+        labels, _ = kernels.assign(block, c)
+        t1 = now()
+        kernels.partial_sums(block, labels, k)
+        t2 = now()
+        a_s.append(t1 - t0)
+        s_s.append(t2 - t1)
+    a, sm = min(a_s), min(s_s)
+    return {"block_rows": rows, "tasks": n_tasks, "threads_per_task": 1, "repeats": repeats,
+            "assign_s_best": round(a, 4), "sums_s_best": round(sm, 4),
+            "assign_s_all": [round(v, 4) for v in a_s], "sums_s_all": [round(v, 4) for v in s_s],
+            "assign_gflops": round(2.0 * rows * k * x.shape[1] / a / 1e9, 2),
+            "s_per_iter_if_tasks_parallel": round(a + sm, 4),
+            "sums_share": round(sm / (a + sm), 3)}
+
+
 # --------------------------------------------------------------------------- curation-spark
 
 
@@ -512,6 +549,37 @@ class Timed:
         return s[0] if s else None
 
 
+def stage_timeline(spark, t0_epoch: float, t1_epoch: float) -> list[dict[str, Any]]:
+    """Spark stages that started inside [t0, t1] (wall clock), from the driver's status
+    store (available with the UI off): where a fit spends the time outside its iterations."""
+    try:
+        sc = spark.sparkContext
+        jvm = sc._jvm
+        store = sc._jsc.sc().statusStore()
+        seq = store.stageList(None, False, False, sc._gateway.new_array(jvm.double, 0), None)
+        stages = jvm.scala.jdk.javaapi.CollectionConverters.asJava(seq)
+    except Exception as exc:  # private API: absent or changed in another Spark version
+        return [{"error": f"status store unavailable: {type(exc).__name__}"}]
+    opt = lambda o: o.get() if o.isDefined() else None  # noqa: E731
+    rows = []
+    for i in range(stages.size()):
+        st = stages.get(i)
+        sub, comp = opt(st.submissionTime()), opt(st.completionTime())
+        if sub is None:
+            continue
+        start = sub.getTime() / 1000.0
+        if not (t0_epoch - 0.5 <= start <= t1_epoch + 0.5):
+            continue
+        end = comp.getTime() / 1000.0 if comp is not None else None
+        rows.append({"stage": int(st.stageId()), "attempt": int(st.attemptId()), "status": st.status().toString(),
+                     "name": st.name(), "description": opt(st.description()), "tasks": int(st.numTasks()),
+                     "start_s": round(start - t0_epoch, 3),
+                     "duration_s": round(end - start, 3) if end is not None else None,
+                     "executor_run_s": round(st.executorRunTime() / 1000.0, 3)})
+    rows.sort(key=lambda r: (r["start_s"], r["stage"]))
+    return rows
+
+
 def summarise_history(history: list[dict[str, Any]], skip_first: bool) -> dict[str, Any]:
     secs = [h["seconds"] for h in history]
     steady = history[1:] if skip_first and len(history) > 1 else history
@@ -546,9 +614,11 @@ def run_curation(spark, path: Path, args: argparse.Namespace, engine: str, iters
     params = KMeansParams(n_clusters=args.k, n_iters=iters, engine=engine, init="random", seed=args.seed)
     sampler = make_sampler(args.sample_interval)
     with Timed() as timed, sampler:
+        e0 = time.time()
         t0 = now()
         result = kmeans.fit(points, params, stage=f"bench-{engine}")
         t1 = now()
+        e1 = time.time()
     total = t1 - t0
     runner = timed.span("_fit_barrier" if result.engine == "barrier" else "_fit_passes")
     init = timed.span("initial_centroids")
@@ -590,6 +660,7 @@ def run_curation(spark, path: Path, args: argparse.Namespace, engine: str, iters
     out["assignments_rows"] = int(n_assigned)
     out["assignments_rows_ok"] = int(n_assigned) == n
     result.unpersist()
+    out["stages"] = stage_timeline(spark, e0, e1)
     out["memory"] = sampler.report()
     return out
 
@@ -625,9 +696,12 @@ def run_mllib(spark, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     # Untimed warm-up fit: the first MLlib fit in a JVM pays class loading and JIT.
     t0 = now()
-    KMeans(k=args.k, maxIter=1, tol=0.0, initMode="random", seed=args.seed, featuresCol="features").fit(df)
+    tiny = (spark.read.parquet(str(path)).where(F.col("id") < min(5000, n_sub))
+            .select(array_to_vector(F.col("embedding")).alias("features")))
+    KMeans(k=min(args.k, 50), maxIter=1, tol=0.0, initMode="random", seed=args.seed,
+           featuresCol="features").fit(tiny)
     warmup_s = now() - t0
-    log(f"MLlib warm-up fit (maxIter=1): {warmup_s:.1f} s")
+    log(f"MLlib warm-up fit (5k rows, maxIter=1): {warmup_s:.1f} s")
     for max_iter in args.mllib_iters:
         km = KMeans(k=args.k, maxIter=max_iter, tol=0.0, initMode="random", seed=args.seed,
                     featuresCol="features")
@@ -639,7 +713,7 @@ def run_mllib(spark, path: Path, args: argparse.Namespace) -> dict[str, Any]:
                      "training_cost": float(summary.trainingCost)})
         log(f"MLlib n={n_sub} maxIter={max_iter}: {dt:.1f} s (numIter={summary.numIter})")
     out: dict[str, Any] = {"n_subset": n_sub, "subset": f"id < {n_sub} (rows are i.i.d. draws of the mixture)",
-                           "warmup_fit_maxIter1_s": round(warmup_s, 3), "runs": runs, "k": args.k, "initMode": "random", "tol": 0.0,
+                           "warmup_fit_5k_rows_maxIter1_s": round(warmup_s, 3), "runs": runs, "k": args.k, "initMode": "random", "tol": 0.0,
                            "input": "not cached by the benchmark (MLlib persists its instances itself)"}
     if len(runs) >= 2 and runs[-1]["numIter"] > runs[0]["numIter"]:
         a, b = runs[0], runs[-1]
@@ -695,6 +769,11 @@ def print_summary(res: dict[str, Any]) -> None:
         if t.startswith("threads_"):
             rows.append((f"faiss.Kmeans {v['threads']} thr", v["s_per_iter"],
                          f"train {v['train_s']:.1f} s, obj {v.get('obj_final', float('nan')):.4g}"))
+    kr = res.get("kernels")
+    if kr:
+        rows.append((f"kernels alone ({kr['block_rows']:,} rows, 1 thr)", kr["s_per_iter_if_tasks_parallel"],
+                     f"assign {kr['assign_s_best']:.3f} ({kr['assign_gflops']:.0f} GFLOP/s) + "
+                     f"partial_sums {kr['sums_s_best']:.3f} per task"))
     cs = res.get("curation_spark", {})
     for eng in ("barrier", "passes"):
         r = cs.get(eng)
@@ -727,6 +806,15 @@ def print_summary(res: dict[str, Any]) -> None:
     mem = cs.get("passes", {}).get("memory", {}).get("peak_rss_mib")
     if mem:
         print(f"peak RSS during passes fit (MiB): {mem}")
+    for eng in ("barrier", "passes"):
+        stages = cs.get(eng, {}).get("stages")
+        if stages and "error" not in stages[0]:
+            print(f"\nSpark stages during the {eng} fit (start, duration, tasks, call site / description):")
+            for st in stages:
+                if st["status"] == "SKIPPED":
+                    continue
+                print(f"  +{st['start_s']:7.1f} s {fmt(st['duration_s'], '7.1f')} s {st['tasks']:4d}  "
+                      f"{st['name'][:48]:48s} {(st['description'] or '')[:60]}")
     print("\ntargets:")
     for t in res.get("targets", []):
         state = "n/a" if t["met"] is None else ("MET" if t["met"] else "MISSED")
@@ -755,9 +843,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--gemm-min-time", type=float, default=1.0, help="seconds per GEMM round")
     ap.add_argument("--gemm-rounds", type=int, default=3)
     ap.add_argument("--search-queries", type=int, default=65536, help="queries of the faiss search probe")
-    ap.add_argument("--passes-iters", type=int, default=None, help="iterations of the passes engine (default: --iters)")
+    ap.add_argument("--passes-iters", type=int, default=3,
+                    help="iterations of the passes engine (its steady per-iteration cost is the figure; "
+                         "0 = --iters)")
     ap.add_argument("--mllib-n", type=int, default=100_000, help="MLlib subset size")
-    ap.add_argument("--mllib-iters", type=lambda s: [int(v) for v in s.split(",")], default=[2, 5],
+    ap.add_argument("--mllib-iters", type=lambda s: [int(v) for v in s.split(",")], default=[1, 4],
                     help="maxIter values; with two, s/iter = difference quotient")
     ap.add_argument("--driver-memory", default="8g")
     ap.add_argument("--master", default="local[*]")
@@ -766,7 +856,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="total seconds the run may wait, before phases, for other processes to leave the CPUs")
     ap.add_argument("--idle-threshold", type=float, default=0.3, help="busy cores of other processes counted as idle")
     ap.add_argument("--sample-interval", type=float, default=0.2, help="RSS sampling period, seconds")
-    for what in ("gemm", "faiss-search", "faiss-kmeans", "barrier", "passes", "mllib", "spark"):
+    for what in ("gemm", "faiss-search", "faiss-kmeans", "kernels", "barrier", "passes", "mllib", "spark"):
         ap.add_argument(f"--skip-{what}", action="store_true")
     ap.add_argument("--faiss-threads", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="thread counts for faiss.Kmeans (default: 1,nproc)")
@@ -809,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
     log(("reused" if meta["reused"] else f"wrote in {meta['write_s']:.1f} s") + f": {meta['bytes'] / 2**20:.0f} MiB")
 
     x = None
-    if not (args.skip_faiss_kmeans and args.skip_faiss_search):
+    if not (args.skip_faiss_kmeans and args.skip_faiss_search and args.skip_kernels):
         t0 = now()
         x = load_numpy(path, args.dim)
         res["data"]["load_numpy_s"] = round(now() - t0, 3)
@@ -863,6 +953,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"obj {r.get('obj_final', float('nan')):.5g}")
         best = min((v for v in res["faiss_kmeans"].values()), key=lambda v: v["s_per_iter"])
         res["faiss_kmeans"]["best"] = {"threads": best["threads"], "s_per_iter": best["s_per_iter"]}
+        try:
+            import faiss
+
+            faiss.omp_set_num_threads(ncores)
+        except ImportError:
+            pass
+    if not args.skip_kernels and x is not None:
+        noise_probe("kernels", args, probes)
+        res["kernels"] = run_kernels(x, args.k, args.seed, ncores)
+        kr = res["kernels"]
+        log(f"kernels alone, {kr['block_rows']} rows, 1 thread: assign {kr['assign_s_best']:.3f} s "
+            f"({kr['assign_gflops']:.0f} GFLOP/s), partial_sums {kr['sums_s_best']:.3f} s")
         try:
             import faiss
 
