@@ -198,8 +198,12 @@ def load_numpy(path: Path, dim: int) -> np.ndarray:
 # --------------------------------------------------------------------------- GEMM / faiss probes
 
 
-def gemm_rates(dim: int, k: int, block: int, min_time: float, rounds: int, seed: int = 0) -> list[float]:
-    """GFLOP/s of ``(block x dim) @ (dim x k)`` float32 matmuls, one figure per round."""
+def gemm_rates(dim: int, k: int, block: int, min_time: float, rounds: int, seed: int = 0,
+               cpu_out: list[float] | None = None) -> list[float]:
+    """GFLOP/s of ``(block x dim) @ (dim x k)`` float32 matmuls, one figure per round.
+
+    ``cpu_out`` receives GFLOP per CPU-second of this process (all its threads) per round:
+    less sensitive than wall time to other processes taking the cores."""
     rng = np.random.default_rng(seed)
     n_blocks = 8
     x = rng.standard_normal((block * n_blocks, dim), dtype=np.float32)
@@ -211,6 +215,7 @@ def gemm_rates(dim: int, k: int, block: int, min_time: float, rounds: int, seed:
     for _ in range(rounds):
         count = 0
         t0 = now()
+        c0 = time.process_time()
         while True:
             for i in range(n_blocks):
                 np.matmul(x[i * block:(i + 1) * block], c.T, out=out)
@@ -218,19 +223,24 @@ def gemm_rates(dim: int, k: int, block: int, min_time: float, rounds: int, seed:
             dt = now() - t0
             if dt >= min_time:
                 break
+        cpu = time.process_time() - c0
         rates.append(2.0 * block * dim * k * count / dt / 1e9)
+        if cpu_out is not None:
+            cpu_out.append(2.0 * block * dim * k * count / max(cpu, 1e-9) / 1e9)
     return rates
 
 
-def gemm_rates_threads(threads: int | None, dim: int, k: int, block: int, min_time: float, rounds: int) -> tuple[list[float], str]:
+def gemm_rates_threads(threads: int | None, dim: int, k: int, block: int, min_time: float, rounds: int,
+                       cpu_out: list[float]) -> tuple[list[float], str]:
     """GEMM rates with BLAS limited to ``threads`` (None: as configured), and how."""
     if threads is None:
-        return gemm_rates(dim, k, block, min_time, rounds), "in-process, BLAS threads as configured"
+        return gemm_rates(dim, k, block, min_time, rounds, cpu_out=cpu_out), "in-process, BLAS threads as configured"
     try:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=threads, user_api="blas"):
-            return gemm_rates(dim, k, block, min_time, rounds), f"in-process, threadpoolctl limit={threads}"
+            return (gemm_rates(dim, k, block, min_time, rounds, cpu_out=cpu_out),
+                    f"in-process, threadpoolctl limit={threads}")
     except ImportError:
         pass
     env = dict(os.environ)
@@ -239,8 +249,9 @@ def gemm_rates_threads(threads: int | None, dim: int, k: int, block: int, min_ti
     cmd = [sys.executable, str(Path(__file__).resolve()), "--gemm-probe", "--dim", str(dim), "--k", str(k),
            "--gemm-block", str(block), "--gemm-min-time", str(min_time), "--gemm-rounds", str(rounds)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    rates = json.loads(out.stdout.strip().splitlines()[-1])["rates"]
-    return rates, f"subprocess with OPENBLAS_NUM_THREADS=OMP_NUM_THREADS={threads}"
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    cpu_out.extend(got["cpu_rates"])
+    return got["rates"], f"subprocess with OPENBLAS_NUM_THREADS=OMP_NUM_THREADS={threads}"
 
 
 def faiss_search_rates(threads: int, dim: int, k: int, n_queries: int, rounds: int, x: np.ndarray | None) -> list[float]:
@@ -360,6 +371,8 @@ class MemorySampler:
         self.max_procs = dict.fromkeys(self.GROUPS, 0)
         self.peak_total = 0
         self.samples = 0
+        self._cpu_first: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
         self.timeline: list[list[float]] = []
         self._t0 = now()
 
@@ -392,8 +405,13 @@ class MemorySampler:
         for p in procs:
             try:
                 rss = p.memory_info().rss
+                t = p.cpu_times()
             except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
                 continue
+            cpu = t.user + t.system
+            # a process first seen now started after the previous sample: count it from 0
+            self._cpu_first.setdefault(p.pid, cpu if self.samples == 0 else 0.0)
+            self._cpu_last[p.pid] = cpu
             kind = self._classify(p)
             sums[kind] += rss
             counts[kind] += 1
@@ -422,6 +440,14 @@ class MemorySampler:
         self._thread.join(timeout=5)
         self.sample()
 
+    def cpu_seconds(self) -> dict[str, float]:
+        out = dict.fromkeys(self.GROUPS[:3], 0.0)
+        for pid, last in self._cpu_last.items():
+            kind = self._kind.get(pid, "other")
+            if kind in out:
+                out[kind] += last - self._cpu_first.get(pid, 0.0)
+        return {k: round(v, 2) for k, v in out.items()}
+
     def report(self) -> dict[str, Any]:
         mib = lambda b: round(b / 2**20, 1)  # noqa: E731
         return {
@@ -431,6 +457,9 @@ class MemorySampler:
             "peak_single_process_rss_mib": {g: mib(self.peak_single[g]) for g in self.GROUPS[:3]},
             "max_processes": {g: self.max_procs[g] for g in self.GROUPS[:3]},
             "peak_total_rss_mib": mib(self.peak_total),
+            "cpu_s": self.cpu_seconds(),
+            "cpu_s_note": "user+system CPU seconds per group over the sampled window (processes that exited "
+                          "between samples lose their last interval)",
             "timeline_columns": ["t_s", "driver_python_mib", "jvm_mib", "python_workers_mib"],
             "timeline": self.timeline,
         }
@@ -463,9 +492,12 @@ def run_faiss_kmeans(x: np.ndarray, k: int, iters: int, seed: int, threads: int)
     faiss.omp_set_num_threads(threads)
     km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, max_points_per_centroid=10**9, verbose=False)
     t0 = now()
+    c0 = time.process_time()
     km.train(x)
     train_s = now() - t0
-    out: dict[str, Any] = {"threads": threads, "train_s": round(train_s, 3), "s_per_iter": round(train_s / iters, 4)}
+    cpu_s = time.process_time() - c0
+    out: dict[str, Any] = {"threads": threads, "train_s": round(train_s, 3), "s_per_iter": round(train_s / iters, 4),
+                           "cpu_s": round(cpu_s, 3), "cpu_s_per_iter": round(cpu_s / iters, 4)}
     stats = getattr(km, "iteration_stats", None)
     if stats:
         out["obj"] = [float(s["obj"]) for s in stats]
@@ -491,19 +523,22 @@ def run_kernels(x: np.ndarray, k: int, seed: int, n_tasks: int, repeats: int = 3
     c = np.ascontiguousarray(x[np.sort(rng.choice(len(x), size=k, replace=False))])
     kernels.set_threads(1)
     kernels.assign(block[:4096], c)  # warm-up
-    a_s, s_s = [], []
+    a_s, s_s, a_cpu, s_cpu = [], [], [], []
     for _ in range(repeats):
-        t0 = now()
+        t0, c0 = now(), time.process_time()
         labels, _ = kernels.assign(block, c)
-        t1 = now()
+        t1, c1 = now(), time.process_time()
         kernels.partial_sums(block, labels, k)
-        t2 = now()
+        t2, c2 = now(), time.process_time()
         a_s.append(t1 - t0)
         s_s.append(t2 - t1)
+        a_cpu.append(c1 - c0)
+        s_cpu.append(c2 - c1)
     a, sm = min(a_s), min(s_s)
     return {"block_rows": rows, "tasks": n_tasks, "threads_per_task": 1, "repeats": repeats,
             "assign_s_best": round(a, 4), "sums_s_best": round(sm, 4),
             "assign_s_all": [round(v, 4) for v in a_s], "sums_s_all": [round(v, 4) for v in s_s],
+            "assign_cpu_s_best": round(min(a_cpu), 4), "sums_cpu_s_best": round(min(s_cpu), 4),
             "assign_gflops": round(2.0 * rows * k * x.shape[1] / a / 1e9, 2),
             "s_per_iter_if_tasks_parallel": round(a + sm, 4),
             "sums_share": round(sm / (a + sm), 3)}
@@ -568,7 +603,7 @@ def stage_timeline(spark, t0_epoch: float, t1_epoch: float) -> list[dict[str, An
         if sub is None:
             continue
         start = sub.getTime() / 1000.0
-        if not (t0_epoch - 0.5 <= start <= t1_epoch + 0.5):
+        if not (t0_epoch - 0.05 <= start <= t1_epoch):
             continue
         end = comp.getTime() / 1000.0 if comp is not None else None
         rows.append({"stage": int(st.stageId()), "attempt": int(st.attemptId()), "status": st.status().toString(),
@@ -715,16 +750,21 @@ def run_mllib(spark, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"n_subset": n_sub, "subset": f"id < {n_sub} (rows are i.i.d. draws of the mixture)",
                            "warmup_fit_5k_rows_maxIter1_s": round(warmup_s, 3), "runs": runs, "k": args.k, "initMode": "random", "tol": 0.0,
                            "input": "not cached by the benchmark (MLlib persists its instances itself)"}
+    per_iter = -1.0
     if len(runs) >= 2 and runs[-1]["numIter"] > runs[0]["numIter"]:
         a, b = runs[0], runs[-1]
         per_iter = (b["seconds"] - a["seconds"]) / (b["numIter"] - a["numIter"])
         out["s_per_iter_method"] = (f"difference: (t(maxIter={b['maxIter']}) - t(maxIter={a['maxIter']})) / "
                                     f"(numIter {b['numIter']} - {a['numIter']})")
         out["fixed_overhead_s"] = round(a["seconds"] - a["numIter"] * per_iter, 3)
-    else:
+        if per_iter <= 0:
+            out["difference_not_positive"] = round(per_iter, 4)
+    if per_iter <= 0:
         r = runs[-1]
         per_iter = r["seconds"] / r["numIter"]
-        out["s_per_iter_method"] = "total / numIter (includes init and scan)"
+        out["s_per_iter_method"] = (f"total / numIter of the maxIter={r['maxIter']} run (includes init and scan"
+                                    + ("; the difference quotient was not positive: noise" if len(runs) >= 2 else "")
+                                    + ")")
     out["s_per_iter_total_over_iters"] = [round(r["seconds"] / r["numIter"], 3) for r in runs]
     out["s_per_iter_subset"] = round(per_iter, 4)
     out["s_per_iter_at_n"] = round(per_iter * args.n / n_sub, 3)
@@ -768,7 +808,8 @@ def print_summary(res: dict[str, Any]) -> None:
     for t, v in res.get("faiss_kmeans", {}).items():
         if t.startswith("threads_"):
             rows.append((f"faiss.Kmeans {v['threads']} thr", v["s_per_iter"],
-                         f"train {v['train_s']:.1f} s, obj {v.get('obj_final', float('nan')):.4g}"))
+                         f"train {v['train_s']:.1f} s, CPU {v['cpu_s_per_iter']:.3f} s/iter, "
+                         f"obj {v.get('obj_final', float('nan')):.4g}"))
     kr = res.get("kernels")
     if kr:
         rows.append((f"kernels alone ({kr['block_rows']:,} rows, 1 thr)", kr["s_per_iter_if_tasks_parallel"],
@@ -800,12 +841,10 @@ def print_summary(res: dict[str, Any]) -> None:
     ec = cs.get("engine_comparison")
     if ec:
         print(f"\nengine choice: {ec['summary']}")
-    mem = cs.get("barrier", {}).get("memory", {}).get("peak_rss_mib")
-    if mem:
-        print(f"peak RSS during barrier fit (MiB): {mem}")
-    mem = cs.get("passes", {}).get("memory", {}).get("peak_rss_mib")
-    if mem:
-        print(f"peak RSS during passes fit (MiB): {mem}")
+    for eng in ("barrier", "passes"):
+        mem = cs.get(eng, {}).get("memory", {})
+        if mem.get("peak_rss_mib"):
+            print(f"{eng} fit: peak RSS MiB {mem['peak_rss_mib']}, CPU seconds {mem.get('cpu_s')}")
     for eng in ("barrier", "passes"):
         stages = cs.get(eng, {}).get("stages")
         if stages and "error" not in stages[0]:
@@ -867,7 +906,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.gemm_probe:  # child mode: print GEMM rates as JSON and exit
-        print(json.dumps({"rates": gemm_rates(args.dim, args.k, args.gemm_block, args.gemm_min_time, args.gemm_rounds)}))
+        cpu: list[float] = []
+        rates = gemm_rates(args.dim, args.k, args.gemm_block, args.gemm_min_time, args.gemm_rounds, cpu_out=cpu)
+        print(json.dumps({"rates": rates, "cpu_rates": cpu}))
         return 0
     os.environ.setdefault("CURATION_SPARK_PROGRESS", "off")
     args.idle = IdleWaiter(args.wait_idle_budget, args.idle_threshold)
@@ -908,19 +949,23 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 1. GEMM bound (1 thread / all cores, alternated)
     if not args.skip_gemm:
         noise_probe("gemm", args, probes)
-        r1, r_all, how1, how_all = [], [], "", ""
+        r1, r_all, c1, c_all, how1, how_all = [], [], [], [], "", ""
         for _ in range(2):
-            r, how1 = gemm_rates_threads(1, args.dim, args.k, args.gemm_block, args.gemm_min_time, args.gemm_rounds)
+            r, how1 = gemm_rates_threads(1, args.dim, args.k, args.gemm_block, args.gemm_min_time, args.gemm_rounds, c1)
             r1 += r
-            r, how_all = gemm_rates_threads(None, args.dim, args.k, args.gemm_block, args.gemm_min_time, args.gemm_rounds)
+            r, how_all = gemm_rates_threads(None, args.dim, args.k, args.gemm_block, args.gemm_min_time,
+                                            args.gemm_rounds, c_all)
             r_all += r
         g1, ga = max(r1), max(r_all)
         res["gemm"] = {
             "shape": f"({args.gemm_block} x {args.dim}) @ ({args.dim} x {args.k}) float32, numpy.matmul",
             "single_thread": {"gflops_best": round(g1, 2), "gflops_median": round(statistics.median(r1), 2),
-                              "rounds": [round(v, 2) for v in r1], "method": how1},
+                              "rounds": [round(v, 2) for v in r1], "method": how1,
+                              "gflops_per_cpu_s": [round(v, 2) for v in c1]},
             "all_cores": {"gflops_best": round(ga, 2), "gflops_median": round(statistics.median(r_all), 2),
-                          "rounds": [round(v, 2) for v in r_all], "method": how_all, "threads": ncores},
+                          "rounds": [round(v, 2) for v in r_all], "method": how_all, "threads": ncores,
+                          "gflops_per_cpu_s": [round(v, 2) for v in c_all]},
+            "s_per_iter_1core_cpu": round(flops_per_iter / (max(c1) * 1e9), 4),
             "s_per_iter_1core": round(flops_per_iter / (g1 * 1e9), 4),
             "s_per_iter_allcores": round(flops_per_iter / (ga * 1e9), 4),
             "note": "lower bound = 2*N*K*D flops at the best measured GEMM rate (distances only: no argmin, no sums)",

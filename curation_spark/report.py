@@ -116,8 +116,8 @@ def write_report(run_path: str, out_dir: str | None = None, table: str | None = 
         spark = get_spark()
     run = open_existing(spark, run_path)
     target = _report_dir(run.path, out_dir)
+    ctx = _open_context(spark, run, table, input_path, target)  # a bad --table fails before anything is written
     os.makedirs(target, exist_ok=True)
-    ctx = _open_context(spark, run, table, input_path, target)
     log.info("report: run %s, %d level(s), curated table %s, input %s -> %s", run.path, len(ctx.levels),
              ctx.curated_name or "(none)", ctx.input_desc or "(none)", target)
     sections = [
@@ -164,6 +164,7 @@ class _Context:
     input_rows: int | None = None
     dim: int | None = None
     label_info: dict[str, Any] = field(default_factory=dict)
+    sizes_cache: dict[int, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def level_info(self, level: int) -> dict[str, Any]:
@@ -441,6 +442,8 @@ def _level_sizes(ctx: _Context) -> tuple[dict[int, np.ndarray], dict[int, int], 
         values, total = _collect_column(cents, "size", int(known) if known is not None else None, MAX_SIZES)
         sizes[level] = values.astype(np.int64)
         totals[level] = total
+        if total == len(values):
+            ctx.sizes_cache[level] = sizes[level]
         if total > len(values):
             notes.append(f"Level {level}: a random sample of {len(values):,} of {total:,} cluster sizes is shown.")
     return sizes, totals, notes
@@ -524,8 +527,9 @@ def _section_sizes(ctx: _Context) -> _Drawn:
     if not sizes:
         return _Drawn(None, notes=notes or ["No centroids table could be read."])
     fig = plot_cluster_sizes(sizes, totals)
-    caption = ("Left panels: histogram of cluster sizes per level (log-spaced bins, log x and y). A level's "
-               "size is the number of its inputs: points for level 1, clusters of level l-1 for level l. "
+    caption = ("Left panels: histogram of cluster sizes per level (log-spaced bins and log axes where the sizes "
+               "span a wide range). A level's cluster size is the number of its inputs: points for level 1, "
+               "clusters of level l-1 for level l. "
                "Last panel: sizes sorted in decreasing order against their rank (log-log); a flat curve means "
                "balanced clusters.")
     return _Drawn(fig, caption, notes)
@@ -546,18 +550,27 @@ def _section_objective(ctx: _Context) -> _Drawn:
 
 
 def _section_resampling(ctx: _Context) -> _Drawn:
-    infos = {lvl: ctx.level_info(lvl) for lvl in ctx.levels}
-    infos = {lvl: info for lvl, info in infos.items()
-             if info.get("resampling") and info.get("sizes_kmeans_histogram") and info.get("sizes_histogram")}
+    from curation_spark.kernels import size_histogram
+
+    infos = {lvl: dict(ctx.level_info(lvl)) for lvl in ctx.levels if ctx.level_info(lvl).get("resampling")}
     if not infos:
         return _Drawn(None, notes=["No level ran resampling steps (clustering.n_resampling_steps = 0 or "
                                    "sample_size = 1), so there is no before/after to show."])
+    notes = []
+    for lvl, info in infos.items():
+        if not info.get("sizes_histogram") and lvl in ctx.sizes_cache:  # older run.json: rebuild from the table
+            info["sizes_histogram"] = size_histogram(ctx.sizes_cache[lvl])
+        if not info.get("sizes_kmeans_histogram"):
+            notes.append(f"Level {lvl}: run.json holds no size histogram from before resampling (written by an "
+                         "older version); only the sizes after resampling and the per-step statistics are shown.")
+        if info.get("split"):
+            notes.append(f"Level {lvl} also split its clusters after resampling; the 'after' sizes include the split.")
     fig = plot_resampling(infos)
-    notes = [f"Level {lvl} also split its clusters after resampling; the 'after' sizes include the split."
-             for lvl, info in infos.items() if info.get("split")]
     caption = ("Left: number of clusters per power-of-two size bin after plain k-means (grey) and after the "
                "last resampling step (red). Right: min / median / max cluster size and the Gini coefficient "
-               "(0 = all clusters equal) after each step; step 0 is plain k-means.")
+               "(0 = all clusters equal) after each step; step 0 is plain k-means. Resampling moves centroids "
+               "from dense regions towards sparse ones, so the clusters become more uneven in size (more small "
+               "clusters in sparse regions, larger ones in dense regions): a rising Gini is the expected effect.")
     return _Drawn(fig, caption, notes)
 
 
@@ -611,8 +624,9 @@ def _section_per_cluster(ctx: _Context) -> _Drawn:
     caption = ("Left: curated rows (copies included) drawn from each level-1 cluster against the cluster's "
                "size (log x; y linear near 0, log above). Balanced sampling takes all of a small cluster "
                "(dashed line: rows = multiplier x size) and caps the large ones, so the points should lie on "
-               "the line and then flatten. Right: how many clusters have each size in the input vs how many "
-               "curated rows each contributes.")
+               "the line and then flatten. Right: how many clusters contribute 0, 1, 2, ... curated rows, with "
+               "the Gini coefficient of the cluster sizes next to that of the curated rows per cluster "
+               "(lower = more even).")
     return _Drawn(fig, caption, notes)
 
 
@@ -734,7 +748,7 @@ def _size_bins(pos: np.ndarray) -> tuple[np.ndarray, bool]:
     """Histogram edges for positive integer sizes: integer bins if the range is narrow, else log-spaced
     (about 2 sqrt(K) bins, 8 to 40, so a small level is not a comb of single clusters)."""
     lo, hi = int(pos.min()), int(pos.max())
-    if hi - lo < 40 and hi < 8 * max(lo, 1):
+    if hi - lo <= 40:
         return np.arange(lo, hi + 2) - 0.5, False
     n_bins = int(np.clip(2 * math.sqrt(pos.size), 8, 40))
     edges = np.unique(np.floor(np.geomspace(lo, hi + 1, n_bins + 1)))
@@ -776,6 +790,8 @@ def plot_cluster_sizes(sizes: Mapping[int, np.ndarray], totals: Mapping[int, int
         if nz.size and nz.max() / nz.min() > 20:
             ax.set_yscale("log")
             _plain_log_ticks(ax, "y")
+            bottom, top = ax.get_ylim()
+            ax.set_ylim(bottom, top * 4)  # room for the min/max/Gini box and the legend
         else:
             ax.yaxis.get_major_locator().set_params(integer=True)
             ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # room for the min/max/Gini box and the legend
@@ -874,7 +890,9 @@ def plot_resampling(infos: Mapping[int, Mapping[str, Any]]) -> "Figure":
     fig, axes = _figure(len(levels), 2, 5.2, 3.3)
     for row, level in enumerate(levels):
         info = infos[level]
-        before, after = info["sizes_kmeans_histogram"], info["sizes_histogram"]
+        empty = {"edges": [0, 1], "counts": [0]}
+        before = info.get("sizes_kmeans_histogram") or empty
+        after = info.get("sizes_histogram") or empty
         edges = before["edges"] if len(before["edges"]) >= len(after["edges"]) else after["edges"]
         n_bins = len(edges) - 1
         b = np.zeros(n_bins, dtype=np.int64)
@@ -889,9 +907,12 @@ def plot_resampling(infos: Mapping[int, Mapping[str, Any]]) -> "Figure":
         width = 0.4
         sb = info.get("sizes_kmeans") or {}
         sa = info.get("sizes") or {}
-        ax.bar(x - width / 2, b[lo:hi], width, color=BEFORE_COLOR, label=f"k-means (Gini {sb.get('gini', float('nan')):.2f})")
-        ax.bar(x + width / 2, a[lo:hi], width, color=AFTER_COLOR,
-               label=f"after {len(info['resampling'])} resampling step(s) (Gini {sa.get('gini', float('nan')):.2f})")
+        if info.get("sizes_kmeans_histogram"):
+            ax.bar(x - width / 2, b[lo:hi], width, color=BEFORE_COLOR,
+                   label=f"k-means (Gini {sb.get('gini', float('nan')):.2f})")
+        if info.get("sizes_histogram"):
+            ax.bar(x + width / 2, a[lo:hi], width, color=AFTER_COLOR,
+                   label=f"after {len(info['resampling'])} resampling step(s) (Gini {sa.get('gini', float('nan')):.2f})")
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=45 if len(x) > 6 else 0, ha="right" if len(x) > 6 else "center",
                            fontsize=8)
@@ -927,7 +948,8 @@ def plot_resampling(infos: Mapping[int, Mapping[str, Any]]) -> "Figure":
         ax2.set_ylim(0, 1)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4,
+                  frameon=False)
         ax.set_title(f"level {level}: size statistics per step", fontsize=10)
     fig.suptitle("Effect of resampling", fontsize=12)
     return fig
@@ -1009,7 +1031,9 @@ def plot_curated_per_cluster(sizes: np.ndarray, curated: np.ndarray, multiplier:
     keep = s > 0
     rng = np.random.default_rng(SEED)
     jitter = np.exp(rng.uniform(-0.04, 0.04, size=int(keep.sum())))  # separate integer ties on the log axis
-    ax1.scatter(s[keep] * jitter, c[keep], s=9, alpha=0.45, color=CURATED_COLOR, edgecolor="none",
+    n_keep = max(int(keep.sum()), 1)
+    ax1.scatter(s[keep] * jitter, c[keep], s=float(np.clip(4000.0 / n_keep, 4, 28)),
+                alpha=float(np.clip(2000.0 / n_keep, 0.25, 0.8)), color=CURATED_COLOR, edgecolor="none",
                 label=f"{int(keep.sum()):,} clusters")
     hi = max(int(s.max()), 1)
     line = np.geomspace(1, hi, 50)
@@ -1031,40 +1055,37 @@ def plot_curated_per_cluster(sizes: np.ndarray, curated: np.ndarray, multiplier:
     ax1.set_title(f"curated rows vs cluster size ({n_zero:,} clusters give none)", fontsize=10)
     ax1.grid(True, alpha=0.3)
     ax1.legend(fontsize=8, loc="upper left")
-    both = np.concatenate([s, c])
-    top = max(int(both.max()), 1)
-    has_zero = bool((both == 0).any())
-    bottom = 0 if has_zero else max(int(both.min()), 1)
-    if top - bottom <= 40:
-        edges = np.arange(bottom, top + 2) - 0.5
-        xscale = "linear"
+    # Right: how evenly the curated rows spread over the clusters (the input sizes are in the
+    # cluster-size figure); the two Gini coefficients put the imbalance before/after in numbers.
+    top = max(int(c.max()), 1)
+    if top <= 40:
+        edges = np.arange(0, top + 2) - 0.5
+        counts, _, _ = ax2.hist(c, bins=edges, color=CURATED_COLOR, edgecolor="white", linewidth=0.4)
+        ax2.xaxis.get_major_locator().set_params(integer=True)
     else:
-        n_bins = int(np.clip(2 * math.sqrt(len(s)), 10, 50))
-        edges = np.unique(np.floor(np.geomspace(max(bottom, 1), top + 1, n_bins + 1)))
-        if edges[-1] <= top:
-            edges = np.append(edges, top + 1)
-        edges = edges - 0.5
-        if has_zero:  # a bin for the clusters that give nothing, drawn on a symlog axis
-            edges = np.concatenate([[-0.5], edges])
-        xscale = "symlog" if has_zero else "log"
-    ax2.hist(s, bins=edges, color=INPUT_COLOR, alpha=0.6, label="input points per cluster")
-    ax2.hist(c, bins=edges, color=CURATED_COLOR, alpha=0.6, label="curated rows per cluster")
-    if xscale == "symlog":
+        n_bins = int(np.clip(2 * math.sqrt(len(c)), 10, 50))
+        log_edges = np.unique(np.floor(np.geomspace(1, top + 1, n_bins + 1)))
+        if log_edges[-1] <= top:
+            log_edges = np.append(log_edges, top + 1)
+        edges = np.concatenate([[-0.5], log_edges - 0.5])  # first bin: clusters that give nothing
+        counts, _, _ = ax2.hist(c, bins=edges, color=CURATED_COLOR, edgecolor="white", linewidth=0.4)
         ax2.set_xscale("symlog", linthresh=1.0)
         ax2.set_xlim(left=-0.6)
         from matplotlib.ticker import FuncFormatter
 
         ax2.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _fmt(v)))
-    elif xscale == "log":
-        ax2.set_xscale("log")
-        _plain_log_ticks(ax2, "x")
-    ax2.set_yscale("log")
-    _plain_log_ticks(ax2, "y")
-    ax2.set_xlabel("rows per level-1 cluster")
+    nz = counts[counts > 0]
+    if nz.size and nz.max() / nz.min() > 20:
+        ax2.set_yscale("log")
+        _plain_log_ticks(ax2, "y")
+    ax2.set_xlabel("curated rows from a level-1 cluster")
     ax2.set_ylabel("number of clusters")
-    ax2.set_title("per-cluster distribution: input vs curated", fontsize=10)
-    ax2.legend(fontsize=8)
-    ax2.grid(True, alpha=0.3)
+    ax2.set_title("curated rows per cluster", fontsize=10)
+    ax2.text(0.97, 0.97, f"Gini of cluster sizes {_gini(s):.2f}\nGini of curated rows {_gini(c):.2f}\n"
+                         f"clusters with rows: {int((c > 0).sum()):,} of {len(c):,}",
+             transform=ax2.transAxes, ha="right", va="top", fontsize=8,
+             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#cccccc"})
+    ax2.grid(True, axis="y", alpha=0.3)
     fig.suptitle("Curated set per level-1 cluster", fontsize=12)
     return fig
 
@@ -1091,7 +1112,7 @@ def plot_scatter_2d(input_pts: "pd.DataFrame | None", centroids: Mapping[int, np
                        rasterized=True)
 
     if input_pts is not None:
-        alpha = float(np.clip(3000.0 / max(len(input_pts), 1), 0.08, 0.6))
+        alpha = float(np.clip(6000.0 / max(len(input_pts), 1), 0.2, 0.7))
         bg_alpha = float(np.clip(1500.0 / max(len(input_pts), 1), 0.05, 0.4))
 
         def draw_input(ax: "Axes") -> None:
@@ -1216,13 +1237,16 @@ def _num(value: Any, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 0) -> str:
-    head = "".join(f"<th class='l'>{_e(h)}</th>" if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(headers))
+def _table(headers: Sequence[str] | None, rows: Sequence[Sequence[Any]], left: int = 0) -> str:
+    """An HTML table; cells are already-escaped HTML, the first ``left`` columns left-aligned."""
+    head = "".join(f"<th class='l'>{_e(h)}</th>" if i < left else f"<th>{_e(h)}</th>"
+                   for i, h in enumerate(headers or []))
     body = []
     for row in rows:
         cells = "".join(f"<td class='l'>{c}</td>" if i < left else f"<td>{c}</td>" for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
 def _levels_table(ctx: _Context) -> str:
@@ -1288,7 +1312,7 @@ def _render_html(ctx: _Context, sections: Sequence[_Section]) -> str:
         f"<style>{_CSS}</style></head><body>",
         "<h1>curation-spark report</h1>",
         f"<p class='meta'>{_e(run.path)}</p>",
-        _table(["", ""], [[f"<b>{k}</b>", v] for k, v in facts], left=2),
+        _table(None, [[f"<b>{k}</b>", v] for k, v in facts], left=2),
     ]
     general = list(ctx.notes) + [n for n in (ctx.curated_note, ctx.input_note) if n]
     parts += [f"<p class='note'>{_e(n)}</p>" for n in general]

@@ -37,3 +37,48 @@ def spark():
 def tmp_dir(tmp_path):
     """A fresh folder per test, as a plain string path."""
     return str(tmp_path)
+
+
+# ----------------------------------------------------------------------------- shared runs
+# The paper's toy setting is run once per test session and shared by the hierarchy,
+# sampling and report tests (it is the expensive part of the suite).
+
+TOY_OVERRIDES = [
+    "clustering.n_levels=2", "clustering.n_clusters=[1000,300]", "clustering.n_iters=50",
+    "clustering.n_resampling_steps=[10,10]", "clustering.sample_size=[15,2]", "clustering.sampling_strategy=c",
+    "clustering.seed=0", "sampling.target_size=1000", "sampling.strategy=r", "sampling.keep_columns=[label]",
+]
+
+
+@pytest.fixture(scope="session")
+def rings_path(spark, tmp_path_factory):
+    """The five toy rings (29,700 points) as a Delta table."""
+    from curation_spark import pipeline, synth
+
+    path = str(tmp_path_factory.mktemp("rings") / "rings")
+    pipeline.write_synthetic(spark, synth.make_rings(seed=0), path, "delta")
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_run(spark, rings_path, tmp_path_factory):
+    """2 levels [1000, 300], sample_size [15, 2], 10 resampling steps, target 1000."""
+    from curation_spark import pipeline
+    from curation_spark.config import load_config
+
+    out = str(tmp_path_factory.mktemp("toy") / "run")
+    config = load_config([], [f"input.path={rings_path}", f"output.path={out}", *TOY_OVERRIDES])
+    return config, pipeline.run(config, spark)
+
+
+@pytest.fixture(scope="session")
+def flat_run(spark, rings_path, tmp_path_factory):
+    """Plain one-level k-means (K=1000, no resampling) with equal per-cluster sampling."""
+    from curation_spark import pipeline
+    from curation_spark.config import load_config
+
+    out = str(tmp_path_factory.mktemp("flat") / "run")
+    config = load_config([], [f"input.path={rings_path}", f"output.path={out}", "clustering.n_levels=1",
+                              "clustering.n_clusters=[1000]", "clustering.n_iters=50", "clustering.seed=0",
+                              "sampling.target_size=1000", "sampling.keep_columns=[label]"])
+    return config, pipeline.run(config, spark)

@@ -45,6 +45,8 @@ def cluster_conf() -> dict[str, str]:
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",
         "spark.sql.shuffle.partitions": "4",
+        # Tiny tables: Delta's log replay need not fan out to its default 50 partitions.
+        "spark.databricks.delta.snapshotPartitions": "2",
     }
 
 
