@@ -67,6 +67,24 @@ def spark_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def write_log4j(conf_dir: str | Path, info_loggers: dict[str, str] | None = None) -> Path:
+    """A ``log4j2.properties`` in ``conf_dir`` (use it as SPARK_CONF_DIR): root at WARN on
+    stderr, with the given loggers at the given levels."""
+    conf_dir = Path(conf_dir)
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "rootLogger.level = warn", "rootLogger.appenderRef.stdout.ref = console",
+        "appender.console.type = Console", "appender.console.name = console", "appender.console.target = SYSTEM_ERR",
+        "appender.console.layout.type = PatternLayout",
+        "appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex",
+    ]
+    for i, (name, level) in enumerate((info_loggers or {}).items()):
+        lines += [f"logger.l{i}.name = {name}", f"logger.l{i}.level = {level}"]
+    path = conf_dir / "log4j2.properties"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM the process group of ``proc`` (started with start_new_session), then SIGKILL."""
     if proc.poll() is None:
@@ -132,13 +150,8 @@ class StandaloneCluster:
     def start(self) -> "StandaloneCluster":
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.conf_dir.mkdir(parents=True, exist_ok=True)
-        (self.conf_dir / "log4j2.properties").write_text(
-            "rootLogger.level = warn\nrootLogger.appenderRef.stdout.ref = console\n"
-            "appender.console.type = Console\nappender.console.name = console\nappender.console.target = SYSTEM_ERR\n"
-            "appender.console.layout.type = PatternLayout\n"
-            "appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex\n"
-            # Registration messages are what a failing start needs to show.
-            "logger.master.name = org.apache.spark.deploy\nlogger.master.level = info\n")
+        # Daemons: warnings, plus the deploy messages (registration) a failing start needs to show.
+        write_log4j(self.conf_dir, {"org.apache.spark.deploy": "info"})
         try:
             self._spawn("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                                    "--port", str(self.port), "--webui-port", str(self.webui_port)])

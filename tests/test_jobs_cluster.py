@@ -10,6 +10,7 @@ The curated tables are read back with delta-rs (the ``deltalake`` package), not 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -50,6 +51,32 @@ def cluster_conf() -> dict[str, str]:
     }
 
 
+#: Driver logging: warnings, plus the scheduler lines that show where barrier tasks ran.
+DRIVER_LOGGERS = {"org.apache.spark.scheduler.TaskSchedulerImpl": "info",
+                  "org.apache.spark.scheduler.TaskSetManager": "info"}
+BARRIER_STAGE = re.compile(r"Successfully scheduled all the (\d+) tasks for barrier stage (\d+)\.")
+TASK_START = re.compile(r"Starting task \d+\.\d+ in stage (\d+)\.\d+ \(TID \d+\) \([^,()]+,\s*executor ([^,\s)]+)")
+
+
+def submit(cluster: cu.StandaloneCluster, args, cwd, py_files=()):
+    conf_dir = cluster.workdir / "driver-conf"
+    if not conf_dir.exists():
+        cu.write_log4j(conf_dir, DRIVER_LOGGERS)
+    return cu.spark_submit(args, master=cluster.master_url, packages=[cu.DELTA_PACKAGE], conf=cluster_conf(),
+                           py_files=py_files, cwd=cwd, timeout=SUBMIT_TIMEOUT,
+                           env={"SPARK_CONF_DIR": str(conf_dir)})
+
+
+def barrier_executors(driver_log: str) -> dict[int, set[str]]:
+    """Barrier stage id -> executors its tasks started on (from the driver's scheduler log)."""
+    stages = {int(m.group(2)) for m in BARRIER_STAGE.finditer(driver_log)}
+    placed: dict[int, set[str]] = {s: set() for s in stages}
+    for m in TASK_START.finditer(driver_log):
+        if int(m.group(1)) in placed:
+            placed[int(m.group(1))].add(m.group(2))
+    return placed
+
+
 def job_args(*pairs: str) -> list[str]:
     return [x for kv in pairs for x in ("--set", kv)]
 
@@ -64,7 +91,8 @@ def check_curated(path: Path, input_ids: np.ndarray, target: int) -> np.ndarray:
 
 
 def submit_failed(result, cluster: cu.StandaloneCluster) -> str:
-    return (f"exit {result.returncode}\n--- driver stderr\n{result.stderr[-8000:]}\n"
+    return (f"exit {result.returncode}\n--- driver stdout (Python)\n{result.stdout[-4000:]}\n"
+            f"--- driver stderr\n{result.stderr[-6000:]}\n"
             f"--- executors\n{cluster.executor_logs()}\n--- daemons\n{cluster.logs_tail(1500)}")
 
 
@@ -93,10 +121,8 @@ def curate_run(standalone, rings):
     """jobs/curate.py submitted to the standalone master (package from the venv)."""
     base, _ = rings
     out = base / "run"
-    result = cu.spark_submit(
-        [JOBS / "curate.py", *job_args(f"input.path={base / 'rings'}", f"output.path={out}", *SMALL_SETTINGS)],
-        master=standalone.master_url, packages=[cu.DELTA_PACKAGE], conf=cluster_conf(), cwd=base,
-        timeout=SUBMIT_TIMEOUT)
+    result = submit(standalone, [JOBS / "curate.py", *job_args(f"input.path={base / 'rings'}", f"output.path={out}",
+                                                               *SMALL_SETTINGS)], cwd=base)
     assert result.returncode == 0, submit_failed(result, standalone)
     return out, result
 
@@ -108,7 +134,8 @@ def curate_run(standalone, rings):
 def test_curate_job_on_standalone_cluster(standalone, rings, curate_run):
     _, input_ids = rings
     out, result = curate_run
-    assert f"master {standalone.master_url}" in result.stderr  # spark-submit's master, not local[*]
+    # (spark-submit merges the Python driver's stderr into its stdout)
+    assert f"master {standalone.master_url}" in result.stdout  # spark-submit's master, not local[*]
     assert f"curated table: {out / 'curated'} ({TARGET} rows)" in result.stdout
     check_curated(out / "curated", input_ids, TARGET)
 
@@ -117,8 +144,11 @@ def test_curate_job_on_standalone_cluster(standalone, rings, curate_run):
     assert meta["levels"]["1"]["engine"] == "barrier"
     assert meta["levels"]["1"]["n_clusters"] == 40
     assert meta["samples"]["curated"]["rows"] == TARGET
-    # The driver was given both workers' executors (one core each): the 2-task barrier stages
-    # ran in two JVMs, exchanging partial sums over TCP between them.
+    # Every k-means ran as a 2-task barrier stage with its tasks in the two executor JVMs (one
+    # core each), exchanging partial sums over TCP: levels 1 and 2, 2 + 1 resampling runs.
+    placed = barrier_executors(result.stderr)
+    assert len(placed) >= 5, result.stderr[-5000:]
+    assert all(len(executors) == 2 for executors in placed.values()), placed
     app_id = _app_id(standalone, result)
     for i in range(2):
         assert list((standalone.workdir / f"worker-{i}" / app_id).iterdir()), f"no executor on worker {i}"
@@ -131,14 +161,11 @@ def test_sample_job_with_wheel_on_standalone_cluster(standalone, rings, curate_r
     run_dir, _ = curate_run
     wheel = cu.build_wheel(tmp_path / "wheel")
     target = 150
-    result = cu.spark_submit(
-        [JOBS / "sample.py", "--run", run_dir, "--target-size", str(target), "--strategy", "c",
-         "--table", "curated_wheel"],
-        master=standalone.master_url, packages=[cu.DELTA_PACKAGE], conf=cluster_conf(), py_files=[wheel],
-        cwd=tmp_path, timeout=SUBMIT_TIMEOUT)
+    result = submit(standalone, [JOBS / "sample.py", "--run", run_dir, "--target-size", str(target),
+                                 "--strategy", "c", "--table", "curated_wheel"], cwd=tmp_path, py_files=[wheel])
     assert result.returncode == 0, submit_failed(result, standalone)
     # The driver imported the package from the shipped wheel, not the editable source tree.
-    banner = next(line for line in result.stderr.splitlines() if line.startswith("curation_spark "))
+    banner = next(line for line in result.stdout.splitlines() if line.startswith("curation_spark "))
     assert wheel.name in banner and str(cu.REPO / "curation_spark") not in banner, banner
     assert f"({target} rows)" in result.stdout
     check_curated(run_dir / "curated_wheel", input_ids, target)

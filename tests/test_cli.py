@@ -1,0 +1,73 @@
+"""The command line: --help, one-line errors with exit code 2 before any work, synth/validate."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from curation_spark import pipeline, synth
+from curation_spark.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("synth", "validate", "cluster", "sample", "run", "report", "demo"):
+        assert command in out
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "curation_spark", "cluster", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--overwrite" in out.stdout
+
+
+def _error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["cluster", "--set", "clustering.n_levels=2", "--set", "clustering.n_clusters=[5]"],
+     "clustering.n_clusters: has 1 values but clustering.n_levels is 2"),
+    (["cluster", "--set", "clustering.sampling_strategy=q"], "clustering.sampling_strategy: unknown value 'q'"),
+    (["cluster", "--set", "output.format=csv"], "output.format: unknown value 'csv'"),
+    (["run", "--set", "input.path=/x", "--set", "output.path=/y"], "sampling.target_size: required"),
+    (["validate", "--set", "input.path=/definitely/not/here"], "input.path: /definitely/not/here does not exist"),
+    (["cluster", "--set", "input.path=/definitely/not/here", "--set", "output.path=/tmp/x"],
+     "input.path: /definitely/not/here does not exist"),
+    (["validate"], "input.path: no input given"),
+    (["sample", "--run", "/definitely/not/a/run", "--target-size", "5"], "is not a curation-spark run folder"),
+])
+def test_bad_input_is_one_line_exit_2(spark, capsys, argv, message):
+    code, err = _error(capsys, argv)
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 0 and "Traceback" not in err
+
+
+def test_bad_table_and_overlapping_output(spark, capsys, tmp_dir):
+    path = os.path.join(tmp_dir, "emb")
+    df = spark.createDataFrame([(1, [1.0, 2.0]), (2, [1.0])], "id long, embedding array<float>")
+    df.write.format("delta").save(path)
+    code, err = _error(capsys, ["validate", "--set", f"input.path={path}"])
+    assert code == 2 and "inconsistent dimension: 1 row(s)" in err
+    code, err = _error(capsys, ["cluster", "--set", f"input.path={path}", "--set", f"output.path={path}/run"])
+    assert code == 2 and "overlaps the input" in err
+    assert "run" not in os.listdir(path)  # nothing written
+
+
+def test_synth_and_validate(spark, capsys, tmp_dir):
+    out = os.path.join(tmp_dir, "mix")
+    assert main(["synth", "mixture", "--out", out, "--n", "500", "--dim", "8", "--components", "5"]) == 0
+    assert "wrote 500 rows" in capsys.readouterr().out
+    assert main(["validate", "--set", f"input.path={out}"]) == 0
+    assert "ok: 500 rows, dimension 8" in capsys.readouterr().out
+    rings = os.path.join(tmp_dir, "rings")
+    pipeline.write_synthetic(spark, synth.make_rings(sizes=(10, 10, 10, 10, 10)), rings, "parquet")
+    assert main(["validate", "--set", f"input.path={rings}", "--set", "input.id_col=label"]) == 2
+    assert "repeat an id" in capsys.readouterr().err
