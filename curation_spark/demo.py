@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 TOY_CLUSTERING = [
     "clustering.n_levels=2", "clustering.n_clusters=[1000,300]", "clustering.n_iters=50",
-    "clustering.n_resampling_steps=[10,10]", "clustering.sample_size=[15,2]", "clustering.sampling_strategy=c",
+    "clustering.n_resampling_steps=[10,10]", "clustering.sample_size=[15,2]", "clustering.sampling_strategy=r",
     "clustering.seed=0",
 ]
 FLAT_CLUSTERING = [

@@ -319,6 +319,11 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     progress_path = progress.path
     inject = os.environ.get("CURATION_SPARK_FAIL_FIRST_ATTEMPT", "")
     secret = os.urandom(16)
+    inject_marker = None
+    if "kmeans" in inject.split(","):
+        import tempfile
+
+        inject_marker = os.path.join(tempfile.gettempdir(), f"curation-inject-{secret.hex()}")
 
     def run_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
@@ -331,8 +336,14 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
         if distance == "cosine":
             x = kernels.normalize_rows(x)
         load_s = time.perf_counter() - t0
-        if inject and ctx.attemptNumber() == 0 and part == 0 and "kmeans" in inject.split(","):
-            raise RuntimeError("injected failure (CURATION_SPARK_FAIL_FIRST_ATTEMPT=kmeans)")
+        # Test-only fault injection (off unless the variable is set): the first task to get
+        # here fails once per job, marked by a file only one attempt can create.
+        if inject_marker and part == 0:
+            try:
+                os.close(os.open(inject_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                raise RuntimeError("injected failure (CURATION_SPARK_FAIL_FIRST_ATTEMPT=kmeans)")
+            except FileExistsError:
+                pass
         c = np.array(init_bc.value, dtype=np.float32, copy=True)
         group = TaskGroup(ctx, secret)
         history = []
@@ -399,7 +410,10 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
 
     sc.setJobDescription(f"{stage} · k-means K={k}, {n_iters} iterations in one barrier stage")
     laid_out = layout(points.select(POINT_ID, EMBEDDING), n_part)
-    out = laid_out.mapInArrow(run_partition, schema, barrier=True).persist(StorageLevel.MEMORY_AND_DISK)
+    # The shuffle after the barrier stage makes it a ShuffleMapStage: Spark retries a failed
+    # barrier map stage as a whole, but cannot recover a failed barrier *result* stage.
+    out = (laid_out.mapInArrow(run_partition, schema, barrier=True).repartition(n_part)
+           .persist(StorageLevel.MEMORY_AND_DISK))
     with progress:
         small = out.where(F.col("kind") != "a").collect()
     init_bc.unpersist()

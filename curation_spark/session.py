@@ -69,6 +69,10 @@ def get_spark(settings: "SparkSettings | None" = None, with_delta: bool = True) 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if _launched_by_spark_submit():
+        # Under spark-submit (and on Databricks) the master, name and packages come from the
+        # launcher: build the session from them, adding nothing.
+        return SparkSession.builder.getOrCreate()
 
     from curation_spark.config import DEFAULTS, SparkSettings
 
@@ -89,6 +93,13 @@ def get_spark(settings: "SparkSettings | None" = None, with_delta: bool = True) 
             log.warning("could not start Spark with Delta Lake (%s); continuing with Parquet only. %s",
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__, DELTA_HINT)
     return _build_local(settings, delta=False)
+
+
+def _launched_by_spark_submit() -> bool:
+    """True in a driver started by spark-submit/pyspark shell (a JVM gateway already exists)."""
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context is not None or "PYSPARK_GATEWAY_PORT" in os.environ  # type: ignore[attr-defined]
 
 
 def _build_local(settings: "SparkSettings", delta: bool) -> "SparkSession":

@@ -24,8 +24,17 @@ def cli_args(argv):
 def main(argv=None):
     args = cli_args(sys.argv[1:] if argv is None else argv)
     import curation_spark
-    from curation_spark.cli import main as cli_main
+    from curation_spark.cli import build_parser, main as cli_main
+    from curation_spark.config import load_config
+    from curation_spark.errors import CurationError
     from pyspark.sql import SparkSession
+
+    parsed = build_parser().parse_args(args)
+    try:  # the whole config is checked before Spark starts, as the CLI does
+        load_config(parsed.config, parsed.overrides)
+    except CurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     # Without .master(): spark-submit's settings stand; get_spark() then returns this session.
     spark = SparkSession.builder.getOrCreate()

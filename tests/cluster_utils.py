@@ -85,6 +85,16 @@ def write_log4j(conf_dir: str | Path, info_loggers: dict[str, str] | None = None
     return path
 
 
+def _die_with_parent() -> None:
+    """preexec_fn (Linux): SIGTERM the daemon if the test process dies without tearing down."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM the process group of ``proc`` (started with start_new_session), then SIGKILL."""
     if proc.poll() is None:
@@ -143,7 +153,8 @@ class StandaloneCluster:
         self._logs.append(log)
         proc = subprocess.Popen([str(spark_home() / "bin" / "spark-class"), *args], env=self.env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=self.workdir, start_new_session=True)
+                                cwd=self.workdir, start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         self.procs.append(proc)
         return proc
 
@@ -231,7 +242,8 @@ class StandaloneCluster:
 
 
 def spark_submit(args: Sequence[str], *, master: str, conf: dict[str, str] | None = None,
-                 packages: Sequence[str] = (), py_files: Sequence[str] = (), cwd: str | Path | None = None,
+                 packages: Sequence[str] = (), py_files: Sequence[str] = (), archives: Sequence[str] = (),
+                 cwd: str | Path | None = None,
                  timeout: float = 600.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run pyspark's ``bin/spark-submit`` in its own process group; killed on timeout."""
     cmd = [str(spark_home() / "bin" / "spark-submit"), "--master", master]
@@ -239,11 +251,14 @@ def spark_submit(args: Sequence[str], *, master: str, conf: dict[str, str] | Non
         cmd += ["--packages", ",".join(packages)]
     if py_files:
         cmd += ["--py-files", ",".join(str(p) for p in py_files)]
+    if archives:
+        cmd += ["--archives", ",".join(str(a) for a in archives)]
     for key, value in (conf or {}).items():
         cmd += ["--conf", f"{key}={value}"]
     cmd += [str(a) for a in args]
     proc = subprocess.Popen(cmd, env=spark_env(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+                            stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -45,7 +45,7 @@ def tmp_dir(tmp_path):
 
 TOY_OVERRIDES = [
     "clustering.n_levels=2", "clustering.n_clusters=[1000,300]", "clustering.n_iters=50",
-    "clustering.n_resampling_steps=[10,10]", "clustering.sample_size=[15,2]", "clustering.sampling_strategy=c",
+    "clustering.n_resampling_steps=[10,10]", "clustering.sample_size=[15,2]", "clustering.sampling_strategy=r",
     "clustering.seed=0", "sampling.target_size=1000", "sampling.strategy=r", "sampling.keep_columns=[label]",
 ]
 

@@ -1,17 +1,31 @@
 """The spark-submit jobs (jobs/*.py) on a real Spark standalone cluster on 127.0.0.1.
 
 A master and two workers (1 core, 2 GB each) are started with pyspark's ``spark-class``;
-the job is a separate driver process started with ``spark-submit``, with Delta from
-``--packages``. With one core per executor, the barrier k-means stage's two tasks must run
-in two executor JVMs and talk over TCP (curation_spark.exchange) -- which local mode
-never exercises. A second submission ships the package as a wheel with ``--py-files``.
+``jobs/curate.py`` is a separate driver process started with ``spark-submit``, with Delta
+from ``--packages``. With one core per executor, each k-means barrier stage's two tasks
+must run in the two executor JVMs and exchange partial sums over TCP
+(curation_spark.exchange) -- which local mode never exercises.
+
+The submission ships what a real cluster needs, as docs/running.md describes:
+
+* the package as the wheel with ``--py-files`` (under a ``.zip`` name: PySpark puts only
+  .zip/.egg/.jar py-files on the executors' Python path);
+* the Python environment with ``--archives env.tar.gz#env`` and
+  ``spark.pyspark.python=./env/bin/python``. Here the archive holds a stand-in
+  ``bin/python`` that runs this venv's interpreter with ``-S`` and the venv's site-packages
+  on PYTHONPATH: numpy/pyarrow/faiss are importable, the editable install of
+  curation_spark (a .pth hook) is not -- executors can only use the shipped wheel.
+
 The curated tables are read back with delta-rs (the ``deltalake`` package), not Spark.
 """
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
+import sysconfig
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +41,13 @@ SMALL_SETTINGS = [
     "clustering.n_resampling_steps=[2,1]", "clustering.sample_size=[5,2]", "clustering.sampling_strategy=c",
     "clustering.seed=0", f"sampling.target_size={TARGET}", "sampling.multiplier=1",
 ]
+N_BARRIER_STAGES = 5  # k-means of level 1 (+2 resampling runs) and level 2 (+1)
 SUBMIT_TIMEOUT = 600.0
+#: Driver logging: warnings, plus the scheduler lines that show where barrier tasks ran.
+DRIVER_LOGGERS = {"org.apache.spark.scheduler.TaskSchedulerImpl": "info",
+                  "org.apache.spark.scheduler.TaskSetManager": "info"}
+BARRIER_STAGE = re.compile(r"Successfully scheduled all the (\d+) tasks for barrier stage (\d+)\.")
+TASK_START = re.compile(r"Starting task \d+\.\d+ in stage (\d+)\.\d+ \(TID \d+\) \([^,()]+,\s*executor ([^,\s)]+)")
 
 
 def cluster_conf() -> dict[str, str]:
@@ -51,20 +71,19 @@ def cluster_conf() -> dict[str, str]:
     }
 
 
-#: Driver logging: warnings, plus the scheduler lines that show where barrier tasks ran.
-DRIVER_LOGGERS = {"org.apache.spark.scheduler.TaskSchedulerImpl": "info",
-                  "org.apache.spark.scheduler.TaskSetManager": "info"}
-BARRIER_STAGE = re.compile(r"Successfully scheduled all the (\d+) tasks for barrier stage (\d+)\.")
-TASK_START = re.compile(r"Starting task \d+\.\d+ in stage (\d+)\.\d+ \(TID \d+\) \([^,()]+,\s*executor ([^,\s)]+)")
-
-
-def submit(cluster: cu.StandaloneCluster, args, cwd, py_files=()):
+def submit(cluster: cu.StandaloneCluster, args, cwd, conf=None, **kwargs):
     conf_dir = cluster.workdir / "driver-conf"
     if not conf_dir.exists():
         cu.write_log4j(conf_dir, DRIVER_LOGGERS)
-    return cu.spark_submit(args, master=cluster.master_url, packages=[cu.DELTA_PACKAGE], conf=cluster_conf(),
-                           py_files=py_files, cwd=cwd, timeout=SUBMIT_TIMEOUT,
-                           env={"SPARK_CONF_DIR": str(conf_dir)})
+    return cu.spark_submit(args, master=cluster.master_url, packages=[cu.DELTA_PACKAGE],
+                           conf={**cluster_conf(), **(conf or {})}, cwd=cwd, timeout=SUBMIT_TIMEOUT,
+                           env={"SPARK_CONF_DIR": str(conf_dir)}, **kwargs)
+
+
+def submit_failed(result, cluster: cu.StandaloneCluster) -> str:
+    return (f"exit {result.returncode}\n--- driver stdout (Python)\n{result.stdout[-4000:]}\n"
+            f"--- driver stderr\n{result.stderr[-6000:]}\n"
+            f"--- executors\n{cluster.executor_logs()}\n--- daemons\n{cluster.logs_tail(1500)}")
 
 
 def barrier_executors(driver_log: str) -> dict[int, set[str]]:
@@ -90,10 +109,15 @@ def check_curated(path: Path, input_ids: np.ndarray, target: int) -> np.ndarray:
     return ids
 
 
-def submit_failed(result, cluster: cu.StandaloneCluster) -> str:
-    return (f"exit {result.returncode}\n--- driver stdout (Python)\n{result.stdout[-4000:]}\n"
-            f"--- driver stderr\n{result.stderr[-6000:]}\n"
-            f"--- executors\n{cluster.executor_logs()}\n--- daemons\n{cluster.logs_tail(1500)}")
+def python_env_archive(folder: Path) -> Path:
+    """``env.tar.gz`` with a ``bin/python`` that sees the venv's packages but not curation_spark."""
+    shim = folder / "python"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    shim.chmod(0o755)
+    archive = folder / "env.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(shim, arcname="bin/python")
+    return archive
 
 
 # ---------------------------------------------------------------------- fixtures
@@ -118,13 +142,31 @@ def rings(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def curate_run(standalone, rings):
-    """jobs/curate.py submitted to the standalone master (package from the venv)."""
+    """jobs/curate.py submitted to the standalone master, with the wheel and the env shipped."""
     base, _ = rings
+    ship = base / "ship"
+    ship.mkdir()
+    wheel = cu.build_wheel(ship / "build")
+    shipped = ship / (wheel.stem + ".zip")
+    shutil.copyfile(wheel, shipped)
+    archive = python_env_archive(ship)
     out = base / "run"
-    result = submit(standalone, [JOBS / "curate.py", *job_args(f"input.path={base / 'rings'}", f"output.path={out}",
-                                                               *SMALL_SETTINGS)], cwd=base)
+    result = submit(
+        standalone,
+        [JOBS / "curate.py", *job_args(f"input.path={base / 'rings'}", f"output.path={out}", *SMALL_SETTINGS)],
+        cwd=ship, py_files=[shipped], archives=[f"{archive}#env"],
+        conf={"spark.pyspark.python": "./env/bin/python",
+              "spark.executorEnv.PYTHONPATH": sysconfig.get_paths()["purelib"]})
     assert result.returncode == 0, submit_failed(result, standalone)
-    return out, result
+    return {"out": out, "result": result, "shipped": shipped, "app_id": _app_id(standalone, result)}
+
+
+def _app_id(cluster: cu.StandaloneCluster, result) -> str:
+    """The application id of a finished submission (the master's latest completed app)."""
+    state = cluster.state()
+    done = sorted(state.get("completedapps", []), key=lambda a: a.get("starttime", 0))
+    assert done, "the master recorded no completed application"
+    return done[-1]["id"]
 
 
 # ---------------------------------------------------------------------- tests
@@ -133,7 +175,7 @@ def curate_run(standalone, rings):
 @pytest.mark.cluster
 def test_curate_job_on_standalone_cluster(standalone, rings, curate_run):
     _, input_ids = rings
-    out, result = curate_run
+    out, result = curate_run["out"], curate_run["result"]
     # (spark-submit merges the Python driver's stderr into its stdout)
     assert f"master {standalone.master_url}" in result.stdout  # spark-submit's master, not local[*]
     assert f"curated table: {out / 'curated'} ({TARGET} rows)" in result.stdout
@@ -145,49 +187,38 @@ def test_curate_job_on_standalone_cluster(standalone, rings, curate_run):
     assert meta["levels"]["1"]["n_clusters"] == 40
     assert meta["samples"]["curated"]["rows"] == TARGET
     # Every k-means ran as a 2-task barrier stage with its tasks in the two executor JVMs (one
-    # core each), exchanging partial sums over TCP: levels 1 and 2, 2 + 1 resampling runs.
+    # core each), exchanging partial sums over TCP.
     placed = barrier_executors(result.stderr)
-    assert len(placed) >= 5, result.stderr[-5000:]
+    assert len(placed) >= N_BARRIER_STAGES, result.stderr[-5000:]
     assert all(len(executors) == 2 for executors in placed.values()), placed
-    app_id = _app_id(standalone, result)
     for i in range(2):
-        assert list((standalone.workdir / f"worker-{i}" / app_id).iterdir()), f"no executor on worker {i}"
+        assert list((standalone.workdir / f"worker-{i}" / curate_run["app_id"]).iterdir()), f"no executor on worker {i}"
 
 
 @pytest.mark.cluster
-def test_sample_job_with_wheel_on_standalone_cluster(standalone, rings, curate_run, tmp_path):
-    """jobs/sample.py with the package shipped as a wheel via --py-files (driver and executors)."""
-    _, input_ids = rings
-    run_dir, _ = curate_run
-    wheel = cu.build_wheel(tmp_path / "wheel")
-    target = 150
-    result = submit(standalone, [JOBS / "sample.py", "--run", run_dir, "--target-size", str(target),
-                                 "--strategy", "c", "--table", "curated_wheel"], cwd=tmp_path, py_files=[wheel])
-    assert result.returncode == 0, submit_failed(result, standalone)
-    # The driver imported the package from the shipped wheel, not the editable source tree.
-    banner = next(line for line in result.stdout.splitlines() if line.startswith("curation_spark "))
-    assert wheel.name in banner and str(cu.REPO / "curation_spark") not in banner, banner
-    assert f"({target} rows)" in result.stdout
-    check_curated(run_dir / "curated_wheel", input_ids, target)
-    # ... and each executor fetched it (it is on their PYTHONPATH, ahead of site-packages).
-    app_id = _app_id(standalone, result)
+def test_curate_job_used_the_shipped_wheel_and_env(standalone, curate_run):
+    shipped = curate_run["shipped"]
+    # The driver imported the package from the shipped wheel, not the editable source tree ...
+    banner = next(line for line in curate_run["result"].stdout.splitlines() if line.startswith("curation_spark "))
+    assert f"{shipped.name}/curation_spark/__init__.py" in banner, banner
+    # ... and each executor fetched the wheel and unpacked the env archive into its work dir;
+    # their Python (-S) had no other way to import curation_spark.
     for i in range(2):
-        assert list((standalone.workdir / f"worker-{i}" / app_id).glob(f"*/{wheel.name}")), \
-            f"wheel not fetched by the executor on worker {i}"
-    meta = json.loads((run_dir / "run.json").read_text())
-    assert meta["samples"]["curated_wheel"]["rows"] == target
+        app_dir = standalone.workdir / f"worker-{i}" / curate_run["app_id"]
+        assert list(app_dir.glob(f"*/{shipped.name}")), f"wheel not fetched by the executor on worker {i}"
+        assert list(app_dir.glob("*/env/bin/python")), f"env archive not unpacked on worker {i}"
 
 
-def _app_id(cluster: cu.StandaloneCluster, result) -> str:
-    """The application id of a finished submission, from the workers' work dirs."""
-    apps = sorted({p.name for p in cluster.workdir.glob("worker-*/app-*")})
-    for app in apps:
-        if app in result.stderr or app in result.stdout:
-            return app
-    state = cluster.state()
-    done = sorted(state.get("completedapps", []), key=lambda a: a.get("starttime", 0))
-    assert done, "the master recorded no completed application"
-    return done[-1]["id"]
+@pytest.mark.cluster
+def test_sample_job_over_the_cluster_run(spark, rings, curate_run):
+    """jobs/sample.py over the run folder the cluster wrote (in-process, on the local test session)."""
+    _, input_ids = rings
+    sample = _load_job("sample")
+    out = curate_run["out"]
+    code = sample.main(["--run", str(out), "--target-size", "150", "--strategy", "c", "--table", "curated_c"])
+    assert code == 0
+    check_curated(out / "curated_c", input_ids, 150)
+    assert json.loads((out / "run.json").read_text())["samples"]["curated_c"]["rows"] == 150
 
 
 # ---------------------------------------------------------------------- job arguments (no cluster)
@@ -215,9 +246,11 @@ def test_job_arguments_map_to_the_cli():
         sample.cli_args(["--run", "r"])  # --target-size is required
 
 
-def test_job_reports_config_error_in_one_line(spark, capsys):
-    curate = _load_job("curate")
-    code = curate.main(["--set", "clustering.n_iters=zero", "--set", "input.path=/nonexistent"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
-    assert err[-1].startswith("error: clustering.n_iters")
+def test_job_reports_config_error_in_one_line(capsys):
+    """A bad config fails in one line with exit 2, before any Spark session is started."""
+    for name in ("curate", "cluster"):
+        job = _load_job(name)
+        code = job.main(["--set", "clustering.n_iters=zero", "--set", "input.path=/nonexistent"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2
+        assert len(err) == 1 and err[0].startswith("error: clustering.n_iters"), err

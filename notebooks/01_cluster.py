@@ -1,0 +1,134 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 01 · Cluster an embedding table
+# MAGIC
+# MAGIC Hierarchical k-means with resampling (Vo et al., 2024) over a table with an `id` column and an
+# MAGIC `embedding` column (`array<float>`, `array<double>` or an ML `Vector`). The result is a **run
+# MAGIC folder**: `level_<l>/centroids`, `level_<l>/assignments` and `run.json`. Sample curated sets from it
+# MAGIC with `02_sample`, look at it with `03_inspect_run`.
+# MAGIC
+# MAGIC | widget | environment variable (outside Databricks) | meaning |
+# MAGIC |---|---|---|
+# MAGIC | `input_path` | `CURATION_INPUT` | Delta or Parquet folder with the embeddings |
+# MAGIC | `input_table` | `CURATION_INPUT_TABLE` | ... or a catalog table (`catalog.schema.table`) |
+# MAGIC | `run` | `CURATION_RUN` | run folder to write (or resume) |
+# MAGIC | `config` | `CURATION_CONFIG` | optional YAML config file (e.g. `../conf/toy.yaml`) |
+# MAGIC | `overrides` | `CURATION_OVERRIDES` | `key=value` settings separated by `;` (e.g. `clustering.n_iters=20`) |
+# MAGIC | `overwrite` | `CURATION_OVERWRITE` | `true` replaces a run folder made with a different config |
+# MAGIC
+# MAGIC Re-running with the same settings resumes after the last completed level.
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC **On Databricks** the package must be installed on the cluster (a job cluster of the bundle gets it
+# MAGIC from `libraries`). In a notebook, install the wheel built with `pip wheel --no-deps -w dist .` and
+# MAGIC copied to a volume (see `docs/running.md`); `--no-deps` keeps the runtime's own PySpark and Delta:
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet --no-deps faiss-cpu /Volumes/main/default/libs/curation_spark-0.1.0-py3-none-any.whl
+
+# COMMAND ----------
+
+import os
+
+try:
+    dbutils  # noqa: B018,F821 -- defined by Databricks in notebooks
+    ON_DATABRICKS = True
+except NameError:
+    ON_DATABRICKS = False
+
+
+def param(name, env, default, choices=None):
+    """A widget on Databricks (created with its default), else the environment variable or the default."""
+    if not ON_DATABRICKS:
+        return os.environ.get(env, default)
+    if choices:
+        dbutils.widgets.dropdown(name, default, choices)  # noqa: F821
+    else:
+        dbutils.widgets.text(name, default)  # noqa: F821
+    return dbutils.widgets.get(name)  # noqa: F821
+
+
+def show(df, n=20):
+    """``display`` in a notebook UI, a printed table elsewhere."""
+    try:
+        display(df)  # noqa: F821
+    except NameError:
+        print(df.to_string() if hasattr(df, "to_string") else df.limit(n).toPandas().to_string())
+
+
+DEFAULT_RUN = "/Volumes/main/default/curation/runs/notebook" if ON_DATABRICKS else "runs/notebook"
+DEFAULT_OVERRIDES = ("clustering.n_levels=2; clustering.n_clusters=[1000,100]; clustering.n_iters=20; "
+                     "clustering.n_resampling_steps=[5,5]; clustering.sample_size=[10,3]")
+
+input_path = param("input_path", "CURATION_INPUT", "").strip()
+input_table = param("input_table", "CURATION_INPUT_TABLE", "").strip()
+run_path = param("run", "CURATION_RUN", DEFAULT_RUN).strip()
+config_file = param("config", "CURATION_CONFIG", "").strip()
+overrides = [s.strip() for s in param("overrides", "CURATION_OVERRIDES", DEFAULT_OVERRIDES).split(";") if s.strip()]
+overwrite = param("overwrite", "CURATION_OVERWRITE", "false", ["false", "true"]).strip().lower() == "true"
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Check the configuration and the input
+# MAGIC The whole config is validated before any Spark job; the input is checked in one pass (ids unique and
+# MAGIC non-null, one embedding dimension, no NaN/Inf).
+
+# COMMAND ----------
+
+from curation_spark import pipeline
+from curation_spark.config import load_config
+from curation_spark.session import get_spark
+
+spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
+
+source = [f"input.path={input_path}"] if input_path else [f"input.table={input_table}"] if input_table else []
+config = load_config([config_file] if config_file else [], [*source, f"output.path={run_path}", *overrides])
+stats = pipeline.validate(config, spark)
+print(f"input: {stats.n_rows:,} rows, dimension {stats.dim}")
+print("clustering:", {k: v for k, v in config.to_dict()["clustering"].items() if v is not None})
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Cluster
+
+# COMMAND ----------
+
+summary = pipeline.cluster(config, spark, overwrite=overwrite)
+
+import pandas as pd  # noqa: E402
+
+levels = pd.DataFrame([{
+    "level": info["level"], "points": info["n_points"], "clusters": info["n_clusters"],
+    "min size": info["sizes"]["min"], "median size": info["sizes"]["median"], "max size": info["sizes"]["max"],
+    "gini": round(info["sizes"]["gini"], 3), "objective": info["objective"], "seconds": round(info.get("seconds", 0), 1),
+} for info in summary.levels])
+show(levels)
+print(f"run folder: {summary.run_path}")
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## The level tables
+# MAGIC `centroids`: `cluster_id, centroid, size, flat_size` (points of the input below the cluster) and
+# MAGIC `parent_id` (its cluster one level up). `assignments`: `point_id, cluster_id, distance`.
+
+# COMMAND ----------
+
+from curation_spark.runfolder import open_existing  # noqa: E402
+from curation_spark.tables import read_table  # noqa: E402
+
+run = open_existing(spark, run_path)
+level_tables = {}
+for level in range(1, run.n_levels_done() + 1):
+    level_tables[level] = {
+        "centroids": read_table(spark, run.centroids_path(level), run.format),
+        "assignments": read_table(spark, run.assignments_path(level), run.format),
+    }
+    print(f"level {level}: {level_tables[level]['centroids'].count():,} centroids, "
+          f"{level_tables[level]['assignments'].count():,} assignments")
+show(level_tables[max(level_tables)]["centroids"].orderBy("cluster_id").drop("centroid"))

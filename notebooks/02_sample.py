@@ -1,0 +1,106 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 02 · Sample a curated set from a run
+# MAGIC
+# MAGIC Hierarchical balanced sampling over the hierarchy that `01_cluster` wrote: the target size is spread
+# MAGIC as evenly as possible over the top-level clusters, then recursively over their children, down to
+# MAGIC the points. No re-clustering: sample as many sets (sizes, strategies, seeds) as you like from one run.
+# MAGIC The curated table is written into the run folder.
+# MAGIC
+# MAGIC | widget | environment variable | meaning |
+# MAGIC |---|---|---|
+# MAGIC | `run` | `CURATION_RUN` | run folder written by `01_cluster` |
+# MAGIC | `target_size` | `CURATION_TARGET_SIZE` | number of rows of the curated set |
+# MAGIC | `multiplier` | `CURATION_MULTIPLIER` | max copies of one point (1 = each point at most once) |
+# MAGIC | `strategy` | `CURATION_STRATEGY` | `r`: random points within a cluster, `c`: closest to the centroid first |
+# MAGIC | `seed` | `CURATION_SEED` | sampling seed |
+# MAGIC | `table` | `CURATION_TABLE` | name of the curated table (default `curated_<target>_<strategy>_m<multiplier>_s<seed>`) |
+# MAGIC | `keep_columns` | `CURATION_KEEP_COLUMNS` | comma-separated input columns to carry over (e.g. `label,url`) |
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet --no-deps faiss-cpu /Volumes/main/default/libs/curation_spark-0.1.0-py3-none-any.whl
+
+# COMMAND ----------
+
+import os
+
+try:
+    dbutils  # noqa: B018,F821 -- defined by Databricks in notebooks
+    ON_DATABRICKS = True
+except NameError:
+    ON_DATABRICKS = False
+
+
+def param(name, env, default, choices=None):
+    """A widget on Databricks (created with its default), else the environment variable or the default."""
+    if not ON_DATABRICKS:
+        return os.environ.get(env, default)
+    if choices:
+        dbutils.widgets.dropdown(name, default, choices)  # noqa: F821
+    else:
+        dbutils.widgets.text(name, default)  # noqa: F821
+    return dbutils.widgets.get(name)  # noqa: F821
+
+
+def show(df, n=20):
+    """``display`` in a notebook UI, a printed table elsewhere."""
+    try:
+        display(df)  # noqa: F821
+    except NameError:
+        print(df.to_string() if hasattr(df, "to_string") else df.limit(n).toPandas().to_string())
+
+
+DEFAULT_RUN = "/Volumes/main/default/curation/runs/notebook" if ON_DATABRICKS else "runs/notebook"
+
+run_path = param("run", "CURATION_RUN", DEFAULT_RUN).strip()
+target_size = int(param("target_size", "CURATION_TARGET_SIZE", "1000"))
+multiplier = int(param("multiplier", "CURATION_MULTIPLIER", "1"))
+strategy = param("strategy", "CURATION_STRATEGY", "r", ["r", "c"]).strip()
+seed = int(param("seed", "CURATION_SEED", "0"))
+table_name = param("table", "CURATION_TABLE", "").strip() or f"curated_{target_size}_{strategy}_m{multiplier}_s{seed}"
+keep_columns = [c.strip() for c in param("keep_columns", "CURATION_KEEP_COLUMNS", "").split(",") if c.strip()]
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Sample
+
+# COMMAND ----------
+
+from curation_spark import pipeline
+from curation_spark.config import load_config
+from curation_spark.session import get_spark
+
+spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
+
+overrides = [f"sampling.target_size={target_size}", f"sampling.multiplier={multiplier}",
+             f"sampling.strategy={strategy}", f"sampling.seed={seed}"]
+if keep_columns:
+    overrides.append("sampling.keep_columns=[" + ",".join(keep_columns) + "]")
+config = load_config([], overrides)
+result = pipeline.sample(config, spark, run_path=run_path, table_name=table_name)
+print(f"curated table: {result.curated_path} ({result.curated_rows:,} rows, target {target_size:,}, "
+      f"{result.seconds:.1f} s)")
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## The curated table
+# MAGIC `id` (the input's id), `copy` (0 .. multiplier-1) and `cluster_id` (its level-1 cluster), plus the
+# MAGIC columns kept from the input.
+
+# COMMAND ----------
+
+from pyspark.sql import functions as F  # noqa: E402
+
+from curation_spark.tables import read_table  # noqa: E402
+
+curated = read_table(spark, result.curated_path)
+show(curated)
+per_cluster = curated.groupBy("cluster_id").count()
+spread = per_cluster.agg(F.count("*").alias("clusters"), F.min("count").alias("min"),
+                         F.max("count").alias("max")).first()
+print(f"{spread['clusters']:,} level-1 clusters represented; rows per cluster {spread['min']} .. {spread['max']}")
+if "label" in curated.columns:
+    show(curated.groupBy("label").count().orderBy("label"))

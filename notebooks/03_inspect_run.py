@@ -1,0 +1,171 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 03 · Inspect a run
+# MAGIC
+# MAGIC What a run folder holds: per-level statistics from `run.json`, the level tables, the curated tables
+# MAGIC sampled so far, and figures (the HTML report of `curation_spark.report` where the package has it,
+# MAGIC else simple matplotlib plots of the cluster sizes and the k-means objective).
+# MAGIC
+# MAGIC | widget | environment variable | meaning |
+# MAGIC |---|---|---|
+# MAGIC | `run` | `CURATION_RUN` | run folder |
+# MAGIC | `table` | `CURATION_TABLE` | curated table to describe (default: the last one written) |
+# MAGIC | `report_dir` | `CURATION_REPORT_DIR` | local folder for the report / figures (default `<run>/report`, or `./report_<run>` for remote runs) |
+
+# COMMAND ----------
+
+# MAGIC %pip install --quiet --no-deps faiss-cpu /Volumes/main/default/libs/curation_spark-0.1.0-py3-none-any.whl
+
+# COMMAND ----------
+
+import os
+
+try:
+    dbutils  # noqa: B018,F821 -- defined by Databricks in notebooks
+    ON_DATABRICKS = True
+except NameError:
+    ON_DATABRICKS = False
+
+
+def param(name, env, default, choices=None):
+    """A widget on Databricks (created with its default), else the environment variable or the default."""
+    if not ON_DATABRICKS:
+        return os.environ.get(env, default)
+    if choices:
+        dbutils.widgets.dropdown(name, default, choices)  # noqa: F821
+    else:
+        dbutils.widgets.text(name, default)  # noqa: F821
+    return dbutils.widgets.get(name)  # noqa: F821
+
+
+def show(df, n=20):
+    """``display`` in a notebook UI, a printed table elsewhere."""
+    try:
+        display(df)  # noqa: F821
+    except NameError:
+        print(df.to_string() if hasattr(df, "to_string") else df.limit(n).toPandas().to_string())
+
+
+DEFAULT_RUN = "/Volumes/main/default/curation/runs/notebook" if ON_DATABRICKS else "runs/notebook"
+
+run_path = param("run", "CURATION_RUN", DEFAULT_RUN).strip()
+table = param("table", "CURATION_TABLE", "").strip() or None
+report_dir = param("report_dir", "CURATION_REPORT_DIR", "").strip() or None
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Statistics from `run.json`
+
+# COMMAND ----------
+
+import pandas as pd
+
+from curation_spark.runfolder import open_existing
+from curation_spark.session import get_spark
+from curation_spark.tables import read_table
+
+spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
+run = open_existing(spark, run_path)
+meta = run.meta
+n_levels = run.n_levels_done()
+print(f"run {run.path}: {n_levels} complete level(s), format {run.format}, input {meta.get('input')}, "
+      f"updated {meta.get('updated')}")
+
+level_stats = pd.DataFrame([{
+    "level": lv, "points": info.get("n_points"), "clusters": info.get("n_clusters"),
+    "requested": info.get("n_clusters_requested"), "engine": info.get("engine"),
+    "k-means iterations": len(info.get("kmeans_history", [])), "resampling steps": len(info.get("resampling", [])),
+    "min size": info.get("sizes", {}).get("min"), "median size": info.get("sizes", {}).get("median"),
+    "max size": info.get("sizes", {}).get("max"), "gini": round(info.get("sizes", {}).get("gini", 0.0), 3),
+    "gini before resampling": round(info.get("sizes_kmeans", {}).get("gini", 0.0), 3),
+    "objective": info.get("objective"), "seconds": round(info.get("seconds", 0.0), 1),
+} for lv, info in ((lv, run.level_info(lv)) for lv in range(1, n_levels + 1))])
+show(level_stats)
+
+samples = pd.DataFrame([{"table": name, **{k: v for k, v in s.items() if not isinstance(v, (dict, list))}}
+                        for name, s in (meta.get("samples") or {}).items()])
+show(samples if len(samples) else pd.DataFrame({"table": ["(no curated table yet: run 02_sample)"]}))
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Level tables
+
+# COMMAND ----------
+
+level_tables = {}
+for lv in range(1, n_levels + 1):
+    cents = read_table(spark, run.centroids_path(lv), run.format)
+    assign = read_table(spark, run.assignments_path(lv), run.format)
+    level_tables[lv] = {"centroids": cents, "assignments": assign}
+    print(f"level {lv}: {cents.count():,} centroids, {assign.count():,} assignments")
+    show(cents.drop("centroid").orderBy("size", ascending=False))
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Figures
+
+# COMMAND ----------
+
+figures = []
+try:
+    from curation_spark.report import write_report
+except ImportError:  # an older package without the report module: plain matplotlib
+    write_report = None
+
+if write_report is not None:
+    report_path = write_report(run.path, out_dir=report_dir, table=table, spark=spark)
+    figures = sorted(os.path.join(os.path.dirname(report_path), f)
+                     for f in os.listdir(os.path.dirname(report_path)) if f.endswith(".png"))
+    print(f"report: {report_path} ({len(figures)} figures)")
+    try:
+        displayHTML(open(report_path, encoding="utf-8").read())  # noqa: F821 -- Databricks
+    except NameError:
+        pass
+else:
+    import matplotlib
+
+    if not ON_DATABRICKS:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+# COMMAND ----------
+
+if write_report is None:
+    local_run = run.path[len("file:"):] if run.path.startswith("file:") else run.path
+    out = report_dir or (os.path.join(local_run, "report") if "://" not in local_run and not local_run.startswith(
+        "dbfs:") else f"report_{os.path.basename(local_run.rstrip('/'))}")
+    os.makedirs(out, exist_ok=True)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for lv, tables in level_tables.items():
+        sizes = tables["centroids"].select("size").toPandas()["size"].sort_values(ascending=False).to_numpy()
+        axes[0].plot(range(1, len(sizes) + 1), sizes, marker=".", label=f"level {lv}")
+        history = run.level_info(lv).get("kmeans_history", [])
+        axes[1].plot([h["iteration"] for h in history], [h["objective"] for h in history], marker=".",
+                     label=f"level {lv}")
+    axes[0].set(title="Cluster sizes (sorted)", xlabel="rank", ylabel="points", yscale="log")
+    axes[1].set(title="k-means objective", xlabel="iteration", ylabel="objective", yscale="log")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    path = os.path.join(out, "levels.png")
+    fig.savefig(path, dpi=100)
+    figures.append(path)
+
+    if len(samples):
+        name = table or samples["table"].iloc[-1]
+        curated = read_table(spark, meta["samples"].get(name, {}).get("path") or run.table_path(name))
+        per_cluster = curated.groupBy("cluster_id").count().toPandas()["count"].sort_values(ascending=False)
+        fig2, ax = plt.subplots(figsize=(6, 4))
+        ax.bar(range(len(per_cluster)), per_cluster.to_numpy())
+        ax.set(title=f"{name}: rows per level-1 cluster", xlabel="cluster (sorted)", ylabel="rows")
+        fig2.tight_layout()
+        path = os.path.join(out, "curated_per_cluster.png")
+        fig2.savefig(path, dpi=100)
+        figures.append(path)
+    if ON_DATABRICKS:
+        plt.show()
+    print("figures:", ", ".join(figures))
