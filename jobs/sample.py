@@ -26,16 +26,9 @@ def cli_args(argv):
 
 
 def main(argv=None):
-    args = cli_args(sys.argv[1:] if argv is None else argv)
-    import curation_spark
-    from curation_spark.cli import main as cli_main
-    from pyspark.sql import SparkSession
+    from curation_spark.submit import launch
 
-    # Without .master(): spark-submit's settings stand; get_spark() then returns this session.
-    spark = SparkSession.builder.getOrCreate()
-    print(f"curation_spark {curation_spark.__version__} from {curation_spark.__file__}; "
-          f"master {spark.sparkContext.master}", file=sys.stderr)
-    return cli_main(args)
+    return launch(cli_args(sys.argv[1:] if argv is None else argv), check_config=False)
 
 
 if __name__ == "__main__":

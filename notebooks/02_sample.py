@@ -23,34 +23,9 @@
 
 # COMMAND ----------
 
-import os
+from curation_spark.notebook import on_databricks, param, show
 
-try:
-    dbutils  # noqa: B018,F821 -- defined by Databricks in notebooks
-    ON_DATABRICKS = True
-except NameError:
-    ON_DATABRICKS = False
-
-
-def param(name, env, default, choices=None):
-    """A widget on Databricks (created with its default), else the environment variable or the default."""
-    if not ON_DATABRICKS:
-        return os.environ.get(env, default)
-    if choices:
-        dbutils.widgets.dropdown(name, default, choices)  # noqa: F821
-    else:
-        dbutils.widgets.text(name, default)  # noqa: F821
-    return dbutils.widgets.get(name)  # noqa: F821
-
-
-def show(df, n=20):
-    """``display`` in a notebook UI, a printed table elsewhere."""
-    try:
-        display(df)  # noqa: F821
-    except NameError:
-        print(df.to_string() if hasattr(df, "to_string") else df.limit(n).toPandas().to_string())
-
-
+ON_DATABRICKS = on_databricks()
 DEFAULT_RUN = "/Volumes/main/default/curation/runs/notebook" if ON_DATABRICKS else "runs/notebook"
 
 run_path = param("run", "CURATION_RUN", DEFAULT_RUN).strip()

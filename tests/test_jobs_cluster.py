@@ -6,7 +6,7 @@ from ``--packages``. With one core per executor, each k-means barrier stage's tw
 must run in the two executor JVMs and exchange partial sums over TCP
 (curation_spark.exchange) -- which local mode never exercises.
 
-The submission ships what a real cluster needs, as docs/running.md describes:
+The submission ships what a real cluster needs, as the README ("spark-submit on a cluster") describes:
 
 * the package as the wheel with ``--py-files`` (under a ``.zip`` name: PySpark puts only
   .zip/.egg/.jar py-files on the executors' Python path);

@@ -71,8 +71,40 @@ def test_notebooks_are_databricks_source_format():
         assert len(cells) >= 5, name
         assert cells[0].splitlines()[1].startswith("# MAGIC %md"), f"{name}: first cell is prose"
         assert any(c.strip().startswith("# MAGIC %pip install") for c in cells), f"{name}: no %pip cell"
-        assert "dbutils.widgets.get(" in text and "os.environ.get(" in text, name
+        assert "from curation_spark.notebook import" in text and "param(" in text, name
         compile(text, name, "exec")
+
+
+def test_param_uses_widgets_when_dbutils_exists(monkeypatch):
+    """On Databricks parameters are widgets (created with their default); locally env vars."""
+    import __main__
+
+    from curation_spark import notebook
+
+    class FakeWidgets:
+        def __init__(self):
+            self.made = {}
+
+        def text(self, name, default):
+            self.made[name] = default
+
+        def dropdown(self, name, default, choices):
+            self.made[name] = (default, tuple(choices))
+
+        def get(self, name):
+            return "from-widget"
+
+    class FakeDbutils:
+        widgets = FakeWidgets()
+
+    monkeypatch.setenv("CURATION_X", "from-env")
+    assert notebook.param("x", "CURATION_X", "d") == "from-env"
+    assert not notebook.on_databricks()
+    monkeypatch.setattr(__main__, "dbutils", FakeDbutils(), raising=False)
+    assert notebook.param("x", "CURATION_X", "d") == "from-widget"
+    assert notebook.param("s", "CURATION_S", "r", ["r", "c"]) == "from-widget"
+    assert FakeDbutils.widgets.made == {"x": "d", "s": ("r", ("r", "c"))}
+    assert notebook.on_databricks()
 
 
 def test_01_cluster_writes_the_hierarchy(notebook_run):

@@ -1,0 +1,45 @@
+"""What the spark-submit scripts in ``jobs/`` share: flags -> CLI arguments, the config
+checked before Spark starts, and the session spark-submit configured."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def config_job_args(command: str, argv: Sequence[str], prog: str, description: str) -> list[str]:
+    """``--config FILE`` (repeatable), ``--set KEY=VALUE`` (repeatable), ``--overwrite``,
+    ``--debug`` -> the equivalent ``curation-spark COMMAND`` arguments."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
+    p.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
+    a = p.parse_args(list(argv))
+    sets = [x for kv in a.overrides for x in ("--set", kv)]
+    return ["--debug"] * a.debug + [command, *a.config, *sets] + ["--overwrite"] * a.overwrite
+
+
+def launch(cli_args: list[str], check_config: bool = True) -> int:
+    """Validate the config (one-line error, exit 2), take spark-submit's session, run the CLI."""
+    import curation_spark
+    from curation_spark.cli import build_parser
+    from curation_spark.cli import main as cli_main
+    from curation_spark.config import load_config
+    from curation_spark.errors import CurationError
+
+    if check_config:
+        parsed = build_parser().parse_args(cli_args)
+        try:
+            load_config(parsed.config, parsed.overrides)
+        except CurationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    from pyspark.sql import SparkSession
+
+    # Without .master(): spark-submit's settings stand; get_spark() then returns this session.
+    spark = SparkSession.builder.getOrCreate()
+    print(f"curation_spark {curation_spark.__version__} from {curation_spark.__file__}; "
+          f"master {spark.sparkContext.master}", file=sys.stderr)
+    return cli_main(cli_args)
