@@ -33,7 +33,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "deltalake>=0.20"],
+        "test": ["pytest>=7", "hypothesis>=6", "deltalake>=0.20", "psutil>=5"],
     },
     entry_points={"console_scripts": ["curation-spark=curation_spark.cli:main"]},
     classifiers=[
