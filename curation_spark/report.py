@@ -322,7 +322,8 @@ def _mtime(spark: "SparkSession", path: str) -> float | None:
             return None
 
 
-def _open_input(ctx: _Context, input_path: str | None, in_cfg: Mapping[str, Any], meta_input: Mapping[str, Any]) -> None:
+def _open_input(ctx: _Context, input_path: str | None, in_cfg: Mapping[str, Any],
+                meta_input: Mapping[str, Any]) -> None:
     """The input table (``input_path`` or the run's own input), or a note why there is none."""
     from curation_spark.tables import read_input, read_table
 
@@ -404,7 +405,8 @@ def _build(ctx: _Context, name: str, title: str, builder: Callable[[_Context], _
 # =========================================================================== collecting (Spark -> small numpy)
 
 
-def _collect_column(df: "DataFrame", col: str, n_rows: int | None, cap: int, seed: int = SEED) -> tuple[np.ndarray, int]:
+def _collect_column(df: "DataFrame", col: str, n_rows: int | None, cap: int,
+                    seed: int = SEED) -> tuple[np.ndarray, int]:
     """One column as numpy, at most ``cap`` values (a seeded sample beyond); returns (values, total rows)."""
     total = int(df.count()) if n_rows is None else int(n_rows)
     part = df.select(col)
@@ -722,6 +724,10 @@ def _fmt(v: float) -> str:
     v = float(v)
     if v != v:
         return "n/a"
+    if abs(v) >= 1e12:
+        return f"{v:.2g}"
+    if abs(v) >= 1e9:
+        return f"{v / 1e9:.3g}G"
     if abs(v) >= 1e6:
         return f"{v / 1e6:.3g}M"
     if abs(v) >= 1e4:
@@ -775,6 +781,8 @@ def plot_cluster_sizes(sizes: Mapping[int, np.ndarray], totals: Mapping[int, int
         title = f"level {level}: {_fmt(total)} clusters"
         if n_empty:
             title += f" ({n_empty} empty)"
+        if pos.size:  # the numbers in the title: a text box inside would cover the tallest bars
+            title += f"\nmin {_fmt(pos.min())} · max {_fmt(pos.max())} · Gini {_gini(s):.2f}"
         ax.set_title(title, fontsize=10)
         if pos.size == 0:
             ax.text(0.5, 0.5, "all clusters empty", ha="center", va="center", transform=ax.transAxes)
@@ -791,16 +799,13 @@ def plot_cluster_sizes(sizes: Mapping[int, np.ndarray], totals: Mapping[int, int
             ax.set_yscale("log")
             _plain_log_ticks(ax, "y")
             bottom, top = ax.get_ylim()
-            ax.set_ylim(bottom, top * 4)  # room for the min/max/Gini box and the legend
+            ax.set_ylim(bottom, top * 3)  # room for the legend
         else:
             ax.yaxis.get_major_locator().set_params(integer=True)
-            ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # room for the min/max/Gini box and the legend
+            ax.set_ylim(top=ax.get_ylim()[1] * 1.15)  # room for the legend
         ax.set_xlabel("cluster size (points)" if level == 1 else f"cluster size (level-{level - 1} clusters)")
         ax.set_ylabel("number of clusters")
         ax.legend(fontsize=8, loc="upper right")
-        ax.text(0.02, 0.97, f"min {_fmt(pos.min())}\nmax {_fmt(pos.max())}\nGini {_gini(s):.2f}",
-                transform=ax.transAxes, va="top", ha="left", fontsize=8,
-                bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"})
     ax = flat[len(levels)]
     for i, level in enumerate(levels):
         s = np.sort(np.asarray(sizes[level], dtype=np.int64))[::-1]
@@ -907,12 +912,15 @@ def plot_resampling(infos: Mapping[int, Mapping[str, Any]]) -> "Figure":
         width = 0.4
         sb = info.get("sizes_kmeans") or {}
         sa = info.get("sizes") or {}
+        both_hists = bool(info.get("sizes_kmeans_histogram")) and bool(info.get("sizes_histogram"))
+        shift = width / 2 if both_hists else 0.0  # a lone histogram is centred on its ticks
         if info.get("sizes_kmeans_histogram"):
-            ax.bar(x - width / 2, b[lo:hi], width, color=BEFORE_COLOR,
+            ax.bar(x - shift, b[lo:hi], width, color=BEFORE_COLOR,
                    label=f"k-means (Gini {sb.get('gini', float('nan')):.2f})")
         if info.get("sizes_histogram"):
-            ax.bar(x + width / 2, a[lo:hi], width, color=AFTER_COLOR,
-                   label=f"after {len(info['resampling'])} resampling step(s) (Gini {sa.get('gini', float('nan')):.2f})")
+            ax.bar(x + shift, a[lo:hi], width, color=AFTER_COLOR,
+                   label=f"after {len(info['resampling'])} resampling step(s) "
+                         f"(Gini {sa.get('gini', float('nan')):.2f})")
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=45 if len(x) > 6 else 0, ha="right" if len(x) > 6 else "center",
                            fontsize=8)
@@ -921,8 +929,10 @@ def plot_resampling(infos: Mapping[int, Mapping[str, Any]]) -> "Figure":
         if nz.size and nz.max() / nz.min() > 30:
             ax.set_yscale("log")
             _plain_log_ticks(ax, "y")
+            ax.set_ylim(top=ax.get_ylim()[1] * 3)  # room for the legend
         else:
             ax.yaxis.get_major_locator().set_params(integer=True)
+            ax.set_ylim(top=ax.get_ylim()[1] * 1.3)
         ax.set_xlabel("cluster size (power-of-two bins)")
         ax.set_ylabel("number of clusters")
         ax.set_title(f"level {level}: sizes before vs after resampling", fontsize=10)
@@ -1078,6 +1088,10 @@ def plot_curated_per_cluster(sizes: np.ndarray, curated: np.ndarray, multiplier:
     if nz.size and nz.max() / nz.min() > 20:
         ax2.set_yscale("log")
         _plain_log_ticks(ax2, "y")
+        ax2.set_ylim(top=ax2.get_ylim()[1] * 4)  # room for the Gini box
+    else:
+        ax2.yaxis.get_major_locator().set_params(integer=True)
+        ax2.set_ylim(top=ax2.get_ylim()[1] * 1.3)
     ax2.set_xlabel("curated rows from a level-1 cluster")
     ax2.set_ylabel("number of clusters")
     ax2.set_title("curated rows per cluster", fontsize=10)
@@ -1203,7 +1217,8 @@ def _gini(sizes: np.ndarray) -> float:
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
        color: #222; line-height: 1.45; padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
@@ -1256,8 +1271,9 @@ def _levels_table(ctx: _Context) -> str:
         s = info.get("sizes") or {}
         sk = info.get("sizes_kmeans") or {}
         rows.append([
-            _num(level), _num(info.get("n_clusters_requested")), _num(info.get("n_clusters")), _num(info.get("n_points")),
-            _num(s.get("min")), _num(s.get("median")), _num(s.get("max")), _num(sk.get("gini"), 3), _num(s.get("gini"), 3),
+            _num(level), _num(info.get("n_clusters_requested")), _num(info.get("n_clusters")),
+            _num(info.get("n_points")), _num(s.get("min")), _num(s.get("median")), _num(s.get("max")),
+            _num(sk.get("gini"), 3), _num(s.get("gini"), 3),
             _num(info.get("objective_kmeans")), _num(info.get("objective")), _num(len(info.get("resampling") or [])),
             _e((info.get("split") or {}).get("n_splits", "")), _num(info.get("seconds"), 3),
         ])

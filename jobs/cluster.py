@@ -11,9 +11,13 @@ import sys
 from curation_spark.submit import config_job_args, launch
 
 
+def cli_args(argv):
+    """This job's flags as ``curation-spark cluster`` arguments."""
+    return config_job_args("cluster", argv, "cluster.py", __doc__.splitlines()[0])
+
+
 def main(argv=None):
-    args = config_job_args("cluster", sys.argv[1:] if argv is None else argv, "cluster.py", __doc__.splitlines()[0])
-    return launch(args)
+    return launch(cli_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

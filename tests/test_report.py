@@ -33,6 +33,10 @@ def _assert_real_png(path: str) -> None:
     assert float(pixels[..., :3].std()) > 0.05, f"{path} looks blank"
 
 
+#: The end-to-end tests run the real pipeline first (tens of seconds on a local session).
+slow = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def toy_run(spark, tmp_path_factory):
     """A finished 2-level run of the small rings with a curated table that keeps ``label``."""
@@ -59,6 +63,7 @@ def default_report(spark, toy_run):
     return path, text
 
 
+@slow
 def test_report_is_written_next_to_the_run_and_self_contained(toy_run, default_report):
     path, text = default_report
     assert path == os.path.join(toy_run["run"], "report", report.REPORT_HTML)
@@ -71,6 +76,7 @@ def test_report_is_written_next_to_the_run_and_self_contained(toy_run, default_r
     assert "n_resampling_steps" in text and toy_run["rings"] in text
 
 
+@slow
 def test_every_figure_is_a_real_picture(default_report):
     out_dir = os.path.dirname(default_report[0])
     for name in report.FIGURES:
@@ -81,6 +87,7 @@ def test_every_figure_is_a_real_picture(default_report):
         assert base64.b64encode(fh.read()).decode() in default_report[1]
 
 
+@slow
 def test_label_entropy_matches_the_tables(spark, toy_run, default_report):
     """The entropies in the report are synth.label_entropy of the input and curated labels."""
     curated = spark.read.format("delta").load(toy_run["curated"]).select("label").toPandas()["label"].to_numpy()
@@ -92,6 +99,7 @@ def test_label_entropy_matches_the_tables(spark, toy_run, default_report):
     assert e_cur > e_in  # balanced sampling flattens the rings
 
 
+@slow
 def test_options_out_table_and_input_without_labels(spark, toy_run):
     """An explicit table and out dir; an input without ``label`` skips the label figure with a note."""
     from pyspark.sql import functions as F
@@ -109,6 +117,7 @@ def test_options_out_table_and_input_without_labels(spark, toy_run):
         _assert_real_png(os.path.join(out, name))
 
 
+@slow
 def test_unknown_table_is_an_error_naming_it(spark, toy_run):
     with pytest.raises(ConfigError, match="no_such_table"):
         report.write_report(toy_run["run"], out_dir=str(toy_run["base"] / "x"), table="no_such_table", spark=spark)
