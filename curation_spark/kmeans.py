@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import struct
 import time
@@ -247,8 +246,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     dim = embedding_dim(points)
     k = params.n_clusters
     if k > n_total:
-        log.warning("%s: n_clusters=%d is more than the %d points available; using %d clusters", stage, k, n_total, n_total)
-        k = n_total
+        k = clamp_clusters(k, n_total, stage)
         params = KMeansParams(**{**params.__dict__, "n_clusters": k})
     spark.sparkContext.setJobDescription(f"{stage} · k-means init ({params.init})")
     if init_centroids is None:
@@ -564,10 +562,7 @@ class _AssignmentsHandle:
 def clamp_clusters(requested: int, available: int, stage: str) -> int:
     """K larger than the points available is clamped with a warning (as the reference does)."""
     if requested > available:
-        log.warning("%s: n_clusters=%d > %d points available; clamping to %d", stage, requested, available, available)
+        log.warning("%s: n_clusters=%d is more than the %d points available; using %d clusters", stage, requested,
+                    available, available)
         return available
     return requested
-
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)
