@@ -35,12 +35,27 @@ def batches_to_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = 
     if not id_chunks:
         return pa.array([], type=pa.int64()), np.zeros((0, dim), dtype=np.float32)
     ids = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in id_chunks])
-    x = np.concatenate(value_chunks).reshape(-1, dim)
-    if sort_by_id and len(ids) > 1:
+    n = len(ids)
+    # Rows are scattered straight into their final (id-sorted) place, releasing each batch
+    # as it is copied: peak memory stays near one copy of the block, not three.
+    position = None
+    if sort_by_id and n > 1:
         order = pc.sort_indices(ids).to_numpy()
         ids = ids.take(pa.array(order))
-        x = x[order]
-    return ids, np.ascontiguousarray(x, dtype=np.float32)
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n, dtype=np.int64)
+    x = np.empty((n, dim), dtype=np.float32)
+    start = 0
+    value_chunks.reverse()
+    while value_chunks:
+        chunk = value_chunks.pop().reshape(-1, dim)
+        stop = start + len(chunk)
+        if position is None:
+            x[start:stop] = chunk
+        else:
+            x[position[start:stop]] = chunk
+        start = stop
+    return ids, x
 
 
 def float_matrix_to_list_array(x: np.ndarray) -> pa.Array:

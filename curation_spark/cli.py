@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from curation_spark.errors import CurationError
+from curation_spark.errors import ConfigError, CurationError
 
 log = logging.getLogger("curation_spark")
 
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=1.0, help="mixture: power-law exponent of component weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--files", type=int, default=4, help="number of files to write")
+    p.add_argument("--partitioned", action="store_true",
+                   help="mixture: partition the table by a 'shard' column (one id range per shard)")
 
     p = sub.add_parser("validate", help="check an input table (columns, types, nulls, dimensions, NaN/Inf, ids)",
                        description="Read input.path / input.table and check it in one pass.")
@@ -188,15 +190,21 @@ def _print_levels(summary) -> None:
 
 def _synth(args: argparse.Namespace) -> int:
     from curation_spark import synth
-    from curation_spark.pipeline import write_synthetic
+    from curation_spark.pipeline import write_mixture, write_synthetic
     from curation_spark.session import get_spark
 
+    out = str(Path(args.out)) if "://" not in args.out else args.out
     if args.kind == "rings":
         table = synth.make_rings(seed=args.seed)
+        write_synthetic(get_spark(), table, out, args.format, n_files=args.files)
+        n_rows = table.num_rows
     else:
-        table = synth.make_gaussian_mixture(args.n, args.dim, args.components, seed=args.seed, alpha=args.alpha)
-    spark = get_spark()
-    out = str(Path(args.out)) if "://" not in args.out else args.out
-    write_synthetic(spark, table, out, args.format, n_files=args.files)
-    print(f"wrote {table.num_rows} rows ({args.kind}) to {out} as {args.format}")
+        try:  # argument errors before Spark starts
+            synth.iter_gaussian_mixture_batches(args.n, args.dim, args.components, seed=args.seed, alpha=args.alpha)
+        except ValueError as exc:
+            raise ConfigError(f"synth mixture: {exc}") from None
+        write_mixture(get_spark(), out, args.n, args.dim, args.components, seed=args.seed, alpha=args.alpha,
+                      n_files=args.files, fmt=args.format, partition_by_shard=args.partitioned)
+        n_rows = args.n
+    print(f"wrote {n_rows} rows ({args.kind}) to {out} as {args.format}")
     return 0

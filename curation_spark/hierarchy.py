@@ -165,7 +165,8 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
     i = level - 1
     started = time.perf_counter()
     k = kmeans.clamp_clusters(cfg.n_clusters[i], n_points, stage)
-    points = points.persist(StorageLevel.MEMORY_AND_DISK)
+    dim = kmeans.embedding_dim(points)
+    points = points.persist(kmeans.points_storage_level(n_points, dim))
     result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points)
     centroids, assignments, sizes = result.centroids, result.assignments, result.sizes
     info: dict[str, Any] = {
@@ -183,7 +184,7 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
             spark.sparkContext.setJobDescription(f"{stage} · resampling step {step} · select sample")
             sample = resampling_sample(points, assignments, cfg.sample_size[i], cfg.sampling_strategy[i],
                                        seed=cfg.seed + 7919 * level + step)
-            sample = sample.persist(StorageLevel.MEMORY_AND_DISK)
+            sample = sample.persist(kmeans.points_storage_level(k * cfg.sample_size[i], dim))
             n_sample = sample.count()
             # A fresh k-means (new init) on the per-cluster sample: the sample holds about the
             # same number of points per cluster, so the new centroids follow the clusters, not

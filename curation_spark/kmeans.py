@@ -51,6 +51,8 @@ INIT_SAMPLE_MAX_BYTES = 256 * 1024 * 1024
 INIT_SAMPLE_PER_CLUSTER = 20
 #: Above this many bytes per all-gather message the barrier engine is not used.
 BARRIER_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Point sets larger than this (float32 embeddings) are cached on disk only.
+MEMORY_CACHE_MAX_BYTES = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,22 @@ def assignment_schema(points: "DataFrame"):
         StructField("cluster_id", IntegerType(), False),
         StructField("distance", FloatType(), False),
     ])
+
+
+def points_storage_level(n_rows: int, dim: int):
+    """How to cache a set of points: in memory (spilling to disk) when small, on disk only
+    when it is more than ``MEMORY_CACHE_MAX_BYTES`` of embeddings.
+
+    Spark's in-memory columnar cache builds each 10,000-row batch in growing heap buffers
+    and keeps whole partitions in the heap while unrolling them: with 10M x 128 points
+    this exhausted a 4 GiB driver heap in local mode (bench/scale_bench.py). On disk, the
+    batches stream through and the heap holds only one at a time.
+    """
+    from pyspark import StorageLevel
+
+    if n_rows * dim * 4 > MEMORY_CACHE_MAX_BYTES:
+        return StorageLevel.DISK_ONLY
+    return StorageLevel.MEMORY_AND_DISK
 
 
 def embedding_dim(points: "DataFrame") -> int:
@@ -260,8 +278,10 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     engine = choose_engine(spark, params, k, dim)
     n_part = min(params.num_partitions or slots(spark), slots(spark)) if engine == "barrier" else (
         params.num_partitions or slots(spark))
-    runner = _fit_barrier if engine == "barrier" else _fit_passes
-    result = runner(points, params, centroids, dim, n_part, stage)
+    if engine == "barrier":
+        result = _fit_barrier(points, params, centroids, dim, n_part, stage)
+    else:
+        result = _fit_passes(points, params, centroids, dim, n_part, stage, n_total)
     result.engine = engine
     result.n_partitions = n_part
     result.seconds = time.perf_counter() - started
@@ -314,7 +334,10 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
 
     threads = task_cpus(spark)
     progress = IterationProgress(stage, n_iters, local=sc.master.startswith("local"))
-    progress_path = progress.path
+    # CURATION_SPARK_ITERATION_LOG: a file on a filesystem every executor can write (a shared
+    # mount, or one machine) where task 0 appends one JSON line per iteration, with its stage
+    # attempt and pid: for watching a long fit on a cluster (and for the executor-loss test).
+    progress_path = progress.path or os.environ.get("CURATION_SPARK_ITERATION_LOG") or None
     inject = os.environ.get("CURATION_SPARK_FAIL_FIRST_ATTEMPT", "")
     secret = os.urandom(16)
     inject_marker = None
@@ -363,7 +386,8 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                     history.append(entry)
                     if progress_path:
                         with open(progress_path, "a", encoding="utf-8") as fh:
-                            fh.write(json.dumps(entry) + "\n")
+                            fh.write(json.dumps({**entry, "stage": stage, "stage_attempt": ctx.stageAttemptNumber(),
+                                                 "pid": os.getpid()}) + "\n")
                     stop = shift == 0.0 or (tol > 0 and shift <= tol)  # shift 0: converged, nothing changes
                     message = struct.pack("<?", stop) + new.tobytes()
                 message = group.broadcast(message)
@@ -428,7 +452,7 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
 
 
 def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
-                n_part: int, stage: str) -> KMeansResult:
+                n_part: int, stage: str, n_points: int) -> KMeansResult:
     import pyarrow as pa
     from pyspark import StorageLevel
     from pyspark.sql.types import BinaryType, IntegerType, StructField, StructType
@@ -439,7 +463,7 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
     from curation_spark.session import task_cpus
 
     threads = task_cpus(spark)
-    cached = layout(points.select(POINT_ID, EMBEDDING), n_part).persist(StorageLevel.MEMORY_AND_DISK)
+    cached = layout(points.select(POINT_ID, EMBEDDING), n_part).persist(points_storage_level(n_points, dim))
     partial_schema = StructType([StructField("partition", IntegerType(), False), StructField("payload", BinaryType(), False)])
     c = centroids
     history: list[dict[str, Any]] = []

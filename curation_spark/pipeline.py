@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from curation_spark import hierarchy, paths, sampling
 from curation_spark.errors import ConfigError
 from curation_spark.runfolder import RunFolder, open_existing
@@ -120,7 +122,7 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
     from curation_spark.tables import read_table
 
     n_rows = read_table(spark, target, run.format).count()
-    summary.update({"rows": n_rows, "path": target})
+    summary.update({"rows": n_rows, "path": target, "seconds": round(time.perf_counter() - started, 1)})
     run.mark_sample(name, summary)
     log.info("curated table %s: %d rows (target %d)", target, n_rows, sc.target_size)
     spark.sparkContext.setJobDescription(None)
@@ -153,3 +155,38 @@ def write_synthetic(spark: "SparkSession", table, path: str, fmt: str = "delta",
     """Write a generated Arrow table (from :mod:`curation_spark.synth`) as a Spark table."""
     df = spark.createDataFrame(table).repartition(n_files)
     write_table(df, path, fmt)
+
+
+def write_mixture(spark: "SparkSession", path: str, n: int, dim: int, n_components: int, *, seed: int = 0,
+                  alpha: float = 1.0, n_files: int = 4, fmt: str = "delta", partition_by_shard: bool = False) -> None:
+    """Generate the long-tailed mixture of :func:`synth.iter_gaussian_mixture_batches` on the
+    executors, one contiguous id range per file, and write it as a table.
+
+    Memory is bounded by one batch per task whatever ``n`` is, and the rows equal
+    ``synth.make_gaussian_mixture(n, ...)``'s. With ``partition_by_shard`` the table is
+    partitioned by an extra ``shard`` column (the file index).
+    """
+    import pyarrow as pa
+
+    from curation_spark import synth
+
+    # Argument errors (n, dim, ...) raise here, on the driver, before any job starts.
+    synth.iter_gaussian_mixture_batches(n, dim, n_components, seed=seed, alpha=alpha)
+    n_files = max(1, min(int(n_files), n))
+    batch_rows = max(1, min(65_536, (1 << 26) // dim))  # <= 256 MB of float32 per batch
+
+    def generate(batches):
+        for batch in batches:
+            for shard in batch.column(0).to_pylist():
+                lo, hi = n * shard // n_files, n * (shard + 1) // n_files
+                for out in synth.iter_gaussian_mixture_batches(hi, dim, n_components, seed=seed, alpha=alpha,
+                                                               batch_size=batch_rows, start=lo):
+                    yield pa.RecordBatch.from_arrays(
+                        [*out.columns, pa.array(np.full(out.num_rows, shard, np.int32))],
+                        names=[*out.schema.names, "shard"])
+
+    schema = "id long, embedding array<float>, label int, shard int"
+    df = spark.range(0, n_files, 1, n_files).mapInArrow(generate, schema)
+    if not partition_by_shard:
+        df = df.drop("shard")
+    write_table(df, path, fmt, partition_by=["shard"] if partition_by_shard else None)

@@ -266,6 +266,7 @@ def iter_gaussian_mixture_batches(
     batch_size: int = DEFAULT_BATCH_SIZE,
     spread: float = DEFAULT_SPREAD,
     noise: float = DEFAULT_NOISE,
+    start: int = 0,
 ) -> Iterator[pa.RecordBatch]:
     """Yield a long-tailed Gaussian mixture pool in bounded-memory batches.
 
@@ -298,12 +299,15 @@ def iter_gaussian_mixture_batches(
         Standard deviation of the isotropic noise around a mean (>= 0).
         The default ``spread / noise = 4`` keeps components well separated
         in any dimension (see module notes).
+    start : int
+        First row to yield (0 <= start <= n): rows ``start..n-1`` of the
+        same pool, so separate workers can each generate one id range.
 
     Returns
     -------
     Iterator[pyarrow.RecordBatch]
         Batches with schema :data:`SCHEMA`; ``id`` runs contiguously
-        0..n-1 across batches, ``label`` is the component index.
+        start..n-1 across batches, ``label`` is the component index.
     """
     n = _positive_int("n", n)
     dim = _positive_int("dim", dim)
@@ -316,8 +320,10 @@ def iter_gaussian_mixture_batches(
         raise ValueError(
             f"batch_size={batch_size} x dim={dim} exceeds {_MAX_LIST_VALUES} list values per batch"
         )
+    if not 0 <= int(start) <= n:
+        raise ValueError(f"start must be in [0, n={n}], got {start!r}")
     seed = int(seed)
-    return _mixture_batches(n, dim, n_components, seed, alpha, batch_size, spread, noise)
+    return _mixture_batches(n, dim, n_components, seed, alpha, batch_size, spread, noise, int(start))
 
 
 def _mixture_batches(
@@ -329,13 +335,14 @@ def _mixture_batches(
     batch_size: int,
     spread: float,
     noise: float,
+    first: int = 0,
 ) -> Iterator[pa.RecordBatch]:
     # Separate generator function so argument errors raise at call time.
     means_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_KEY_MEANS,)))
     means = (means_rng.standard_normal((n_components, dim)) * spread).astype(np.float32)
     cdf = np.cumsum(_power_law_weights(n_components, alpha))
 
-    for start in range(0, n, batch_size):
+    for start in range(first, n, batch_size):
         stop = min(start + batch_size, n)
         values = np.empty((stop - start, dim), dtype=np.float32)
         labels = np.empty(stop - start, dtype=np.int32)

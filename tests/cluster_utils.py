@@ -27,6 +27,10 @@ DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
+SUBMIT_TIMEOUT = 600.0
+#: Driver logging: warnings, plus the scheduler lines that show where barrier tasks ran.
+DRIVER_LOGGERS = {"org.apache.spark.scheduler.TaskSchedulerImpl": "info",
+                  "org.apache.spark.scheduler.TaskSetManager": "info"}
 #: Files a wheel is built from (the package is pure Python).
 WHEEL_SOURCES = ("setup.py", "README.md", "curation_spark")
 
@@ -237,6 +241,45 @@ class StandaloneCluster:
             out.append(f"--- {path.relative_to(self.workdir)}\n{path.read_text(errors='replace')[-n_chars:]}")
         return "\n".join(out)
 
+    # ------------------------------------------------------------------ applications
+    def app_conf(self) -> dict[str, str]:
+        """Settings for an application on this cluster: Delta, one core per executor, every
+        executor registered before the first job (barrier stages need all task slots)."""
+        return {
+            **DELTA_CONF,
+            "spark.executor.cores": "1",
+            "spark.executor.memory": "1g",
+            "spark.driver.memory": "1g",
+            "spark.pyspark.python": sys.executable,
+            "spark.pyspark.driver.python": sys.executable,
+            "spark.cores.max": str(self.n_workers * self.cores),
+            "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+            "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s",
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.ui.enabled": "false",
+            "spark.sql.shuffle.partitions": "4",
+            # Tiny tables: Delta's log replay need not fan out to its default 50 partitions.
+            "spark.databricks.delta.snapshotPartitions": "2",
+        }
+
+    def submit(self, args: Sequence[str], cwd: str | Path, conf: dict[str, str] | None = None,
+               env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+        """spark-submit ``args`` to this master (Delta from --packages); the driver logs the
+        scheduler's task placement (DRIVER_LOGGERS) on stderr."""
+        conf_dir = self.workdir / "driver-conf"
+        if not conf_dir.exists():
+            write_log4j(conf_dir, DRIVER_LOGGERS)
+        return spark_submit(args, master=self.master_url, packages=[DELTA_PACKAGE],
+                            conf={**self.app_conf(), **(conf or {})}, cwd=cwd, timeout=SUBMIT_TIMEOUT,
+                            env={"SPARK_CONF_DIR": str(conf_dir), **(env or {})}, **kwargs)
+
+    def submit_failed(self, result: subprocess.CompletedProcess) -> str:
+        """Everything needed to debug a failed submission, as an assertion message."""
+        return (f"exit {result.returncode}\n--- driver stdout (Python)\n{result.stdout[-4000:]}\n"
+                f"--- driver stderr\n{result.stderr[-6000:]}\n"
+                f"--- executors\n{self.executor_logs()}\n--- daemons\n{self.logs_tail(1500)}")
+
 
 # ---------------------------------------------------------------------- spark-submit
 
@@ -325,3 +368,26 @@ def read_delta(path: str | Path):
     import deltalake
 
     return deltalake.DeltaTable(str(path)).to_pyarrow_table()
+
+
+def run_tables(run: str | Path) -> dict[str, "pa.Table"]:
+    """Every Delta table of a run folder (levels and curated tables), read with delta-rs and
+    sorted by its scalar columns, so two runs compare with ``==`` row for row."""
+    run = Path(run)
+    out = {}
+    for log_dir in sorted(run.rglob("_delta_log")):
+        table = read_delta(log_dir.parent)
+        keys = [f.name for f in table.schema if not str(f.type).startswith(("list", "large_list"))]
+        out[str(log_dir.parent.relative_to(run))] = table.sort_by([(k, "ascending") for k in keys])
+    return out
+
+
+def assert_same_run(got: str | Path, want: str | Path) -> list[str]:
+    """The two run folders hold the same tables with identical rows (bit-equal floats)."""
+    a, b = run_tables(got), run_tables(want)
+    assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+    for name in a:
+        assert a[name].num_rows == b[name].num_rows, name
+        for column in b[name].column_names:
+            assert a[name].column(column).to_pylist() == b[name].column(column).to_pylist(), f"{name}.{column} differs"
+    return sorted(a)

@@ -33,6 +33,20 @@ def spark():
     yield session
 
 
+@pytest.fixture(scope="session")
+def standalone(tmp_path_factory):
+    """A Spark standalone master and two 1-core workers on 127.0.0.1, shared by the cluster
+    tests and always stopped (tests/cluster_utils.py)."""
+    import cluster_utils as cu
+
+    cluster = cu.StandaloneCluster(tmp_path_factory.mktemp("standalone"), n_workers=2, cores=1, memory="2g")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def tmp_dir(tmp_path):
     """A fresh folder per test, as a plain string path."""

@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from curation_spark import pipeline, synth
 from curation_spark.cli import main
+from curation_spark.tables import read_table
 
 
 def test_help_lists_the_commands(capsys):
@@ -59,6 +61,28 @@ def test_bad_table_and_overlapping_output(spark, capsys, tmp_dir):
     code, err = _error(capsys, ["cluster", "--set", f"input.path={path}", "--set", f"output.path={path}/run"])
     assert code == 2 and "overlaps the input" in err
     assert "run" not in os.listdir(path)  # nothing written
+
+
+def test_generated_mixture_table_equals_the_in_memory_pool(spark, tmp_dir):
+    out = os.path.join(tmp_dir, "mix_sharded")
+    pipeline.write_mixture(spark, out, 1_003, 6, 7, seed=3, alpha=1.5, n_files=3, partition_by_shard=True)
+    table = read_table(spark, out)
+    assert sorted(table.columns) == ["embedding", "id", "label", "shard"]
+    got = table.orderBy("id").toArrow()
+    want = synth.make_gaussian_mixture(1_003, 6, 7, seed=3, alpha=1.5)
+    assert got.column("id").to_pylist() == want.column("id").to_pylist()
+    assert got.column("label").to_pylist() == want.column("label").to_pylist()
+    assert got.column("embedding").to_pylist() == want.column("embedding").to_pylist()
+    shards = got.column("shard").to_numpy()
+    assert sorted(set(shards.tolist())) == [0, 1, 2] and (np.diff(shards) >= 0).all()  # contiguous id ranges
+
+
+def test_synth_mixture_bad_arguments_are_one_line(capsys, tmp_dir):
+    out = os.path.join(tmp_dir, "never")
+    assert main(["synth", "mixture", "--out", out, "--n", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "synth mixture: n" in err and "Traceback" not in err
+    assert not os.path.exists(out)
 
 
 def test_synth_and_validate(spark, capsys, tmp_dir):

@@ -39,51 +39,11 @@ TARGET = 200
 SMALL_SETTINGS = [
     "clustering.n_levels=2", "clustering.n_clusters=[40,8]", "clustering.n_iters=10",
     "clustering.n_resampling_steps=[2,1]", "clustering.sample_size=[5,2]", "clustering.sampling_strategy=c",
-    "clustering.seed=0", f"sampling.target_size={TARGET}", "sampling.multiplier=1",
+    "clustering.seed=0", "clustering.num_partitions=2", f"sampling.target_size={TARGET}", "sampling.multiplier=1",
 ]
 N_BARRIER_STAGES = 5  # k-means of level 1 (+2 resampling runs) and level 2 (+1)
-SUBMIT_TIMEOUT = 600.0
-#: Driver logging: warnings, plus the scheduler lines that show where barrier tasks ran.
-DRIVER_LOGGERS = {"org.apache.spark.scheduler.TaskSchedulerImpl": "info",
-                  "org.apache.spark.scheduler.TaskSetManager": "info"}
 BARRIER_STAGE = re.compile(r"Successfully scheduled all the (\d+) tasks for barrier stage (\d+)\.")
 TASK_START = re.compile(r"Starting task \d+\.\d+ in stage (\d+)\.\d+ \(TID \d+\) \([^,()]+,\s*executor ([^,\s)]+)")
-
-
-def cluster_conf() -> dict[str, str]:
-    return {
-        **cu.DELTA_CONF,
-        "spark.executor.cores": "1",
-        "spark.executor.memory": "1g",
-        "spark.driver.memory": "1g",
-        "spark.pyspark.python": sys.executable,
-        "spark.pyspark.driver.python": sys.executable,
-        # Barrier mode needs all task slots: start only once both executors are registered.
-        "spark.cores.max": "2",
-        "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-        "spark.scheduler.maxRegisteredResourcesWaitingTime": "120s",
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
-        "spark.ui.enabled": "false",
-        "spark.sql.shuffle.partitions": "4",
-        # Tiny tables: Delta's log replay need not fan out to its default 50 partitions.
-        "spark.databricks.delta.snapshotPartitions": "2",
-    }
-
-
-def submit(cluster: cu.StandaloneCluster, args, cwd, conf=None, **kwargs):
-    conf_dir = cluster.workdir / "driver-conf"
-    if not conf_dir.exists():
-        cu.write_log4j(conf_dir, DRIVER_LOGGERS)
-    return cu.spark_submit(args, master=cluster.master_url, packages=[cu.DELTA_PACKAGE],
-                           conf={**cluster_conf(), **(conf or {})}, cwd=cwd, timeout=SUBMIT_TIMEOUT,
-                           env={"SPARK_CONF_DIR": str(conf_dir)}, **kwargs)
-
-
-def submit_failed(result, cluster: cu.StandaloneCluster) -> str:
-    return (f"exit {result.returncode}\n--- driver stdout (Python)\n{result.stdout[-4000:]}\n"
-            f"--- driver stderr\n{result.stderr[-6000:]}\n"
-            f"--- executors\n{cluster.executor_logs()}\n--- daemons\n{cluster.logs_tail(1500)}")
 
 
 def barrier_executors(driver_log: str) -> dict[int, set[str]]:
@@ -124,16 +84,6 @@ def python_env_archive(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def standalone(tmp_path_factory):
-    cluster = cu.StandaloneCluster(tmp_path_factory.mktemp("standalone"), n_workers=2, cores=1, memory="2g")
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="module")
 def rings(tmp_path_factory):
     base = tmp_path_factory.mktemp("cluster_data")
     table = cu.write_rings(base / "rings", RING_SIZES, fmt="delta")
@@ -151,13 +101,12 @@ def curate_run(standalone, rings):
     shutil.copyfile(wheel, shipped)
     archive = python_env_archive(ship)
     out = base / "run"
-    result = submit(
-        standalone,
+    result = standalone.submit(
         [JOBS / "curate.py", *job_args(f"input.path={base / 'rings'}", f"output.path={out}", *SMALL_SETTINGS)],
         cwd=ship, py_files=[shipped], archives=[f"{archive}#env"],
         conf={"spark.pyspark.python": "./env/bin/python",
               "spark.executorEnv.PYTHONPATH": sysconfig.get_paths()["purelib"]})
-    assert result.returncode == 0, submit_failed(result, standalone)
+    assert result.returncode == 0, standalone.submit_failed(result)
     return {"out": out, "result": result, "shipped": shipped, "app_id": _app_id(standalone, result)}
 
 
@@ -207,6 +156,21 @@ def test_curate_job_used_the_shipped_wheel_and_env(standalone, curate_run):
         app_dir = standalone.workdir / f"worker-{i}" / curate_run["app_id"]
         assert list(app_dir.glob(f"*/{shipped.name}")), f"wheel not fetched by the executor on worker {i}"
         assert list(app_dir.glob("*/env/bin/python")), f"env archive not unpacked on worker {i}"
+
+
+@pytest.mark.cluster
+def test_cluster_run_equals_local_run(spark, rings, curate_run, tmp_path):
+    """Same input, config, seed and number of k-means partitions: the standalone cluster (two
+    executor JVMs, partial sums over TCP) and local mode write identical tables."""
+    from curation_spark import pipeline
+    from curation_spark.config import load_config
+
+    base, _ = rings
+    local = tmp_path / "local_run"
+    pipeline.run(load_config([], [f"input.path={base / 'rings'}", f"output.path={local}", *SMALL_SETTINGS]), spark)
+    compared = cu.assert_same_run(curate_run["out"], local)
+    assert compared == ["curated", "level_1/assignments", "level_1/centroids", "level_2/assignments",
+                        "level_2/centroids"]
 
 
 @pytest.mark.cluster

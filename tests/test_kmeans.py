@@ -115,3 +115,13 @@ def test_tolerance_stops_early(mixture):
     assert len(result.history) < 50
     assert result.history[-1]["shift"] <= 1e-2
     result.unpersist()
+
+
+def test_large_point_sets_are_cached_on_disk_only():
+    from pyspark import StorageLevel
+
+    assert kmeans.points_storage_level(10_000, 128) == StorageLevel.MEMORY_AND_DISK
+    assert kmeans.points_storage_level(10_000_000, 128) == StorageLevel.DISK_ONLY  # 5.1 GB of float32
+    limit_rows = kmeans.MEMORY_CACHE_MAX_BYTES // (4 * 128)
+    assert kmeans.points_storage_level(limit_rows, 128) == StorageLevel.MEMORY_AND_DISK
+    assert kmeans.points_storage_level(limit_rows + 1, 128) == StorageLevel.DISK_ONLY

@@ -34,3 +34,30 @@ def test_task_failure_is_retried_with_identical_result(spark, tmp_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "injected failure" in proc.stderr  # the first attempt really failed
     assert _centroids(spark, faulty) == _centroids(spark, clean)
+
+
+def _tree_snapshot(root: str) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time (ns)."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            st = os.stat(path)
+            out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_nothing_is_ever_written_to_the_input(spark, tmp_dir):
+    """A full run (cluster + sample carrying an input column) over a Delta and a Parquet
+    input leaves every input file as it was: no new, changed or removed file."""
+    table = synth.make_gaussian_mixture(3000, 8, 6, seed=4)
+    for fmt in ("delta", "parquet"):
+        data = f"{tmp_dir}/input_{fmt}"
+        pipeline.write_synthetic(spark, table, data, fmt)
+        before = _tree_snapshot(data)
+        config = load_config([], [f"input.path={data}", f"output.path={tmp_dir}/run_{fmt}", *SETTINGS,
+                                  "sampling.target_size=500", "sampling.keep_columns=[label]"])
+        summary = pipeline.run(config, spark)
+        assert summary.curated_rows == 500
+        pipeline.sample(config, spark, table_name="again")  # a second sample over the same hierarchy
+        assert _tree_snapshot(data) == before, fmt

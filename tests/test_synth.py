@@ -197,6 +197,16 @@ def test_batches_equal_table_and_ids_contiguous() -> None:
     assert pa.Table.from_batches(batches).equals(table)
 
 
+def test_batches_from_a_start_row_are_the_suffix_of_the_pool() -> None:
+    full = make_gaussian_mixture(70_000, 3, 4, seed=5)
+    tail = pa.Table.from_batches(list(iter_gaussian_mixture_batches(70_000, 3, 4, seed=5, batch_size=9_999,
+                                                                          start=66_000)))
+    assert tail.equals(full.slice(66_000))
+    assert list(iter_gaussian_mixture_batches(10, 3, 4, start=10)) == []
+    with pytest.raises(ValueError, match="start"):
+        iter_gaussian_mixture_batches(10, 3, 4, start=11)
+
+
 def test_batches_independent_of_batch_size_and_reading() -> None:
     # n crosses the internal 65536-row chunk boundary with unaligned batches
     n, dim, k = 70_000, 3, 4
