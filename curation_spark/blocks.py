@@ -24,7 +24,9 @@ def batches_to_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = 
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        id_chunks.append(batch.column(id_col))
+        # A copy: a read batch's columns are slices of one message buffer, so keeping the
+        # id column itself would keep every batch's embeddings alive until the end.
+        id_chunks.append(pa.concat_arrays([_whole(batch.column(id_col))]))
         emb = batch.column(emb_col)
         if isinstance(emb, pa.ChunkedArray):
             emb = emb.combine_chunks()
@@ -34,7 +36,7 @@ def batches_to_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = 
         value_chunks.append(values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False))
     if not id_chunks:
         return pa.array([], type=pa.int64()), np.zeros((0, dim), dtype=np.float32)
-    ids = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in id_chunks])
+    ids = pa.concat_arrays(id_chunks)
     n = len(ids)
     # Rows are scattered straight into their final (id-sorted) place, releasing each batch
     # as it is copied: peak memory stays near one copy of the block, not three.
@@ -56,6 +58,10 @@ def batches_to_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = 
             x[position[start:stop]] = chunk
         start = stop
     return ids, x
+
+
+def _whole(column: "pa.Array | pa.ChunkedArray") -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def float_matrix_to_list_array(x: np.ndarray) -> pa.Array:

@@ -335,8 +335,8 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     threads = task_cpus(spark)
     progress = IterationProgress(stage, n_iters, local=sc.master.startswith("local"))
     # CURATION_SPARK_ITERATION_LOG: a file on a filesystem every executor can write (a shared
-    # mount, or one machine) where task 0 appends one JSON line per iteration, with its stage
-    # attempt and pid: for watching a long fit on a cluster (and for the executor-loss test).
+    # mount, or one machine) where task 0 appends one JSON line per iteration, with its task
+    # attempt id and pid: for watching a long fit on a cluster (and for the executor-loss test).
     progress_path = progress.path or os.environ.get("CURATION_SPARK_ITERATION_LOG") or None
     inject = os.environ.get("CURATION_SPARK_FAIL_FIRST_ATTEMPT", "")
     secret = os.urandom(16)
@@ -386,7 +386,7 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                     history.append(entry)
                     if progress_path:
                         with open(progress_path, "a", encoding="utf-8") as fh:
-                            fh.write(json.dumps({**entry, "stage": stage, "stage_attempt": ctx.stageAttemptNumber(),
+                            fh.write(json.dumps({**entry, "stage": stage, "task_attempt_id": ctx.taskAttemptId(),
                                                  "pid": os.getpid()}) + "\n")
                     stop = shift == 0.0 or (tol > 0 and shift <= tol)  # shift 0: converged, nothing changes
                     message = struct.pack("<?", stop) + new.tobytes()
