@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         results["generate"] = {"skipped": f"{data} exists (use --regenerate)"}
     results["input_table"] = table_sizes(data).get(".", {})
 
+    if run.exists():  # a full run is measured, not a resume of an earlier one
+        shutil.rmtree(run)
     sets = [f"input.path={data}", f"output.path={run}", f"spark.conf.spark.driver.memory={a.driver_memory}",
             *a.overrides]
     results["run"] = run_phase("run", ["run", a.config, *[x for s in sets for x in ("--set", s)],

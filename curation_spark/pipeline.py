@@ -17,8 +17,8 @@ from curation_spark import hierarchy, paths, sampling
 from curation_spark.errors import ConfigError
 from curation_spark.runfolder import RunFolder, open_existing
 from curation_spark.session import get_spark, require_delta
-from curation_spark.tables import (EmbeddingStats, input_location, read_input, to_points, validate_embeddings,
-                                   write_table)
+from curation_spark.tables import (EmbeddingStats, delta_version, input_location, read_input, to_points,
+                                   validate_embeddings, write_table)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -56,6 +56,18 @@ def check_output_path(spark: "SparkSession", config: "Config") -> str:
     return out
 
 
+def input_version(spark: "SparkSession", config: "Config") -> int | None:
+    """The input's Delta version (None for Parquet or when it cannot be read): a resumed run
+    checks that its input has not changed since the run started."""
+    location = input_location(spark, config.input)
+    if location is None:
+        return None
+    try:
+        return delta_version(spark, location)
+    except Exception:  # no Delta in this session, or a catalog without paths
+        return None
+
+
 def load_and_validate(spark: "SparkSession", config: "Config") -> tuple["DataFrame", EmbeddingStats]:
     """Read the input table and validate it in one pass (errors name column and bad-row count)."""
     raw = read_input(spark, config.input)
@@ -79,9 +91,8 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
     out = check_output_path(spark, config)
     raw, stats = load_and_validate(spark, config)
     run = RunFolder(spark, out, config.output.format)
-    run.open_for(config, overwrite)
-    run.meta["input"] = {"n_rows": stats.n_rows, "dim": stats.dim}
-    run.save()
+    run.open_for(config, overwrite, {"n_rows": stats.n_rows, "dim": stats.dim,
+                                     "delta_version": input_version(spark, config)})
     points = to_points(raw, config.input.id_col, config.input.embedding_col)
     levels = hierarchy.cluster(run, config.clustering, points, stats.n_rows)
     spark.sparkContext.setJobDescription(None)

@@ -66,10 +66,23 @@ class RunFolder:
         self.meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         paths.write_text_atomic(self.spark, paths.join(self.path, METADATA), json.dumps(self.meta, indent=2, default=float))
 
-    def open_for(self, config: "Config", overwrite: bool) -> None:
-        """Start or resume a run of ``config`` here; refuse a different config unless overwriting."""
+    def open_for(self, config: "Config", overwrite: bool, input_identity: dict[str, Any] | None = None) -> None:
+        """Start or resume a run of ``config`` here; refuse a different config, or an input
+        that changed since the run started (``input_identity``: rows, dimension, Delta
+        version), unless overwriting."""
         fingerprint = config.clustering_fingerprint()
         existing = self.load()
+        changed = input_changes(existing.get("input", {}) if existing else {}, input_identity or {})
+        if existing is not None and existing.get("fingerprint") == fingerprint and changed:
+            if not overwrite:
+                raise ConfigError(
+                    f"input.path: the input changed since the run in {self.path} started ({changed}); "
+                    "its levels would not match the input any more: pass --overwrite to start again, "
+                    "or choose another output.path"
+                )
+            log.warning("--overwrite: the input changed (%s); deleting the earlier run in %s", changed, self.path)
+            paths.delete(self.spark, self.path)
+            existing = None
         if existing is not None and existing.get("fingerprint") != fingerprint:
             if not overwrite:
                 raise ConfigError(
@@ -95,9 +108,11 @@ class RunFolder:
                 "levels": {},
                 "samples": {},
             }
-            self.save()
         else:
             self.meta["config"] = config.to_dict()
+        if input_identity:
+            self.meta["input"] = {**self.meta.get("input", {}), **input_identity}
+        self.save()
 
     def level_done(self, level: int) -> bool:
         return self.meta.get("levels", {}).get(str(level), {}).get("status") == "complete"
@@ -118,6 +133,14 @@ class RunFolder:
     def mark_sample(self, name: str, info: dict[str, Any]) -> None:
         self.meta.setdefault("samples", {})[name] = info
         self.save()
+
+
+def input_changes(recorded: dict[str, Any], current: dict[str, Any]) -> str:
+    """What differs between the input a run recorded and the input now ("" if nothing);
+    keys missing on either side (older run folders, Parquet inputs) are not compared."""
+    diffs = [f"{key} {recorded[key]} -> {current[key]}" for key in sorted(current)
+             if recorded.get(key) is not None and current[key] is not None and recorded[key] != current[key]]
+    return ", ".join(diffs)
 
 
 def open_existing(spark: "SparkSession", path: str) -> RunFolder:

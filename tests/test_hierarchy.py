@@ -113,6 +113,28 @@ def test_different_config_on_existing_run_is_refused(spark, small_mixture, tmp_d
     assert summary.levels[0]["n_clusters"] == 6
 
 
+def test_changed_input_on_existing_run_is_refused(spark, tmp_dir):
+    """Resuming over an input that got a new Delta commit (or other rows) would mix two
+    inputs in one hierarchy: refused unless --overwrite, which starts again."""
+    from curation_spark.errors import ConfigError
+
+    data = f"{tmp_dir}/growing"
+    pipeline.write_synthetic(spark, synth.make_gaussian_mixture(600, 4, 3, seed=1), data, "delta")
+    base = [f"input.path={data}", f"output.path={tmp_dir}/r", "clustering.n_clusters=[5]", "clustering.n_iters=3"]
+    pipeline.cluster(load_config([], base), spark)
+    assert json.loads(Path(tmp_dir, "r", "run.json").read_text())["input"] == {"n_rows": 600, "dim": 4,
+                                                                               "delta_version": 0}
+    pipeline.cluster(load_config([], base), spark)  # unchanged input: resumes (nothing to do)
+
+    more = synth.make_gaussian_mixture(700, 4, 3, seed=1).slice(600)
+    spark.createDataFrame(more).write.format("delta").mode("append").save(data)
+    with pytest.raises(ConfigError, match=r"input.path: the input changed .*n_rows 600 -> 700"):
+        pipeline.cluster(load_config([], base), spark)
+    summary = pipeline.cluster(load_config([], base), spark, overwrite=True)
+    assert summary.stats.n_rows == 700
+    assert json.loads(Path(tmp_dir, "r", "run.json").read_text())["input"]["delta_version"] == 1
+
+
 RESUME_SETTINGS = ["clustering.n_levels=2", "clustering.n_clusters=[60,10]", "clustering.n_iters=10",
                    "clustering.n_resampling_steps=[0,6]", "clustering.sample_size=[1,3]", "clustering.seed=5"]
 
