@@ -351,6 +351,7 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
 
         ctx = BarrierTaskContext.get()
         part = ctx.partitionId()
+        log_path = progress_path
         kernels.set_threads(threads)
         t0 = time.perf_counter()
         ids, x = batches_to_block(batches, dim)
@@ -384,10 +385,13 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                              "assign_s": slowest[1], "sums_s": slowest[2],
                              "exchange_s": time.perf_counter() - t_g, "empty_clusters": int((counts == 0).sum())}
                     history.append(entry)
-                    if progress_path:
-                        with open(progress_path, "a", encoding="utf-8") as fh:
-                            fh.write(json.dumps({**entry, "stage": stage, "task_attempt_id": ctx.taskAttemptId(),
-                                                 "pid": os.getpid()}) + "\n")
+                    if log_path:
+                        try:
+                            with open(log_path, "a", encoding="utf-8") as fh:
+                                fh.write(json.dumps({**entry, "stage": stage, "task_attempt_id": ctx.taskAttemptId(),
+                                                     "pid": os.getpid()}) + "\n")
+                        except OSError:  # progress is best effort: never fail the fit for it
+                            log_path = None
                     stop = shift == 0.0 or (tol > 0 and shift <= tol)  # shift 0: converged, nothing changes
                     message = struct.pack("<?", stop) + new.tobytes()
                 message = group.broadcast(message)

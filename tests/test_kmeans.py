@@ -1,6 +1,7 @@
 """The distributed k-means engine against numpy/faiss, determinism, edge cases."""
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -125,3 +126,20 @@ def test_large_point_sets_are_cached_on_disk_only():
     limit_rows = kmeans.MEMORY_CACHE_MAX_BYTES // (4 * 128)
     assert kmeans.points_storage_level(limit_rows, 128) == StorageLevel.MEMORY_AND_DISK
     assert kmeans.points_storage_level(limit_rows + 1, 128) == StorageLevel.DISK_ONLY
+
+
+def test_iteration_log_is_written_and_never_fails_the_fit(spark, tmp_path, monkeypatch):
+    df = spark.createDataFrame([(i, [float(i % 5), float(i // 5)]) for i in range(40)],
+                               "point_id long, embedding array<float>")
+    log_path = tmp_path / "iterations.jsonl"
+    monkeypatch.setenv("CURATION_SPARK_ITERATION_LOG", str(log_path))
+    result = kmeans.fit(df, KMeansParams(n_clusters=4, n_iters=3, engine="barrier"), stage="watched")
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [e["iteration"] for e in lines] == [e["iteration"] for e in result.history]
+    assert all(e["stage"] == "watched" and "task_attempt_id" in e and "pid" in e for e in lines)
+    result.unpersist()
+    # A path the tasks cannot write (its folder does not exist): the fit still succeeds.
+    monkeypatch.setenv("CURATION_SPARK_ITERATION_LOG", str(tmp_path / "missing" / "log.jsonl"))
+    again = kmeans.fit(df, KMeansParams(n_clusters=4, n_iters=3, engine="barrier"), stage="watched")
+    np.testing.assert_array_equal(again.centroids, result.centroids)
+    again.unpersist()
