@@ -167,7 +167,7 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
     k = kmeans.clamp_clusters(cfg.n_clusters[i], n_points, stage)
     dim = kmeans.embedding_dim(points)
     points = points.persist(kmeans.points_storage_level(n_points, dim))
-    result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points)
+    result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points, dim=dim)
     centroids, assignments, sizes = result.centroids, result.assignments, result.sizes
     info: dict[str, Any] = {
         "level": level, "n_points": n_points, "n_clusters_requested": cfg.n_clusters[i], "n_clusters": k,
@@ -191,7 +191,7 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
             # the density, which is what pulls them toward a uniform cover of the support.
             k = kmeans.clamp_clusters(k, n_sample, f"{stage} · resampling {step}")
             res = kmeans.fit(sample, _params(cfg, level, k, seed_offset=step), stage=f"{stage} · resampling {step}",
-                             n_points=n_sample)
+                             n_points=n_sample, dim=dim)
             sample.unpersist()
             res.unpersist()
             centroids = res.centroids

@@ -236,7 +236,8 @@ def _block_iteration(x: np.ndarray, centroids: np.ndarray, k: int, distance: str
 
 
 def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
-        init_centroids: np.ndarray | None = None, n_points: int | None = None) -> KMeansResult:
+        init_centroids: np.ndarray | None = None, n_points: int | None = None,
+        dim: int | None = None) -> KMeansResult:
     """Run k-means on a ``point_id``/``embedding`` frame.
 
     Parameters
@@ -251,6 +252,8 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
         Start from these centroids instead of running the init.
     n_points
         Row count if already known (saves a pass).
+    dim
+        Embedding dimension if already known (saves a job).
 
     Returns
     -------
@@ -261,7 +264,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     n_total = int(n_points if n_points is not None else points.count())
     if n_total == 0:
         raise ValueError(f"{stage}: no points to cluster")
-    dim = embedding_dim(points)
+    dim = int(dim) if dim is not None else embedding_dim(points)
     k = params.n_clusters
     if k > n_total:
         k = clamp_clusters(k, n_total, stage)

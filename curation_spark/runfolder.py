@@ -72,34 +72,13 @@ class RunFolder:
         version), unless overwriting."""
         fingerprint = config.clustering_fingerprint()
         existing = self.load()
-        changed = input_changes(existing.get("input", {}) if existing else {}, input_identity or {})
-        if existing is not None and existing.get("fingerprint") == fingerprint and changed:
+        refusal = self._refusal(existing, fingerprint, input_identity or {})
+        if refusal:
             if not overwrite:
-                raise ConfigError(
-                    f"input.path: the input changed since the run in {self.path} started ({changed}); "
-                    "its levels would not match the input any more: pass --overwrite to start again, "
-                    "or choose another output.path"
-                )
-            log.warning("--overwrite: the input changed (%s); deleting the earlier run in %s", changed, self.path)
+                raise ConfigError(refusal)
+            log.warning("--overwrite: deleting %s (%s)", self.path, refusal)
             paths.delete(self.spark, self.path)
             existing = None
-        if existing is not None and existing.get("fingerprint") != fingerprint:
-            if not overwrite:
-                raise ConfigError(
-                    f"output.path: {self.path} holds a run with a different config "
-                    f"(fingerprint {existing.get('fingerprint')} != {fingerprint}); "
-                    "choose another output.path or pass --overwrite to replace it"
-                )
-            log.warning("--overwrite: deleting the earlier run in %s", self.path)
-            paths.delete(self.spark, self.path)
-            existing = None
-        elif existing is None and paths.exists(self.spark, self.path) and paths.has_data_files(self.spark, self.path):
-            if not overwrite:
-                raise ConfigError(
-                    f"output.path: {self.path} exists and is not a curation-spark run folder; "
-                    "choose an empty or new folder (or pass --overwrite to replace it)"
-                )
-            paths.delete(self.spark, self.path)
         if existing is None:
             self.meta = {
                 "fingerprint": fingerprint,
@@ -113,6 +92,24 @@ class RunFolder:
         if input_identity:
             self.meta["input"] = {**self.meta.get("input", {}), **input_identity}
         self.save()
+
+    def _refusal(self, existing: dict[str, Any] | None, fingerprint: str, input_identity: dict[str, Any]) -> str:
+        """Why this folder cannot take (or resume) the run, or "" if it can."""
+        if existing is None:
+            if paths.exists(self.spark, self.path) and paths.has_data_files(self.spark, self.path):
+                return (f"output.path: {self.path} exists and is not a curation-spark run folder; "
+                        "choose an empty or new folder (or pass --overwrite to replace it)")
+            return ""
+        if existing.get("fingerprint") != fingerprint:
+            return (f"output.path: {self.path} holds a run with a different config "
+                    f"(fingerprint {existing.get('fingerprint')} != {fingerprint}); "
+                    "choose another output.path or pass --overwrite to replace it")
+        changed = input_changes(existing.get("input", {}), input_identity)
+        if changed:
+            return (f"input.path: the input changed since the run in {self.path} started ({changed}); "
+                    "its levels would not match the input any more: pass --overwrite to start again, "
+                    "or choose another output.path")
+        return ""
 
     def level_done(self, level: int) -> bool:
         return self.meta.get("levels", {}).get(str(level), {}).get("status") == "complete"
