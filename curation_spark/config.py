@@ -58,8 +58,13 @@ DEFAULTS: dict[str, Any] = {
         "n_resampling_steps": 0,
         "sample_size": 1,
         "sampling_strategy": "c",
-        "init": "kmeans++",
+        "init": "auto",
         "init_sample_size": None,
+        "assignment": "auto",
+        "index_min_clusters": 4096,
+        "index_neighbours": 64,
+        "index_probes": 16,
+        "in_process_max_mb": 256,
         "distance": "l2",
         "seed": 0,
         "tol": 0.0,
@@ -83,7 +88,8 @@ DEFAULTS: dict[str, Any] = {
 
 STRATEGIES = ("c", "r")
 DISTANCES = ("l2", "cosine")
-INITS = ("kmeans++", "random")
+INITS = ("auto", "kmeans++", "two_level", "random")
+ASSIGNMENTS = ("auto", "exact", "index")
 INPUT_FORMATS = ("auto", "delta", "parquet")
 OUTPUT_FORMATS = ("delta", "parquet")
 ENGINES = ("barrier", "passes")
@@ -128,6 +134,11 @@ class ClusteringConfig:
     sampling_strategy: tuple[str, ...]
     init: str
     init_sample_size: int | None
+    assignment: str
+    index_min_clusters: int
+    index_neighbours: int
+    index_probes: int
+    in_process_max_mb: int
     distance: str
     seed: int
     tol: float
@@ -392,6 +403,11 @@ def build_config(data: Mapping[str, Any]) -> Config:
         sampling_strategy=tuple(levels["sampling_strategy"]),
         init=_choice("clustering.init", cl["init"], INITS),
         init_sample_size=_int("clustering.init_sample_size", cl["init_sample_size"], minimum=1, allow_none=True),
+        assignment=_choice("clustering.assignment", cl["assignment"], ASSIGNMENTS),
+        index_min_clusters=_int("clustering.index_min_clusters", cl["index_min_clusters"], minimum=1),
+        index_neighbours=_int("clustering.index_neighbours", cl["index_neighbours"], minimum=2),
+        index_probes=_int("clustering.index_probes", cl["index_probes"], minimum=1),
+        in_process_max_mb=_int("clustering.in_process_max_mb", cl["in_process_max_mb"], minimum=0),
         distance=_choice("clustering.distance", cl["distance"], DISTANCES),
         seed=_int("clustering.seed", cl["seed"], minimum=0),
         tol=float(tol),

@@ -69,6 +69,10 @@ def _params(cfg: "ClusteringConfig", level: int, k: int, seed_offset: int = 0) -
         init_sample_size=cfg.init_sample_size,
         engine=cfg.engine,
         num_partitions=cfg.num_partitions,
+        assignment=cfg.assignment,
+        index_min_clusters=cfg.index_min_clusters,
+        index_neighbours=cfg.index_neighbours,
+        index_probes=cfg.index_probes,
     )
 
 

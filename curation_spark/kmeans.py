@@ -62,12 +62,16 @@ class KMeansParams:
     n_clusters: int
     n_iters: int
     distance: str = "l2"
-    init: str = "kmeans++"
+    init: str = "auto"
     seed: int = 0
     tol: float = 0.0
     init_sample_size: int | None = None
     engine: str = "barrier"
     num_partitions: int | None = None
+    assignment: str = "auto"
+    index_min_clusters: int = 4096
+    index_neighbours: int = 64
+    index_probes: int = 16
 
 
 @dataclass
@@ -171,12 +175,19 @@ def initial_centroids(points: "DataFrame", params: KMeansParams, n_total: int, d
     size = params.init_sample_size or default_init_sample_size(params.n_clusters, n_total, dim)
     size = max(size, params.n_clusters)
     sample = init_sample(points, size, n_total, dim, params.seed)
+    return init_from_sample(sample, params)
+
+
+def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
+    """The initial centroids from an (id-ordered) in-memory sample: the numeric half of
+    :func:`initial_centroids`, shared with the in-process path for small levels."""
     if params.distance == "cosine":
         sample = kernels.normalize_rows(sample)
     rng = np.random.default_rng([params.seed, 0x5EED])
     k = min(params.n_clusters, len(sample))
     if params.init == "random":
         return kernels.random_init(sample, k, rng)
+    # TODO(two-level init): "two_level", and "auto" above a K threshold.
     return kernels.kmeans_plus_plus(sample, k, rng)
 
 
