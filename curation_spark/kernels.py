@@ -274,3 +274,66 @@ def size_histogram(sizes: np.ndarray) -> dict[str, list[int]]:
     edges = [0] + [2 ** i for i in range(n_bins)]
     counts = np.histogram(s, bins=edges + [2 ** n_bins])[0]
     return {"edges": edges + [2 ** n_bins], "counts": counts.astype(int).tolist()}
+
+
+#: A block keeps dense per-cluster sums across iterations while they take at most this many bytes.
+DENSE_SUMS_MAX_BYTES = 64 * 1024 * 1024
+
+
+def sparse_partial_sums(points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-cluster float64 sums of one block for the clusters it touches only (memory
+    O(n x D) whatever K is): rows are grouped by a stable sort on the label and summed
+    cluster by cluster in row order.
+
+    Returns
+    -------
+    idx : (m,) int32 sorted cluster ids; counts : (m,) int64; sums : (m, d) float64
+    """
+    n, d = points.shape
+    if n == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((0, d), np.float64)
+    order = np.argsort(labels, kind="stable")
+    sorted_labels = labels[order]
+    starts = np.concatenate(([0], np.flatnonzero(sorted_labels[1:] != sorted_labels[:-1]) + 1))
+    counts = np.diff(np.concatenate((starts, [n]))).astype(np.int64)
+    sums = np.add.reduceat(points[order].astype(np.float64), starts, axis=0)
+    return sorted_labels[starts].astype(np.int32), counts, sums
+
+
+class BlockSums:
+    """The per-cluster partial sums of one block across Lloyd iterations.
+
+    Small K x D: dense float64 sums are kept and, from the second iteration on, only the
+    rows whose label changed are subtracted from their old cluster and added to the new one
+    (after the first iterations few points move, so this costs almost nothing; measured in
+    bench/large_k_bench.py). Large K x D: the touched clusters' sums are recomputed each
+    iteration with :func:`sparse_partial_sums`. Either way the output is sparse and the
+    result depends only on the block and the label sequence (deterministic).
+    """
+
+    def __init__(self, points: np.ndarray, n_clusters: int, dense_max_bytes: int = DENSE_SUMS_MAX_BYTES) -> None:
+        self.points = points
+        self.k = n_clusters
+        self.dense = n_clusters * points.shape[1] * 8 <= dense_max_bytes
+        self.labels: np.ndarray | None = None
+        self.sums: np.ndarray | None = None
+
+    def update(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sparse (idx, counts, sums) for ``labels``."""
+        if not self.dense:
+            return sparse_partial_sums(self.points, labels)
+        if self.labels is None:
+            self.sums, _ = partial_sums(self.points, labels, self.k)
+        else:
+            moved = np.flatnonzero(labels != self.labels)
+            if len(moved):
+                rows = self.points[moved].astype(np.float64)
+                old, new = self.labels[moved], labels[moved]
+                for j in range(rows.shape[1]):
+                    col = rows[:, j]
+                    self.sums[:, j] -= np.bincount(old, weights=col, minlength=self.k)  # type: ignore[index]
+                    self.sums[:, j] += np.bincount(new, weights=col, minlength=self.k)  # type: ignore[index]
+        self.labels = labels.copy()
+        counts = np.bincount(labels, minlength=self.k).astype(np.int64)
+        idx = np.flatnonzero(counts).astype(np.int32)
+        return idx, counts[idx], self.sums[idx]  # type: ignore[index]

@@ -30,11 +30,11 @@ import os
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from curation_spark import kernels
+from curation_spark import centroid_index, kernels, reduce
 from curation_spark.blocks import assignment_batches, batches_to_block, float_matrix_to_list_array
 from curation_spark.exchange import TaskGroup
 from curation_spark.progress import IterationProgress
@@ -72,6 +72,18 @@ class KMeansParams:
     index_min_clusters: int = 4096
     index_neighbours: int = 64
     index_probes: int = 16
+
+
+#: Test hook: called in every barrier task with its partition id once its block is loaded
+#: (tests inject faults through it with :func:`set_block_loaded_hook`); None in production.
+_block_loaded_hook: "Callable[[int], None] | None" = None
+
+
+def set_block_loaded_hook(hook: "Callable[[int], None] | None") -> None:
+    """Install (or remove, with None) the barrier engine's block-loaded hook, e.g. a function
+    that fails the first task attempt to test Spark's retry of the barrier stage."""
+    global _block_loaded_hook
+    _block_loaded_hook = hook
 
 
 @dataclass
@@ -191,58 +203,6 @@ def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
     return kernels.kmeans_plus_plus(sample, k, rng)
 
 
-# --------------------------------------------------------------------------- messages
-
-
-def encode_partials(sums: np.ndarray, counts: np.ndarray, objective: float, timings: list[float]) -> bytes:
-    """Sparse binary form of one block's partial sums (only non-empty clusters)."""
-    idx = np.flatnonzero(counts).astype(np.int32)
-    header = struct.pack("<iid", len(idx), sums.shape[1], objective) + struct.pack("<4d", *timings[:4])
-    return header + idx.tobytes() + counts[idx].astype(np.int64).tobytes() + np.ascontiguousarray(sums[idx]).tobytes()
-
-
-def decode_partials(payload: bytes, n_clusters: int) -> tuple[np.ndarray, np.ndarray, float, list[float]]:
-    m, d, objective = struct.unpack_from("<iid", payload, 0)
-    timings = list(struct.unpack_from("<4d", payload, 16))
-    off = 48
-    idx = np.frombuffer(payload, dtype=np.int32, count=m, offset=off)
-    off += 4 * m
-    cnt = np.frombuffer(payload, dtype=np.int64, count=m, offset=off)
-    off += 8 * m
-    sm = np.frombuffer(payload, dtype=np.float64, count=m * d, offset=off).reshape(m, d)
-    sums = np.zeros((n_clusters, d), dtype=np.float64)
-    counts = np.zeros(n_clusters, dtype=np.int64)
-    sums[idx] = sm
-    counts[idx] = cnt
-    return sums, counts, objective, timings
-
-
-def reduce_partials(payloads: list[bytes], n_clusters: int) -> tuple[np.ndarray, np.ndarray, float, list[float]]:
-    """Sum partial payloads in the given (partition) order: deterministic float64 sums."""
-    total_sums = None
-    total_counts = np.zeros(n_clusters, dtype=np.int64)
-    objective = 0.0
-    slowest = [0.0, 0.0, 0.0, 0.0]
-    for payload in payloads:
-        sums, counts, obj, timings = decode_partials(payload, n_clusters)
-        total_sums = sums if total_sums is None else total_sums + sums
-        total_counts += counts
-        objective += obj
-        slowest = [max(a, b) for a, b in zip(slowest, timings)]
-    assert total_sums is not None
-    return total_sums, total_counts, objective, slowest
-
-
-def _block_iteration(x: np.ndarray, centroids: np.ndarray, k: int, distance: str, load_s: float) -> bytes:
-    t0 = time.perf_counter()
-    labels, dist = kernels.assign(x, centroids, distance)
-    t1 = time.perf_counter()
-    sums, counts = kernels.partial_sums(x, labels, k)
-    obj = kernels.objective_terms(dist, distance)
-    t2 = time.perf_counter()
-    return encode_partials(sums, counts, obj, [load_s, t1 - t0, t2 - t1, 0.0])
-
-
 # --------------------------------------------------------------------------- engines
 
 
@@ -293,7 +253,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     n_part = min(params.num_partitions or slots(spark), slots(spark)) if engine == "barrier" else (
         params.num_partitions or slots(spark))
     if engine == "barrier":
-        result = _fit_barrier(points, params, centroids, dim, n_part, stage)
+        result = _fit_barrier(points, params, centroids, dim, n_part, stage, _block_loaded_hook)
     else:
         result = _fit_passes(points, params, centroids, dim, n_part, stage, n_total)
     result.engine = engine
@@ -333,8 +293,49 @@ def _result_schema(points: "DataFrame"):
     ])
 
 
+def uses_index(params: KMeansParams, k: int) -> bool:
+    """Whether this k-means assigns through the centroid index (``assignment: auto`` picks
+    it from ``index_min_clusters`` clusters on; see README, "Large K")."""
+    return params.assignment == "index" or (params.assignment == "auto" and k >= params.index_min_clusters)
+
+
+class BlockLloyd:
+    """One block's side of the Lloyd iterations (numpy/faiss only): assignment (exact, or
+    through :class:`~curation_spark.centroid_index.IndexAssigner`) and sparse partial sums
+    kept across iterations (:class:`~curation_spark.kernels.BlockSums`)."""
+
+    def __init__(self, x: np.ndarray, params: KMeansParams, k: int) -> None:
+        self.x = x
+        self.distance = params.distance
+        self.seed = params.seed
+        self.sums = kernels.BlockSums(x, k)
+        self.index = (centroid_index.IndexAssigner(x, params.distance, params.index_probes, params.index_neighbours)
+                      if uses_index(params, k) else None)
+        self.last_stats: centroid_index.AssignStats | None = None
+
+    def assign(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and exact distances to the given centroids."""
+        if self.index is None:
+            return kernels.assign(self.x, centroids, self.distance)
+        labels, self.last_stats = self.index.assign(centroids, self.seed)
+        return labels, centroid_index.exact_distances(self.x, centroids, labels, self.distance)
+
+    def step(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, list[float]]:
+        """Assign, then this block's sparse partial sums: (idx, counts, sums, objective,
+        [assign seconds, sums seconds, agreement hits, agreement rows, prior path used])."""
+        t0 = time.perf_counter()
+        labels, dist = self.assign(centroids)
+        t1 = time.perf_counter()
+        idx, counts, sums = self.sums.update(labels)
+        obj = kernels.objective_terms(dist, self.distance)
+        t2 = time.perf_counter()
+        st = self.last_stats
+        return idx, counts, sums, obj, [t1 - t0, t2 - t1, float(st.agreement_hits if st else 0),
+                                        float(st.agreement_rows if st else 0), float(st is not None and st.path == "prior")]
+
+
 def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
-                 n_part: int, stage: str) -> KMeansResult:
+                 n_part: int, stage: str, on_block_loaded: "Callable[[int], None] | None" = None) -> KMeansResult:
     import pyarrow as pa
     from pyspark import StorageLevel
 
@@ -352,13 +353,8 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     # mount, or one machine) where task 0 appends one JSON line per iteration, with its task
     # attempt id and pid: for watching a long fit on a cluster (and for the executor-loss test).
     progress_path = progress.path or os.environ.get("CURATION_SPARK_ITERATION_LOG") or None
-    inject = os.environ.get("CURATION_SPARK_FAIL_FIRST_ATTEMPT", "")
     secret = os.urandom(16)
-    inject_marker = None
-    if "kmeans" in inject.split(","):
-        import tempfile
-
-        inject_marker = os.path.join(tempfile.gettempdir(), f"curation-inject-{secret.hex()}")
+    index_mode = uses_index(params, k)
 
     def run_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
@@ -372,32 +368,36 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
         if distance == "cosine":
             x = kernels.normalize_rows(x)
         load_s = time.perf_counter() - t0
-        # Test-only fault injection (off unless the variable is set): the first task to get
-        # here fails once per job, marked by a file only one attempt can create.
-        if inject_marker and part == 0:
-            try:
-                os.close(os.open(inject_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                raise RuntimeError("injected failure (CURATION_SPARK_FAIL_FIRST_ATTEMPT=kmeans)")
-            except FileExistsError:
-                pass
+        if on_block_loaded is not None:  # test hook (fault injection); None in production
+            on_block_loaded(part)
         c = np.array(init_bc.value, dtype=np.float32, copy=True)
         group = TaskGroup(ctx, secret)
+        bounds = reduce.owner_bounds(k, group.size)
+        lo, hi = int(bounds[group.rank]), int(bounds[group.rank + 1])
+        block = BlockLloyd(x, params, k)
         history = []
         try:
             for it in range(1, n_iters + 1):
                 it_start = time.perf_counter()
-                payload = _block_iteration(x, c, k, distance, load_s if it == 1 else 0.0)
-                t_g = time.perf_counter()
-                gathered = group.gather(payload)
-                message = None
-                if gathered is not None:  # task 0 reduces in rank order: deterministic sums
-                    sums, counts, obj, slowest = reduce_partials(gathered, k)
-                    new = kernels.update_centroids(sums, counts, c, distance)
-                    shift = kernels.centroid_shift(c, new)
-                    entry = {"iteration": it, "objective": obj, "shift": shift,
-                             "seconds": time.perf_counter() - it_start, "load_s": slowest[0],
-                             "assign_s": slowest[1], "sums_s": slowest[2],
-                             "exchange_s": time.perf_counter() - t_g, "empty_clusters": int((counts == 0).sum())}
+                idx, counts, sums, obj, timings = block.step(c)
+                t_x = time.perf_counter()
+                _, _, owned_sums, owned_counts = reduce.reduce_scatter(group, idx, counts, sums, k, dim)
+                owned_new = kernels.update_centroids(owned_sums, owned_counts, c[lo:hi], distance)
+                new = reduce.all_gather_rows(group, owned_new, bounds)
+                stats = reduce.all_gather_values(group, [obj, load_s if it == 1 else 0.0, *timings,
+                                                         float((owned_counts == 0).sum())])
+                shift = kernels.centroid_shift(c, new)  # identical on every task: same arrays
+                c = new
+                if group.rank == 0:
+                    entry = {"iteration": it, "objective": float(stats[:, 0].sum()), "shift": shift,
+                             "seconds": time.perf_counter() - it_start, "load_s": float(stats[:, 1].max()),
+                             "assign_s": float(stats[:, 2].max()), "sums_s": float(stats[:, 3].max()),
+                             "exchange_s": time.perf_counter() - t_x, "empty_clusters": int(stats[:, 7].sum()),
+                             "assignment": "index" if index_mode else "exact"}
+                    if index_mode:
+                        entry["agreement"] = float(stats[:, 4].sum() / max(1.0, stats[:, 5].sum()))
+                        entry["prior_blocks"] = int(stats[:, 6].sum())
+                        entry["n_probes"] = block.index.n_probes  # type: ignore[union-attr]
                     history.append(entry)
                     if log_path:
                         try:
@@ -406,14 +406,9 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                                                      "pid": os.getpid()}) + "\n")
                         except OSError:  # progress is best effort: never fail the fit for it
                             log_path = None
-                    stop = shift == 0.0 or (tol > 0 and shift <= tol)  # shift 0: converged, nothing changes
-                    message = struct.pack("<?", stop) + new.tobytes()
-                message = group.broadcast(message)
-                stop = struct.unpack_from("<?", message, 0)[0]
-                c = np.frombuffer(message, dtype=np.float32, offset=1).reshape(k, dim).copy()
-                if stop:
+                if shift == 0.0 or (tol > 0 and shift <= tol):  # shift 0: converged, nothing changes
                     break
-            labels, dist = kernels.assign(x, c, distance)
+            labels, dist = block.assign(c)
             out_schema = pa.schema([arrow_schema.field(POINT_ID), ("cluster_id", pa.int32()), ("distance", pa.float32())])
             null = lambda t, n: pa.nulls(n, type=t)  # noqa: E731
             for b in assignment_batches(ids, labels, dist, out_schema):
@@ -422,24 +417,23 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                     [pa.array(["a"] * n, pa.string()), b.column(0), b.column(1), b.column(2),
                      null(arrow_schema.field("centroid").type, n), null(pa.int64(), n), null(pa.string(), n)],
                     schema=arrow_schema)
-            # Final sizes and objective need every block's counts: one last gather.
-            counts_local = np.bincount(labels, minlength=k).astype(np.int64) if len(labels) else np.zeros(k, np.int64)
-            obj_local = kernels.objective_terms(dist, distance)
-            gathered = group.gather(struct.pack("<d", obj_local) + counts_local.tobytes())
+            # Final sizes and objective: each task owns the sizes of its cluster range.
+            all_counts = np.bincount(labels, minlength=k).astype(np.int64)
+            final_idx = np.flatnonzero(all_counts).astype(np.int32)
+            _, _, _, owned_sizes = reduce.reduce_scatter(group, final_idx, all_counts[final_idx],
+                                                         np.zeros((len(final_idx), 0)), k, 0)
+            final = reduce.all_gather_values(group, [kernels.objective_terms(dist, distance)])
         finally:
             group.close()
-        if gathered is not None:
-            sizes = np.zeros(k, dtype=np.int64)
-            final_obj = 0.0
-            for raw in gathered:
-                final_obj += struct.unpack_from("<d", raw, 0)[0]
-                sizes += np.frombuffer(raw, dtype=np.int64, offset=8)
+        if hi > lo:
             yield pa.RecordBatch.from_arrays(
-                [pa.array(["c"] * k, pa.string()), pa.nulls(k, arrow_schema.field(POINT_ID).type),
-                 pa.array(np.arange(k, dtype=np.int32)), pa.nulls(k, pa.float32()),
-                 float_matrix_to_list_array(c), pa.array(sizes), pa.nulls(k, pa.string())],
+                [pa.array(["c"] * (hi - lo), pa.string()), pa.nulls(hi - lo, arrow_schema.field(POINT_ID).type),
+                 pa.array(np.arange(lo, hi, dtype=np.int32)), pa.nulls(hi - lo, pa.float32()),
+                 float_matrix_to_list_array(c[lo:hi]), pa.array(owned_sizes.astype(np.int64)),
+                 pa.nulls(hi - lo, pa.string())],
                 schema=arrow_schema)
-            info = json.dumps({"history": history, "final_objective": final_obj})
+        if group.rank == 0:
+            info = json.dumps({"history": history, "final_objective": float(final[:, 0].sum())})
             yield pa.RecordBatch.from_arrays(
                 [pa.array(["s"]), pa.nulls(1, arrow_schema.field(POINT_ID).type), pa.nulls(1, pa.int32()),
                  pa.nulls(1, pa.float32()), pa.nulls(1, arrow_schema.field("centroid").type),
@@ -471,9 +465,20 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
 
 def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
                 n_part: int, stage: str, n_points: int) -> KMeansResult:
+    """One Spark job per iteration over the cached points (no barrier stage needed).
+
+    Each task splits its sparse partial sums by owner range (:mod:`curation_spark.reduce`);
+    a shuffle by owner brings each range's payloads together and ``applyInPandas`` sums
+    them in partition order (deterministic) and computes the range's new centroids. The
+    driver receives only the K new centroids and one small statistics row per task; it
+    never sees a task's partial sums.
+    """
+    import pandas as pd
     import pyarrow as pa
     from pyspark import StorageLevel
-    from pyspark.sql.types import BinaryType, IntegerType, StructField, StructType
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import (ArrayType, BinaryType, DoubleType, FloatType, IntegerType, LongType,
+                                   StructField, StructType)
 
     spark = points.sparkSession
     sc = spark.sparkContext
@@ -482,47 +487,76 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
 
     threads = task_cpus(spark)
     cached = layout(points.select(POINT_ID, EMBEDDING), n_part).persist(points_storage_level(n_points, dim))
-    partial_schema = StructType([StructField("partition", IntegerType(), False), StructField("payload", BinaryType(), False)])
+    n_owners = max(1, min(k, n_part))
+    bounds = reduce.owner_bounds(k, n_owners)
+    partial_schema = StructType([
+        StructField("owner", IntegerType(), False), StructField("partition", IntegerType(), False),
+        StructField("payload", BinaryType(), False), StructField("objective", DoubleType(), False),
+        StructField("assign_s", DoubleType(), False), StructField("sums_s", DoubleType(), False),
+        StructField("hits", DoubleType(), False), StructField("rows", DoubleType(), False)])
+    centroid_schema = StructType([
+        StructField("cluster_id", IntegerType(), False), StructField("centroid", ArrayType(FloatType(), False), False),
+        StructField("size", LongType(), False)])
     c = centroids
     history: list[dict[str, Any]] = []
     progress = IterationProgress(stage, params.n_iters, local=False)
     with progress:
         for it in range(1, params.n_iters + 1):
             it_start = time.perf_counter()
-            bc = sc.broadcast(c)
+            bc = previous = sc.broadcast(c)
 
             def partials(batches, bc=bc):
                 from pyspark import TaskContext
 
                 kernels.set_threads(threads)
-                t0 = time.perf_counter()
+                part = TaskContext.get().partitionId()
                 _, x = batches_to_block(batches, dim)
                 if distance == "cosine":
                     x = kernels.normalize_rows(x)
-                payload = _block_iteration(x, bc.value, k, distance, time.perf_counter() - t0)
+                # A fresh block every pass: no previous labels, so the index path probes.
+                idx, counts, sums, obj, timings = BlockLloyd(x, params, k).step(bc.value)
+                payloads = reduce.split_by_owner(idx, counts, sums, bounds)
                 yield pa.RecordBatch.from_arrays(
-                    [pa.array([TaskContext.get().partitionId()], pa.int32()), pa.array([payload], pa.binary())],
-                    names=["partition", "payload"])
+                    [pa.array(np.arange(n_owners, dtype=np.int32)), pa.array(np.full(n_owners, part, np.int32)),
+                     pa.array(payloads, pa.binary()), pa.array(np.full(n_owners, obj)),
+                     *[pa.array(np.full(n_owners, t)) for t in timings[:4]]],
+                    schema=pa.schema([(f.name, _arrow_type(f.dataType)) for f in partial_schema.fields]))
+
+            def reduce_range(pdf: pd.DataFrame) -> pd.DataFrame:  # one argument: applyInPandas passes no key
+                owner = int(pdf["owner"].iloc[0])
+                lo, hi = int(bounds[owner]), int(bounds[owner + 1])
+                pdf = pdf.sort_values("partition", kind="stable")  # rank order: deterministic sums
+                sums, counts = reduce.reduce_owned(list(pdf["payload"]), lo, hi, dim)
+                new = kernels.update_centroids(sums, counts, previous.value[lo:hi], distance)
+                return pd.DataFrame({"cluster_id": np.arange(lo, hi, dtype=np.int32), "centroid": list(new),
+                                     "size": counts})
 
             sc.setJobDescription(f"{stage} · iteration {it}")
-            rows = sorted(cached.mapInArrow(partials, partial_schema).collect(), key=lambda r: r["partition"])
-            sums, counts, obj, slowest = reduce_partials([bytes(r["payload"]) for r in rows], k)
+            parts = cached.mapInArrow(partials, partial_schema).persist(StorageLevel.MEMORY_AND_DISK)
+            stats = parts.where(F.col("owner") == 0).drop("payload").collect()
+            rows = parts.groupBy("owner").applyInPandas(reduce_range, centroid_schema).collect()
+            parts.unpersist()
             t_r = time.perf_counter()
-            new = kernels.update_centroids(sums, counts, c, distance)
+            rows.sort(key=lambda r: r["cluster_id"])
+            new = np.array([r["centroid"] for r in rows], dtype=np.float32).reshape(k, dim)
+            counts = np.array([r["size"] for r in rows], dtype=np.int64)
             shift = kernels.centroid_shift(c, new)
             c = new
             bc.unpersist()
-            entry = {"iteration": it, "objective": obj, "shift": shift, "seconds": time.perf_counter() - it_start,
-                     "load_s": slowest[0], "assign_s": slowest[1], "sums_s": slowest[2],
-                     "exchange_s": time.perf_counter() - t_r, "empty_clusters": int((counts == 0).sum())}
+            entry = {"iteration": it, "objective": float(sum(r["objective"] for r in stats)), "shift": shift,
+                     "seconds": time.perf_counter() - it_start, "load_s": 0.0,
+                     "assign_s": max(r["assign_s"] for r in stats), "sums_s": max(r["sums_s"] for r in stats),
+                     "exchange_s": time.perf_counter() - t_r, "empty_clusters": int((counts == 0).sum()),
+                     "assignment": "index" if uses_index(params, k) else "exact"}
+            if uses_index(params, k):
+                entry["agreement"] = sum(r["hits"] for r in stats) / max(1.0, sum(r["rows"] for r in stats))
             history.append(entry)
             progress.update(entry)
             log_iteration(stage, entry)
             if shift == 0.0 or (params.tol > 0 and shift <= params.tol):
                 break
     sc.setJobDescription(f"{stage} · final assignment")
-    assignments = assign_points(cached, c, distance).persist(StorageLevel.MEMORY_AND_DISK)
-    from pyspark.sql import functions as F
+    assignments = assign_points(cached, c, distance, params=params).persist(StorageLevel.MEMORY_AND_DISK)
 
     agg = assignments.groupBy("cluster_id").agg(
         F.count(F.lit(1)).alias("n"),
@@ -538,8 +572,10 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
 
 
 def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l2",
-                  stage: str | None = None) -> "DataFrame":
-    """Nearest-centroid assignment of every point (one pass; centroids broadcast).
+                  stage: str | None = None, params: KMeansParams | None = None) -> "DataFrame":
+    """Nearest-centroid assignment of every point (one pass; centroids broadcast). With
+    ``params`` whose assignment mode picks the index (large K), each batch goes through
+    the index's probe path; the distance is always exact to the chosen centroid.
 
     Returns a lazy DataFrame ``point_id, cluster_id, distance``.
     """
@@ -553,7 +589,12 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
     c = np.ascontiguousarray(centroids, dtype=np.float32)
     if distance == "cosine":
         c = kernels.normalize_rows(c)
-    bc = spark.sparkContext.broadcast(c)
+    index_params = params if params is not None and uses_index(params, len(c)) else None
+    if index_params is None:
+        bc = spark.sparkContext.broadcast(c)
+    else:  # the coarse quantizer is trained once here, not in every task
+        bc = spark.sparkContext.broadcast((c, centroid_index.train_coarse(c, index_params.index_probes, distance,
+                                                                           index_params.seed)))
     schema = assignment_schema(points)
     arrow_id = _arrow_type(schema[POINT_ID].dataType)
     out_schema = pa.schema([(POINT_ID, arrow_id), ("cluster_id", pa.int32()), ("distance", pa.float32())])
@@ -567,9 +608,22 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
             labels, dist = kernels.assign(x, bc.value, distance)
             yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
 
+    def run_index(batches):
+        # The index path checks a sample against exact search: worth it once per partition.
+        kernels.set_threads(threads)
+        ids, x = batches_to_block(batches, dim, sort_by_id=False)
+        if distance == "cosine":
+            x = kernels.normalize_rows(x)
+        centroids_all, coarse = bc.value
+        assigner = centroid_index.IndexAssigner(x, distance, index_params.index_probes,
+                                                index_params.index_neighbours, coarse=coarse)
+        labels, _ = assigner.assign(centroids_all)
+        dist = centroid_index.exact_distances(x, centroids_all, labels, distance)
+        yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
+
     if stage:
         spark.sparkContext.setJobDescription(f"{stage} · assign points")
-    return points.select(POINT_ID, EMBEDDING).mapInArrow(run, schema)
+    return points.select(POINT_ID, EMBEDDING).mapInArrow(run if index_params is None else run_index, schema)
 
 
 def log_iteration(stage: str, entry: dict[str, Any]) -> None:
