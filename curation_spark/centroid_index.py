@@ -28,7 +28,7 @@ reported distance is ``1 - cos``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np

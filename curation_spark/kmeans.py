@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -47,10 +46,10 @@ log = logging.getLogger(__name__)
 
 #: Largest sample gathered to the driver for k-means++ (bytes of float32 embeddings).
 INIT_SAMPLE_MAX_BYTES = 256 * 1024 * 1024
+#: ``init: auto`` uses the two-level init from this many clusters on (bench/init_bench.py).
+TWO_LEVEL_MIN_CLUSTERS = 2048
 #: Points per cluster in the default k-means++ sample.
 INIT_SAMPLE_PER_CLUSTER = 20
-#: Above this many bytes per all-gather message the barrier engine is not used.
-BARRIER_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Point sets larger than this (float32 embeddings) are cached on disk only.
 MEMORY_CACHE_MAX_BYTES = 1024 * 1024 * 1024
 
@@ -186,8 +185,20 @@ def initial_centroids(points: "DataFrame", params: KMeansParams, n_total: int, d
     """k-means++ (greedy, 2 + ln K trials) or random rows, on a bounded driver-side sample."""
     size = params.init_sample_size or default_init_sample_size(params.n_clusters, n_total, dim)
     size = max(size, params.n_clusters)
+    if init_method(params) == "two_level":
+        from curation_spark.seeding_spark import two_level_init_spark
+
+        return two_level_init_spark(points, params.n_clusters, n_total, dim, params.seed, params.distance, size)
     sample = init_sample(points, size, n_total, dim, params.seed)
     return init_from_sample(sample, params)
+
+
+def init_method(params: KMeansParams) -> str:
+    """The init a k-means uses: ``auto`` is k-means++ up to ``TWO_LEVEL_MIN_CLUSTERS``
+    clusters (where it is affordable and as good), two-level init above."""
+    if params.init != "auto":
+        return params.init
+    return "two_level" if params.n_clusters >= TWO_LEVEL_MIN_CLUSTERS else "kmeans++"
 
 
 def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
@@ -197,9 +208,13 @@ def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
         sample = kernels.normalize_rows(sample)
     rng = np.random.default_rng([params.seed, 0x5EED])
     k = min(params.n_clusters, len(sample))
-    if params.init == "random":
+    method = init_method(params)
+    if method == "random":
         return kernels.random_init(sample, k, rng)
-    # TODO(two-level init): "two_level", and "auto" above a K threshold.
+    if method == "two_level":
+        from curation_spark.seeding import two_level_init
+
+        return two_level_init(sample, k, params.seed, params.distance)
     return kernels.kmeans_plus_plus(sample, k, rng)
 
 
@@ -264,16 +279,16 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
 
 
 def choose_engine(spark: "SparkSession", params: KMeansParams, k: int, dim: int) -> str:
-    """The requested engine, unless barrier mode cannot run here (then ``passes``)."""
+    """The requested engine, unless barrier mode cannot run here (then ``passes``).
+
+    The barrier engine's exchange is a reduce-scatter (:mod:`curation_spark.reduce`): a
+    task receives at most K x (8D + 12) bytes per iteration in total whatever the task
+    count, so K alone never forces the fallback any more.
+    """
     if params.engine != "barrier":
         return params.engine
     if (spark.conf.get("spark.dynamicAllocation.enabled", "false") or "false").lower() == "true":
         log.warning("barrier k-means needs a fixed set of executors (dynamic allocation is on); using engine=passes")
-        return "passes"
-    message = k * (dim * 8 + 12)
-    if message * slots(spark) > BARRIER_MAX_MESSAGE_BYTES * 4 or message > BARRIER_MAX_MESSAGE_BYTES:
-        log.warning("barrier k-means would exchange %.0f MB per iteration (K=%d, D=%d, %d tasks); using engine=passes",
-                    message * slots(spark) / 1e6, k, dim, slots(spark))
         return "passes"
     return "barrier"
 

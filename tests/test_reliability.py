@@ -10,6 +10,26 @@ from curation_spark.config import load_config
 from curation_spark.tables import read_table
 
 SETTINGS = ["clustering.n_levels=1", "clustering.n_clusters=[20]", "clustering.n_iters=8", "clustering.seed=11"]
+# The retry test is about Spark's barrier stage: keep this small level off the in-process path.
+SPARK_ENGINE = ["clustering.in_process_max_mb=0"]
+
+
+FAIL_ONCE_SCRIPT = """
+import os, sys
+from curation_spark import cli, kmeans
+
+def fail_first_attempt(partition):
+    if partition != 0:
+        return
+    try:
+        os.close(os.open({marker!r}, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    raise RuntimeError("injected failure (first attempt of partition 0)")
+
+kmeans.set_block_loaded_hook(fail_first_attempt)
+sys.exit(cli.main({args!r}))
+"""
 
 
 def _centroids(spark, run):
@@ -21,16 +41,20 @@ def test_task_failure_is_retried_with_identical_result(spark, tmp_dir):
     data = f"{tmp_dir}/mix"
     pipeline.write_synthetic(spark, synth.make_gaussian_mixture(4000, 8, 10, seed=2), data, "delta")
     clean = f"{tmp_dir}/clean"
-    pipeline.cluster(load_config([], [f"input.path={data}", f"output.path={clean}", *SETTINGS]), spark)
+    pipeline.cluster(load_config([], [f"input.path={data}", f"output.path={clean}", *SETTINGS, *SPARK_ENGINE]), spark)
 
     faulty = f"{tmp_dir}/faulty"
-    args = [sys.executable, "-m", "curation_spark", "cluster", "--set", f"input.path={data}",
-            "--set", f"output.path={faulty}", "--set", "spark.master=local[2,4]",  # 4 task attempts allowed
-            "--set", "spark.conf.spark.ui.enabled=false"]
-    for s in SETTINGS:
-        args += ["--set", s]
-    env = {**os.environ, "CURATION_SPARK_FAIL_FIRST_ATTEMPT": "kmeans", "CURATION_SPARK_PROGRESS": "off"}
-    proc = subprocess.run(args, cwd=tmp_dir, env=env, capture_output=True, text=True, timeout=600)
+    cli_args = ["cluster", "--set", f"input.path={data}", "--set", f"output.path={faulty}",
+                "--set", "spark.master=local[2,4]",  # 4 task attempts allowed
+                "--set", "spark.conf.spark.ui.enabled=false"]
+    for s in SETTINGS + SPARK_ENGINE:
+        cli_args += ["--set", s]
+    # The CLI in a fresh process (a session allowing task retries), with the engine's
+    # block-loaded hook failing the first task attempt that loads partition 0.
+    script = FAIL_ONCE_SCRIPT.format(marker=os.path.join(tmp_dir, "failed-once"), args=cli_args)
+    env = {**os.environ, "CURATION_SPARK_PROGRESS": "off"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_dir, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "injected failure" in proc.stderr  # the first attempt really failed
     assert _centroids(spark, faulty) == _centroids(spark, clean)
