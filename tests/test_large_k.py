@@ -1,0 +1,128 @@
+"""Large K: index-assisted assignment against brute force, incremental block sums, and a
+level with K large relative to N through the Spark engine end to end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curation_spark import centroid_index as ci
+from curation_spark import kernels, synth
+
+
+def _mixture(n: int, dim: int, comps: int, seed: int = 0) -> np.ndarray:
+    t = synth.make_gaussian_mixture(n, dim, comps, seed=seed)
+    return np.asarray(t.column("embedding").combine_chunks().flatten().to_numpy(), dtype=np.float32).reshape(n, dim)
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+def test_index_assignment_agrees_with_brute_force(distance):
+    x = _mixture(30_000, 16, 60)
+    if distance == "cosine":
+        x = kernels.normalize_rows(x)
+    k = 1500
+    rng = np.random.default_rng(1)
+    c = x[rng.choice(len(x), k, replace=False)].copy()
+    assigner = ci.IndexAssigner(x, distance, n_probes=8, n_neighbours=64)
+    agreements, paths = [], []
+    for _ in range(10):
+        labels, stats = assigner.assign(c, seed=0)
+        exact, _ = kernels.assign(x, c, distance)
+        agreements.append(float((labels == exact).mean()))
+        paths.append(stats.path)
+        assert stats.agreement_rows == ci.AGREEMENT_SAMPLE_ROWS
+        assert 0 <= stats.agreement_hits <= stats.agreement_rows
+        sums, counts = kernels.partial_sums(x, labels, k)
+        c = kernels.update_centroids(sums, counts, c, distance)
+    # Whole-block agreement (not only the engine's sample) is on target once centroids settle,
+    # and the cheap prior path takes over.
+    assert min(agreements[2:]) >= 0.99, agreements
+    assert "prior" in paths[2:], paths
+    print("agreement per iteration", agreements, paths)
+    # The objective of the index assignment is within 0.1% of the exact one.
+    labels, _ = assigner.assign(c)
+    exact, exact_d = kernels.assign(x, c, distance)
+    ours = ci.exact_distances(x, c, labels, distance)
+    assert kernels.objective_terms(ours, distance) <= kernels.objective_terms(exact_d, distance) * 1.001
+
+
+def test_probe_count_doubles_when_agreement_is_short():
+    x = _mixture(5_000, 16, 10)
+    c = x[:800].copy()
+    assigner = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8, target=1.0)
+    _, stats = assigner.assign(c)
+    assert stats.path == "probe" and stats.n_probes == 1
+    assert assigner.n_probes == 2 if stats.agreement_hits < stats.agreement_rows else assigner.n_probes == 1
+
+
+def test_exact_distances_are_direct():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 5)).astype(np.float32)
+    c = rng.normal(size=(7, 5)).astype(np.float32)
+    labels = rng.integers(0, 7, size=100)
+    want = np.sqrt(((x.astype(np.float64) - c[labels]) ** 2).sum(axis=1))
+    np.testing.assert_allclose(ci.exact_distances(x, c, labels), want, rtol=1e-6)
+    xn, cn = kernels.normalize_rows(x), kernels.normalize_rows(c)
+    np.testing.assert_allclose(ci.exact_distances(xn, cn, labels, "cosine"),
+                               1 - (xn * cn[labels]).sum(axis=1), atol=1e-6)
+
+
+def test_neighbour_graph_holds_each_centroid_and_valid_ids():
+    x = _mixture(3_000, 8, 5)
+    c = x[:300].copy()
+    coarse = ci.train_coarse(c, 4)
+    lists = ci.CoarseLists.build(c, coarse)
+    graph = ci.neighbour_graph(lists, c, np.arange(300), 16, 4)
+    assert graph.shape == (300, 16)
+    assert ((graph >= 0) & (graph < 300)).all()
+    assert (graph == np.arange(300)[:, None]).any(axis=1).all()
+
+
+def test_block_sums_incremental_equal_fresh_sums():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4_000, 6)).astype(np.float32)
+    k = 50
+    dense = kernels.BlockSums(x, k)
+    sparse = kernels.BlockSums(x, k, dense_max_bytes=0)
+    labels = rng.integers(0, k - 1, size=len(x))  # cluster k-1 stays empty
+    for step in range(4):
+        if step:
+            moved = rng.choice(len(x), 300, replace=False)
+            labels[moved] = rng.integers(0, k - 1, size=300)
+        want_sums, want_counts = kernels.partial_sums(x, labels, k)
+        for sums in (dense, sparse):
+            idx, counts, s = sums.update(labels)
+            assert (k - 1) not in idx
+            np.testing.assert_array_equal(counts, want_counts[idx])
+            np.testing.assert_allclose(s, want_sums[idx], rtol=1e-12, atol=1e-9)
+    assert dense.dense and not sparse.dense
+
+
+def test_large_k_relative_to_n_runs_end_to_end(spark, tmp_dir):
+    """N = 20,000, K = 5,000 through the Spark barrier engine: two-level init, index
+    assignment (auto picks it at K >= 4096), agreement logged, exact distances stored."""
+    from pyspark.sql import functions as F
+
+    from curation_spark import pipeline
+    from curation_spark.config import load_config
+    from curation_spark.tables import read_table
+
+    data = f"{tmp_dir}/mix"
+    pipeline.write_synthetic(spark, synth.make_gaussian_mixture(20_000, 8, 40, seed=5), data, "delta")
+    run = f"{tmp_dir}/run"
+    config = load_config([], [f"input.path={data}", f"output.path={run}", "clustering.n_clusters=[5000]",
+                              "clustering.n_iters=4", "clustering.in_process_max_mb=0", "clustering.seed=3"])
+    summary = pipeline.cluster(config, spark)
+    info = summary.levels[0]
+    assert info["engine"] == "barrier" and info["n_clusters"] == 5000
+    history = info["kmeans_history"]
+    assert all(h["assignment"] == "index" for h in history)
+    assert all(0.9 <= h["agreement"] <= 1.0 for h in history), history
+    cents = read_table(spark, f"{run}/level_1/centroids").toPandas()
+    assign = read_table(spark, f"{run}/level_1/assignments")
+    assert len(cents) == 5000 and int(cents["size"].sum()) == 20_000
+    # Stored distances are the exact distances to the stored centroid.
+    x = _mixture(20_000, 8, 40, seed=5)
+    a = assign.orderBy(F.col("point_id")).toPandas()
+    c = np.stack(cents.sort_values("cluster_id")["centroid"].to_numpy()).astype(np.float32)
+    want = ci.exact_distances(x[a["point_id"].to_numpy()], c, a["cluster_id"].to_numpy())
+    np.testing.assert_allclose(a["distance"].to_numpy(), want, rtol=1e-5, atol=1e-6)
