@@ -204,17 +204,17 @@ def init_method(params: KMeansParams) -> str:
 def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
     """The initial centroids from an (id-ordered) in-memory sample: the numeric half of
     :func:`initial_centroids`, shared with the in-process path for small levels."""
-    if params.distance == "cosine":
-        sample = kernels.normalize_rows(sample)
-    rng = np.random.default_rng([params.seed, 0x5EED])
     k = min(params.n_clusters, len(sample))
     method = init_method(params)
-    if method == "random":
-        return kernels.random_init(sample, k, rng)
-    if method == "two_level":
+    if method == "two_level":  # normalises itself (twice would change bits vs the Spark path)
         from curation_spark.seeding import two_level_init
 
         return two_level_init(sample, k, params.seed, params.distance)
+    if params.distance == "cosine":
+        sample = kernels.normalize_rows(sample)
+    rng = np.random.default_rng([params.seed, 0x5EED])
+    if method == "random":
+        return kernels.random_init(sample, k, rng)
     return kernels.kmeans_plus_plus(sample, k, rng)
 
 
