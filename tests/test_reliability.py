@@ -9,7 +9,8 @@ from curation_spark import pipeline, synth
 from curation_spark.config import load_config
 from curation_spark.tables import read_table
 
-SETTINGS = ["clustering.n_levels=1", "clustering.n_clusters=[20]", "clustering.n_iters=8", "clustering.seed=11"]
+SETTINGS = ["clustering.n_levels=1", "clustering.n_clusters=[20]", "clustering.n_iters=8", "clustering.seed=11",
+            "clustering.in_process_max_mb=0"]  # tiny: force the Spark engine whose task retry is tested
 # The retry test is about Spark's barrier stage: keep this small level off the in-process path.
 SPARK_ENGINE = ["clustering.in_process_max_mb=0"]
 
