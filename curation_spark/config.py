@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
         "assignment": "auto",
         "index_min_clusters": 4096,
         "index_neighbours": 64,
-        "index_probes": 16,
+        "index_probes": 64,
         "in_process_max_mb": 256,
         "distance": "l2",
         "seed": 0,

@@ -70,7 +70,7 @@ class KMeansParams:
     assignment: str = "auto"
     index_min_clusters: int = 4096
     index_neighbours: int = 64
-    index_probes: int = 16
+    index_probes: int = 64
 
 
 #: Test hook: called in every barrier task with its partition id once its block is loaded

@@ -22,7 +22,7 @@ def test_index_assignment_agrees_with_brute_force(distance):
     k = 1500
     rng = np.random.default_rng(1)
     c = x[rng.choice(len(x), k, replace=False)].copy()
-    assigner = ci.IndexAssigner(x, distance, n_probes=8, n_neighbours=64)
+    assigner = ci.IndexAssigner(x, distance, n_probes=16, n_neighbours=64)
     agreements, paths = [], []
     for _ in range(10):
         labels, stats = assigner.assign(c, seed=0)
@@ -70,8 +70,8 @@ def test_neighbour_graph_holds_each_centroid_and_valid_ids():
     x = _mixture(3_000, 8, 5)
     c = x[:300].copy()
     coarse = ci.train_coarse(c, 4)
-    lists = ci.CoarseLists.build(c, coarse)
-    graph = ci.neighbour_graph(lists, c, np.arange(300), 16, 4)
+    lists = ci.CoarseLists.build(c, coarse, 4)
+    graph = ci.neighbour_graph(lists, c, np.arange(300), 16)
     assert graph.shape == (300, 16)
     assert ((graph >= 0) & (graph < 300)).all()
     assert (graph == np.arange(300)[:, None]).any(axis=1).all()
