@@ -226,10 +226,10 @@ class IndexAssigner:
         self.coarse = coarse
 
     def assign(self, centroids: np.ndarray, seed: int = 0,
-               graph: np.ndarray | None = None) -> tuple[np.ndarray, AssignStats]:
-        """Labels of every row for ``centroids``. ``graph`` (K x L) may be given by the
-        caller (e.g. computed once for all blocks); otherwise it is built here when the
-        prior path is tried."""
+               graph_of: Callable[[CoarseLists], np.ndarray] | None = None) -> tuple[np.ndarray, AssignStats]:
+        """Labels of every row for ``centroids``. ``graph_of(lists)`` returns the (K x L)
+        neighbour graph when the prior path is tried; by default it is built here, the
+        barrier engine builds it jointly (each task its owned rows)."""
         x, distance = self.x, self.distance
         k = len(centroids)
         if self.coarse is None:
@@ -240,8 +240,8 @@ class IndexAssigner:
         exact = nearest(xs, centroids, distance)[:, 0]
         path, labels = "probe", None
         if self.previous is not None:
-            if graph is None:
-                graph = neighbour_graph(lists, centroids, np.arange(k), self.n_neighbours)
+            graph = (graph_of(lists) if graph_of is not None
+                     else neighbour_graph(lists, centroids, np.arange(k), self.n_neighbours))
             prior_sample = search_groups(xs, centroids, c_sq, self.previous[self.sample], graph.__getitem__, distance)
             hits = int((prior_sample == exact).sum())
             # A 512-row sample estimates agreement to about +-0.4%: take the prior path only
