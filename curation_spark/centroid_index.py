@@ -36,6 +36,8 @@ from typing import Callable
 
 import numpy as np
 
+from curation_spark.reduce import owner_bounds
+
 #: Agreement with exact search the index path keeps (measured on a sample every iteration).
 TARGET_AGREEMENT = 0.99
 #: Rows of the exact check per block and iteration (cost: rows x K x D).
@@ -101,9 +103,13 @@ class CoarseLists:
     distance: str
 
     @classmethod
-    def build(cls, centroids: np.ndarray, coarse: np.ndarray, n_probes: int, distance: str = "l2") -> "CoarseLists":
+    def build(cls, centroids: np.ndarray, coarse: np.ndarray, n_probes: int, distance: str = "l2",
+              list_of: np.ndarray | None = None) -> "CoarseLists":
+        """``list_of`` (each centroid's nearest coarse centre) may be computed by the caller,
+        e.g. split over the tasks of a barrier stage."""
         m = len(coarse)
-        list_of = nearest(centroids, coarse, distance)[:, 0]
+        if list_of is None:
+            list_of = nearest(centroids, coarse, distance)[:, 0]
         order = np.argsort(list_of, kind="stable")
         offsets = np.searchsorted(list_of[order], np.arange(m + 1))
         near = nearest(coarse, coarse, distance, k=min(m, max(1, n_probes)))
@@ -193,6 +199,32 @@ def agreement_rows(n: int, max_rows: int = AGREEMENT_SAMPLE_ROWS) -> np.ndarray:
     return np.linspace(0, n - 1, max_rows).astype(np.int64)
 
 
+class SharedWork:
+    """Per-centroid work split over cooperating blocks (the tasks of a barrier stage): each
+    computes the rows of its own cluster range and the parts are all-gathered, so the
+    K x m x D listing and the K x (m + P K / m) x D graph are divided by the task count
+    instead of repeated by every task. ``all_gather(bytes) -> list[bytes]`` in rank order."""
+
+    def __init__(self, rank: int, size: int, all_gather: Callable[[bytes], list]) -> None:
+        self.rank, self.size, self.all_gather = rank, size, all_gather
+
+    def _own(self, k: int) -> np.ndarray:
+        bounds = owner_bounds(k, self.size)  # the same ranges as the reduce-scatter's owners
+        return np.arange(bounds[self.rank], bounds[self.rank + 1])
+
+    def _gather(self, part: np.ndarray, width: int) -> np.ndarray:
+        pieces = self.all_gather(np.ascontiguousarray(part, dtype=np.int32).tobytes())
+        return np.concatenate([np.frombuffer(p, dtype=np.int32).reshape(-1, width) for p in pieces]).astype(np.int64)
+
+    def list_ids(self, centroids: np.ndarray, coarse: np.ndarray, distance: str) -> np.ndarray:
+        rows = self._own(len(centroids))
+        return self._gather(nearest(centroids[rows], coarse, distance)[:, :1], 1)[:, 0]
+
+    def graph(self, lists: CoarseLists, centroids: np.ndarray, n_neighbours: int) -> np.ndarray:
+        rows = self._own(len(centroids))
+        return self._gather(neighbour_graph(lists, centroids, rows, n_neighbours), min(n_neighbours, len(centroids)))
+
+
 @dataclass
 class AssignStats:
     """What one index assignment of a block did, for the iteration log."""
@@ -226,21 +258,21 @@ class IndexAssigner:
         self.coarse = coarse
 
     def assign(self, centroids: np.ndarray, seed: int = 0,
-               graph_of: Callable[[CoarseLists], np.ndarray] | None = None) -> tuple[np.ndarray, AssignStats]:
-        """Labels of every row for ``centroids``. ``graph_of(lists)`` returns the (K x L)
-        neighbour graph when the prior path is tried; by default it is built here, the
-        barrier engine builds it jointly (each task its owned rows)."""
+               shared: "SharedWork | None" = None) -> tuple[np.ndarray, AssignStats]:
+        """Labels of every row for ``centroids``. The per-centroid work (coarse list of each
+        centroid, neighbour graph) is done here for all K, or split by ``shared``."""
         x, distance = self.x, self.distance
         k = len(centroids)
         if self.coarse is None:
             self.coarse = train_coarse(centroids, self.n_probes, distance, seed)
-        lists = CoarseLists.build(centroids, self.coarse, self.n_probes, distance)
+        list_of = shared.list_ids(centroids, self.coarse, distance) if shared is not None else None
+        lists = CoarseLists.build(centroids, self.coarse, self.n_probes, distance, list_of)
         c_sq = squared_norms(centroids) if distance == "l2" else None
         xs = x[self.sample]
         exact = nearest(xs, centroids, distance)[:, 0]
         path, labels = "probe", None
         if self.previous is not None:
-            graph = (graph_of(lists) if graph_of is not None
+            graph = (shared.graph(lists, centroids, self.n_neighbours) if shared is not None
                      else neighbour_graph(lists, centroids, np.arange(k), self.n_neighbours))
             prior_sample = search_groups(xs, centroids, c_sq, self.previous[self.sample], graph.__getitem__, distance)
             hits = int((prior_sample == exact).sum())

@@ -314,20 +314,6 @@ def uses_index(params: KMeansParams, k: int) -> bool:
     return params.assignment == "index" or (params.assignment == "auto" and k >= params.index_min_clusters)
 
 
-def shared_neighbour_graph(group: TaskGroup, lists: "centroid_index.CoarseLists", centroids: np.ndarray,
-                           n_neighbours: int) -> np.ndarray:
-    """The neighbour graph built jointly by the tasks of a barrier stage: each computes the
-    rows of the cluster range it owns, then all gather them (K x L int32 per task), so the
-    K x (m + P K / m) x D work is split T ways instead of repeated on every task."""
-    k = len(centroids)
-    bounds = reduce.owner_bounds(k, group.size)
-    own = centroid_index.neighbour_graph(lists, centroids, np.arange(bounds[group.rank], bounds[group.rank + 1]),
-                                         n_neighbours).astype(np.int32)
-    width = min(n_neighbours, k)
-    parts = group.all_gather(own.tobytes())
-    return np.concatenate([np.frombuffer(p, dtype=np.int32).reshape(-1, width) for p in parts]).astype(np.int64)
-
-
 class BlockLloyd:
     """One block's side of the Lloyd iterations (numpy/faiss only): assignment (exact, or
     through :class:`~curation_spark.centroid_index.IndexAssigner`) and sparse partial sums
@@ -347,11 +333,10 @@ class BlockLloyd:
         """Labels and exact distances to the given centroids."""
         if self.index is None:
             return kernels.assign(self.x, centroids, self.distance)
-        graph_of = None
-        if self.group is not None:
-            graph_of = lambda lists: shared_neighbour_graph(self.group, lists, centroids,  # noqa: E731
-                                                            self.index.n_neighbours)
-        labels, self.last_stats = self.index.assign(centroids, self.seed, graph_of)
+        shared = None
+        if self.group is not None:  # split the per-centroid work over the stage's tasks
+            shared = centroid_index.SharedWork(self.group.rank, self.group.size, self.group.all_gather)
+        labels, self.last_stats = self.index.assign(centroids, self.seed, shared)
         return labels, centroid_index.exact_distances(self.x, centroids, labels, self.distance)
 
     def step(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, list[float]]:
