@@ -12,6 +12,11 @@ from their table, never collected). Per level:
    (``applyInPandas`` per cluster); non-empty sub-clusters become the level's clusters
    with fresh dense ids.
 
+A level whose embeddings fit in ``clustering.in_process_max_mb`` (upper levels, toy data)
+is collected once and clustered in the driver by :mod:`curation_spark.inprocess`, with the
+same seeds and rules; larger levels run as Spark jobs (``kmeans.fit`` barrier stages,
+windows, ``applyInPandas``). Both paths write the same tables and run.json statistics.
+
 Each level is written as two tables before the next starts, and ``run.json`` marks it
 complete, so an interrupted run resumes after its last completed level.
 """
@@ -19,18 +24,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curation_spark import kernels, kmeans
+from curation_spark import inprocess, kernels, kmeans
+from curation_spark.blocks import batches_to_block
 from curation_spark.blocks import float_matrix_to_list_array  # noqa: F401  (re-exported for notebooks)
+from curation_spark.inprocess import LevelPlan
 from curation_spark.kmeans import KMeansParams
 from curation_spark.runfolder import RunFolder
 from curation_spark.tables import EMBEDDING, POINT_ID, read_table, write_table
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame
 
     from curation_spark.config import ClusteringConfig
@@ -94,11 +102,13 @@ def resampling_sample(points: "DataFrame", assignments: "DataFrame", sample_size
 
 
 def split_clusters(points: "DataFrame", assignments: "DataFrame", n_splits: int, n_iters: int, seed: int,
-                   distance: str) -> tuple["DataFrame", "DataFrame"]:
+                   distance: str) -> tuple["DataFrame", "DataFrame", "DataFrame"]:
     """Split each cluster into at most ``n_splits`` sub-clusters in parallel (``applyInPandas``).
 
-    Returns (assignments, centroids) with fresh dense cluster ids: a cluster's sub-clusters
-    get consecutive ids, ordered by parent cluster id then sub-cluster index.
+    Returns (assignments, centroids, cached) with fresh dense cluster ids: a cluster's
+    sub-clusters get consecutive ids, ordered by parent cluster id then sub-cluster index.
+    ``cached`` is the persisted per-cluster output both frames read from (the splits run
+    once); unpersist it once they are materialised or written.
     """
     import pandas as pd
     from pyspark.sql import functions as F
@@ -144,7 +154,7 @@ def split_clusters(points: "DataFrame", assignments: "DataFrame", n_splits: int,
                   .select(POINT_ID, (F.col("offset") + F.col("sub")).cast("int").alias("cluster_id"), "distance"))
     new_cents = (subs.join(offsets_df, "parent")
                  .select((F.col("offset") + F.col("sub")).cast("int").alias("cluster_id"), "centroid", "size"))
-    return new_assign, new_cents
+    return new_assign, new_cents, out
 
 
 def centroids_frame(spark, centroids: np.ndarray, sizes: np.ndarray) -> "DataFrame":
@@ -159,77 +169,242 @@ def centroids_frame(spark, centroids: np.ndarray, sizes: np.ndarray) -> "DataFra
     return spark.createDataFrame(table)
 
 
-def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int) -> dict[str, Any]:
-    """Cluster one level and write its two tables; returns the level's statistics."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
+def resampling_seed(cfg: "ClusteringConfig", level: int, step: int) -> int:
+    """Seed of resampling step ``step``'s ``r`` order (both paths)."""
+    return cfg.seed + 7919 * level + step
 
-    spark = points.sparkSession
-    stage = f"level {level}"
+
+def split_seed(cfg: "ClusteringConfig", level: int) -> int:
+    """Base seed of the level's splits; cluster ``p`` is split with ``split_seed + p``."""
+    return cfg.seed + 31 * level
+
+
+def n_resampling_steps(cfg: "ClusteringConfig", level: int) -> int:
+    """Resampling runs only where ``sample_size > 1``."""
     i = level - 1
-    started = time.perf_counter()
-    k = kmeans.clamp_clusters(cfg.n_clusters[i], n_points, stage)
-    dim = kmeans.embedding_dim(points)
-    points = points.persist(kmeans.points_storage_level(n_points, dim))
-    result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points, dim=dim)
-    centroids, assignments, sizes = result.centroids, result.assignments, result.sizes
-    info: dict[str, Any] = {
-        "level": level, "n_points": n_points, "n_clusters_requested": cfg.n_clusters[i], "n_clusters": k,
-        "engine": result.engine, "kmeans_history": result.history, "objective_kmeans": result.objective,
+    return cfg.n_resampling_steps[i] if cfg.sample_size[i] > 1 else 0
+
+
+def in_process_decision(cfg: "ClusteringConfig", n_points: int, dim: int) -> tuple[bool, str]:
+    """Whether the level runs in the driver (numpy/faiss) rather than as Spark jobs, and why.
+
+    In-process when its float32 embeddings take at most ``clustering.in_process_max_mb``
+    (0 disables): below that, Spark's per-job overhead dominates the arithmetic.
+    """
+    mb = n_points * dim * 4 / 2 ** 20
+    if cfg.in_process_max_mb == 0:
+        return False, "clustering.in_process_max_mb=0 disables the in-process path"
+    if n_points * dim * 4 <= cfg.in_process_max_mb * 2 ** 20:
+        return True, f"{mb:.1f} MB of embeddings <= clustering.in_process_max_mb={cfg.in_process_max_mb}"
+    return False, f"{mb:.1f} MB of embeddings > clustering.in_process_max_mb={cfg.in_process_max_mb}"
+
+
+def level_plan(cfg: "ClusteringConfig", level: int, k: int) -> LevelPlan:
+    """The in-process plan of a level: the same k-means parameters and seeds as the Spark path."""
+    i = level - 1
+    steps = n_resampling_steps(cfg, level)
+    return LevelPlan(
+        level=level,
+        kmeans_params=tuple(_params(cfg, level, k, seed_offset=step) for step in range(steps + 1)),
+        sample_size=cfg.sample_size[i],
+        strategy=cfg.sampling_strategy[i],
+        resampling_seeds=tuple(resampling_seed(cfg, level, step) for step in range(1, steps + 1)),
+        n_splits=cfg.n_splits[i],
+        split_iters=cfg.n_iters[i],
+        split_seed=split_seed(cfg, level),
+    )
+
+
+@dataclass
+class _LevelTables:
+    """A clustered level before writing: its assignments and ``cluster_id, centroid, size``
+    frames, final sizes/objective, statistics so far, and the caches to release after."""
+
+    assignments: "DataFrame"
+    centroids: "DataFrame"
+    sizes: np.ndarray
+    objective: float
+    info: dict[str, Any]
+    cached: list["DataFrame"] = field(default_factory=list)
+
+    def release(self) -> None:
+        for frame in self.cached:
+            frame.unpersist()
+
+
+def _level_info(cfg: "ClusteringConfig", level: int, n_points: int, k: int, engine: str,
+                history: list[dict[str, Any]], objective: float, sizes: np.ndarray) -> dict[str, Any]:
+    """The statistics both paths record for a level's k-means (run.json ``levels.<l>``)."""
+    return {
+        "level": level, "n_points": n_points, "n_clusters_requested": cfg.n_clusters[level - 1], "n_clusters": k,
+        "engine": engine, "kmeans_history": history, "objective_kmeans": objective,
         "sizes_kmeans": kernels.size_stats(sizes), "sizes_kmeans_histogram": kernels.size_histogram(sizes),
         "resampling": [],
     }
+
+
+def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int,
+              dim: int | None = None) -> dict[str, Any]:
+    """Cluster one level (in the driver if small, else on Spark) and write its two tables;
+    returns the level's statistics. ``dim``: the embedding dimension if known (saves a job)."""
+    stage = f"level {level}"
+    started = time.perf_counter()
+    k = kmeans.clamp_clusters(cfg.n_clusters[level - 1], n_points, stage)
+    dim = dim or kmeans.embedding_dim(points)
+    in_process, why = in_process_decision(cfg, n_points, dim)
+    log.info("%s: %s (%s)", stage, "in-process (numpy/faiss in the driver)" if in_process else "on Spark", why)
+    body = _level_in_process if in_process else _level_on_spark
+    level_tables = body(cfg, level, points, n_points, k, dim, stage)
+    try:
+        _write_level(run, level, level_tables.assignments, level_tables.centroids)
+    finally:
+        level_tables.release()
+    if level > 1:
+        fill_parents(run, level)
+    sizes, objective, info = level_tables.sizes, level_tables.objective, level_tables.info
+    info.update({
+        "n_clusters": int(len(sizes)), "objective": objective, "sizes": kernels.size_stats(sizes),
+        "sizes_histogram": kernels.size_histogram(sizes),
+        "seconds": time.perf_counter() - started,
+    })
+    log.info("%s done: %d clusters, objective %.6g, sizes min/median/max %s/%s/%s, gini %.3f, %.1f s", stage,
+             info["n_clusters"], objective, info["sizes"]["min"], info["sizes"]["median"], info["sizes"]["max"],
+             info["sizes"]["gini"], info["seconds"])
+    return info
+
+
+def collect_level(points: "DataFrame", dim: int,
+                  seeds: list[int]) -> tuple["pa.Array", np.ndarray, dict[int, np.ndarray]]:
+    """The level's points in the driver, in ascending id order, with ``xxhash64(point_id,
+    seed)`` for every seed: one Spark job, one Arrow transfer. Spark computes the keys, so
+    the in-process row choices are Spark's (see :mod:`curation_spark.inprocess`)."""
+    import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+
+    key_cols = [F.xxhash64(F.col(POINT_ID), F.lit(seed)).alias(f"_key{j}") for j, seed in enumerate(seeds)]
+    table = points.select(POINT_ID, EMBEDDING, *key_cols).toArrow()
+    ids, x = batches_to_block(table.select([POINT_ID, EMBEDDING]).to_batches(), dim)  # sorted by id
+    order = pc.sort_indices(table.column(POINT_ID))  # the same permutation, for the keys
+    keys = {seed: table.column(f"_key{j}").take(order).to_numpy() for j, seed in enumerate(seeds)}
+    return ids, x, keys
+
+
+def _level_in_process(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int, k: int, dim: int,
+                      stage: str) -> _LevelTables:
+    """Collect the level once, cluster it with :func:`inprocess.cluster_level_in_memory`,
+    and hand back driver-built frames with the Spark path's column types."""
+    import pyarrow as pa
+
+    spark = points.sparkSession
+    t0 = time.perf_counter()
+    plan = level_plan(cfg, level, k)
+    spark.sparkContext.setJobDescription(f"{stage} · collect {n_points} points (in-process)")
+    ids, x, keys = collect_level(points, dim, plan.hash_seeds(n_points, dim))
+    log.info("%s: collected %d x %d points and %d hash key column(s) in %.1f s", stage, len(x), dim, len(keys),
+             time.perf_counter() - t0)
+    if len(x) != n_points:
+        raise RuntimeError(f"{stage}: expected {n_points} points, collected {len(x)}")
+    result = inprocess.cluster_level_in_memory(x, keys, plan, stage)
+    info = _level_info(cfg, level, n_points, len(result.kmeans.centroids), "in-process", result.kmeans.history,
+                       result.kmeans.objective, result.kmeans.sizes)
+    info["resampling"] = result.resampling
+    if result.split is not None:
+        info["split"] = result.split
+    table = pa.table({POINT_ID: ids, "cluster_id": pa.array(result.labels, pa.int32()),
+                      "distance": pa.array(result.dist, pa.float32())})
+    assignments = spark.createDataFrame(table, schema=kmeans.assignment_schema(points))
+    cents = centroids_frame(spark, result.centroids, result.sizes)
+    return _LevelTables(assignments, cents, result.sizes, result.objective, info)
+
+
+def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int, k: int, dim: int,
+                    stage: str) -> _LevelTables:
+    """The level as Spark jobs: distributed k-means, resampling steps, splits."""
+    i = level - 1
+    spark = points.sparkSession
+    points = points.persist(kmeans.points_storage_level(n_points, dim))
+    result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points, dim=dim)
+    info = _level_info(cfg, level, n_points, k, result.engine, result.history, result.objective, result.sizes)
     log.info("%s: k-means K=%d on %d points: objective %.6g, sizes %s (%.1f s)", stage, k, n_points,
              result.objective, info["sizes_kmeans"], result.seconds)
-    objective = result.objective
-    if cfg.sample_size[i] > 1 and cfg.n_resampling_steps[i] > 0:
-        for step in range(1, cfg.n_resampling_steps[i] + 1):
-            t0 = time.perf_counter()
-            spark.sparkContext.setJobDescription(f"{stage} · resampling step {step} · select sample")
-            sample = resampling_sample(points, assignments, cfg.sample_size[i], cfg.sampling_strategy[i],
-                                       seed=cfg.seed + 7919 * level + step)
-            sample = sample.persist(kmeans.points_storage_level(k * cfg.sample_size[i], dim))
-            n_sample = sample.count()
-            # A fresh k-means (new init) on the per-cluster sample: the sample holds about the
-            # same number of points per cluster, so the new centroids follow the clusters, not
-            # the density, which is what pulls them toward a uniform cover of the support.
-            k = kmeans.clamp_clusters(k, n_sample, f"{stage} · resampling {step}")
-            res = kmeans.fit(sample, _params(cfg, level, k, seed_offset=step), stage=f"{stage} · resampling {step}",
-                             n_points=n_sample, dim=dim)
-            sample.unpersist()
-            res.unpersist()
-            centroids = res.centroids
-            assignments.unpersist()
-            new_assign = kmeans.assign_points(points, centroids, cfg.distance, stage=f"{stage} · resampling {step}")
-            assignments = new_assign.persist(StorageLevel.MEMORY_AND_DISK)
-            agg = assignments.groupBy("cluster_id").agg(
-                F.count(F.lit(1)).alias("n"),
-                F.sum(F.col("distance").cast("double") * F.col("distance").cast("double")).alias("sq"),
-                F.sum(F.col("distance").cast("double")).alias("d")).collect()
-            sizes = np.zeros(k, dtype=np.int64)
-            objective = 0.0
-            for r in agg:
-                sizes[r["cluster_id"]] = r["n"]
-                objective += float(r["sq"] if cfg.distance == "l2" else r["d"])
-            entry = {"step": step, "sample_points": n_sample, "objective": objective,
-                     "sizes": kernels.size_stats(sizes), "seconds": time.perf_counter() - t0}
-            info["resampling"].append(entry)
-            log.info("%s · resampling step %d: sample %d points, objective %.6g, sizes %s (%.1f s)", stage, step,
-                     n_sample, objective, entry["sizes"], entry["seconds"])
+    centroids, assignments, sizes, objective = result.centroids, result.assignments, result.sizes, result.objective
+    for step in range(1, n_resampling_steps(cfg, level) + 1):
+        centroids, assignments, sizes, objective, entry = _resampling_step_on_spark(
+            cfg, level, step, points, assignments, len(centroids), dim, stage)
+        info["resampling"].append(entry)
     cents_df = centroids_frame(spark, centroids, sizes)
+    cached = [points]
     if cfg.n_splits[i] > 1:
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
         spark.sparkContext.setJobDescription(f"{stage} · split into {cfg.n_splits[i]}")
-        split_assign, cents_df = split_clusters(points, assignments, cfg.n_splits[i], cfg.n_iters[i],
-                                                cfg.seed + 31 * level, cfg.distance)
+        split_assign, split_cents, split_out = split_clusters(points, assignments, cfg.n_splits[i], cfg.n_iters[i],
+                                                              split_seed(cfg, level), cfg.distance)
         split_assign = split_assign.persist(StorageLevel.MEMORY_AND_DISK)
+        cents_df = split_cents.persist(StorageLevel.MEMORY_AND_DISK)
+        sizes = np.array([r["size"] for r in cents_df.select("size").collect()], dtype=np.int64)
+        term = F.col("distance").cast("double") ** 2 if cfg.distance == "l2" else F.col("distance")
+        objective = float(split_assign.agg(F.sum(term)).collect()[0][0] or 0.0)
+        # Both frames are materialised now: the per-cluster output they came from can go.
+        split_out.unpersist()
         assignments.unpersist()
         assignments = split_assign
-        cents_df = cents_df.persist(StorageLevel.MEMORY_AND_DISK)
-        sizes = np.array([r["size"] for r in cents_df.select("size").collect()], dtype=np.int64)
-        objective = float(assignments.agg(F.sum(F.col("distance").cast("double") ** 2)).collect()[0][0] or 0.0) \
-            if cfg.distance == "l2" else float(assignments.agg(F.sum("distance")).collect()[0][0] or 0.0)
+        cached.append(cents_df)
         info["split"] = {"n_splits": cfg.n_splits[i], "n_clusters": int(len(sizes))}
-    # flat size: number of original points below each cluster.
+    cached.append(assignments)
+    return _LevelTables(assignments, cents_df, sizes, objective, info, cached)
+
+
+def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, points: "DataFrame",
+                              assignments: "DataFrame", k: int, dim: int, stage: str
+                              ) -> tuple[np.ndarray, "DataFrame", np.ndarray, float, dict[str, Any]]:
+    """One resampling step: per-cluster sample (window), fresh k-means on it, reassign all
+    points. Releases the previous ``assignments``; returns the new (persisted) ones."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    i = level - 1
+    spark = points.sparkSession
+    t0 = time.perf_counter()
+    spark.sparkContext.setJobDescription(f"{stage} · resampling step {step} · select sample")
+    sample = resampling_sample(points, assignments, cfg.sample_size[i], cfg.sampling_strategy[i],
+                               seed=resampling_seed(cfg, level, step))
+    sample = sample.persist(kmeans.points_storage_level(k * cfg.sample_size[i], dim))
+    n_sample = sample.count()
+    # A fresh k-means (new init) on the per-cluster sample: the sample holds about the
+    # same number of points per cluster, so the new centroids follow the clusters, not
+    # the density, which is what pulls them toward a uniform cover of the support.
+    k = kmeans.clamp_clusters(k, n_sample, f"{stage} · resampling {step}")
+    res = kmeans.fit(sample, _params(cfg, level, k, seed_offset=step), stage=f"{stage} · resampling {step}",
+                     n_points=n_sample, dim=dim)
+    sample.unpersist()
+    res.unpersist()
+    assignments.unpersist()
+    new_assign = kmeans.assign_points(points, res.centroids, cfg.distance, stage=f"{stage} · resampling {step}")
+    assignments = new_assign.persist(StorageLevel.MEMORY_AND_DISK)
+    agg = assignments.groupBy("cluster_id").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(F.col("distance").cast("double") * F.col("distance").cast("double")).alias("sq"),
+        F.sum(F.col("distance").cast("double")).alias("d")).collect()
+    sizes = np.zeros(k, dtype=np.int64)
+    objective = 0.0
+    for r in agg:
+        sizes[r["cluster_id"]] = r["n"]
+        objective += float(r["sq"] if cfg.distance == "l2" else r["d"])
+    entry = {"step": step, "sample_points": n_sample, "objective": objective,
+             "sizes": kernels.size_stats(sizes), "seconds": time.perf_counter() - t0}
+    log.info("%s · resampling step %d: sample %d points, objective %.6g, sizes %s (%.1f s)", stage, step,
+             n_sample, objective, entry["sizes"], entry["seconds"])
+    return res.centroids, assignments, sizes, objective, entry
+
+
+def _write_level(run: RunFolder, level: int, assignments: "DataFrame", cents_df: "DataFrame") -> None:
+    """Write the level's two tables; adds ``flat_size`` (original points below each
+    cluster) and an empty ``parent_id`` (filled by the next level)."""
+    from pyspark.sql import functions as F
+
+    spark = assignments.sparkSession
     if level == 1:
         cents_df = cents_df.withColumn("flat_size", F.col("size"))
     else:
@@ -240,22 +415,9 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
     cents_df = cents_df.select(F.col("cluster_id").cast("int"), F.col("centroid").cast("array<float>"),
                                F.col("size").cast("long"), F.col("flat_size").cast("long"),
                                F.lit(None).cast("int").alias("parent_id"))
-    spark.sparkContext.setJobDescription(f"{stage} · write tables")
+    spark.sparkContext.setJobDescription(f"level {level} · write tables")
     write_table(assignments, run.assignments_path(level), run.format)
     write_table(cents_df, run.centroids_path(level), run.format)
-    assignments.unpersist()
-    points.unpersist()
-    if level > 1:
-        fill_parents(run, level)
-    info.update({
-        "n_clusters": int(len(sizes)), "objective": objective, "sizes": kernels.size_stats(sizes),
-        "sizes_histogram": kernels.size_histogram(sizes),
-        "seconds": time.perf_counter() - started,
-    })
-    log.info("%s done: %d clusters, objective %.6g, sizes min/median/max %s/%s/%s, gini %.3f, %.1f s", stage,
-             info["n_clusters"], objective, info["sizes"]["min"], info["sizes"]["median"], info["sizes"]["max"],
-             info["sizes"]["gini"], info["seconds"])
-    return info
 
 
 def fill_parents(run: RunFolder, level: int) -> None:
@@ -287,6 +449,7 @@ def cluster(run: RunFolder, cfg: "ClusteringConfig", base_points: "DataFrame", n
     """Run (or resume) all levels; returns per-level statistics."""
     infos = []
     available = n_points
+    dim = None  # every level has the input's dimension: found once, at the first level run
     for level in range(1, cfg.n_levels + 1):
         if run.level_done(level):
             info = run.level_info(level)
@@ -295,7 +458,8 @@ def cluster(run: RunFolder, cfg: "ClusteringConfig", base_points: "DataFrame", n
             available = int(info["n_clusters"])
             continue
         points = level_points(run, level, base_points)
-        info = run_level(run, cfg, level, points, available)
+        dim = dim or kmeans.embedding_dim(points)
+        info = run_level(run, cfg, level, points, available, dim)
         run.mark_level(level, info)
         infos.append(info)
         available = int(info["n_clusters"])

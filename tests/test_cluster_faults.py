@@ -27,11 +27,12 @@ import cluster_utils as cu
 N_POINTS, DIM, COMPONENTS = 100_000, 32, 200
 N_ITERS = 60
 KILL_AT_ITERATION = 3
-# One level keeps the test short; the later levels run on centroids in the same engine, and
-# local == cluster for two levels with resampling is tests/test_jobs_cluster.py's.
+# One level keeps the test short; local == cluster for two levels with resampling on the
+# Spark engine is tests/test_jobs_cluster.py's.
 SETTINGS = [
     "clustering.n_levels=1", "clustering.n_clusters=[300]", f"clustering.n_iters={N_ITERS}",
     "clustering.num_partitions=2", "clustering.seed=3", "sampling.target_size=5000", "sampling.strategy=r",
+    "clustering.in_process_max_mb=0",  # 12.8 MB of embeddings: force the Spark engine this test kills
 ]
 
 

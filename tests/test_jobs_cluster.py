@@ -40,6 +40,7 @@ SMALL_SETTINGS = [
     "clustering.n_levels=2", "clustering.n_clusters=[40,8]", "clustering.n_iters=10",
     "clustering.n_resampling_steps=[2,1]", "clustering.sample_size=[5,2]", "clustering.sampling_strategy=c",
     "clustering.seed=0", "clustering.num_partitions=2", f"sampling.target_size={TARGET}", "sampling.multiplier=1",
+    "clustering.in_process_max_mb=0",  # tiny levels: force the barrier stages these tests are about
 ]
 N_BARRIER_STAGES = 5  # k-means of level 1 (+2 resampling runs) and level 2 (+1)
 BARRIER_STAGE = re.compile(r"Successfully scheduled all the (\d+) tasks for barrier stage (\d+)\.")

@@ -11,8 +11,6 @@ from curation_spark.tables import read_table
 
 SETTINGS = ["clustering.n_levels=1", "clustering.n_clusters=[20]", "clustering.n_iters=8", "clustering.seed=11",
             "clustering.in_process_max_mb=0"]  # tiny: force the Spark engine whose task retry is tested
-# The retry test is about Spark's barrier stage: keep this small level off the in-process path.
-SPARK_ENGINE = ["clustering.in_process_max_mb=0"]
 
 
 FAIL_ONCE_SCRIPT = """
@@ -42,13 +40,13 @@ def test_task_failure_is_retried_with_identical_result(spark, tmp_dir):
     data = f"{tmp_dir}/mix"
     pipeline.write_synthetic(spark, synth.make_gaussian_mixture(4000, 8, 10, seed=2), data, "delta")
     clean = f"{tmp_dir}/clean"
-    pipeline.cluster(load_config([], [f"input.path={data}", f"output.path={clean}", *SETTINGS, *SPARK_ENGINE]), spark)
+    pipeline.cluster(load_config([], [f"input.path={data}", f"output.path={clean}", *SETTINGS]), spark)
 
     faulty = f"{tmp_dir}/faulty"
     cli_args = ["cluster", "--set", f"input.path={data}", "--set", f"output.path={faulty}",
                 "--set", "spark.master=local[2,4]",  # 4 task attempts allowed
                 "--set", "spark.conf.spark.ui.enabled=false"]
-    for s in SETTINGS + SPARK_ENGINE:
+    for s in SETTINGS:
         cli_args += ["--set", s]
     # The CLI in a fresh process (a session allowing task retries), with the engine's
     # block-loaded hook failing the first task attempt that loads partition 0.
