@@ -376,12 +376,13 @@ def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, po
     # same number of points per cluster, so the new centroids follow the clusters, not
     # the density, which is what pulls them toward a uniform cover of the support.
     k = kmeans.clamp_clusters(k, n_sample, f"{stage} · resampling {step}")
-    res = kmeans.fit(sample, _params(cfg, level, k, seed_offset=step), stage=f"{stage} · resampling {step}",
-                     n_points=n_sample, dim=dim)
+    step_params = _params(cfg, level, k, seed_offset=step)
+    res = kmeans.fit(sample, step_params, stage=f"{stage} · resampling {step}", n_points=n_sample, dim=dim)
     sample.unpersist()
     res.unpersist()
     assignments.unpersist()
-    new_assign = kmeans.assign_points(points, res.centroids, cfg.distance, stage=f"{stage} · resampling {step}")
+    new_assign = kmeans.assign_points(points, res.centroids, cfg.distance, stage=f"{stage} · resampling {step}",
+                                      params=step_params)
     assignments = new_assign.persist(StorageLevel.MEMORY_AND_DISK)
     agg = assignments.groupBy("cluster_id").agg(
         F.count(F.lit(1)).alias("n"),

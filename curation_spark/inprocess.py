@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from curation_spark import kernels, kmeans
+from curation_spark import centroid_index, kernels, kmeans
 from curation_spark.kmeans import KMeansParams
 
 log = logging.getLogger(__name__)
@@ -280,12 +280,19 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
                      time.perf_counter() - started)
 
 
-def reassign(x: np.ndarray, centroids: np.ndarray, distance: str) -> tuple[np.ndarray, np.ndarray]:
+def reassign(x: np.ndarray, centroids: np.ndarray, distance: str,
+             params: "kmeans.KMeansParams | None" = None) -> tuple[np.ndarray, np.ndarray]:
     """``kmeans.assign_points`` on a block: both sides normalised for cosine (the
-    centroids again, as there, so the same float32 values are searched)."""
+    centroids again, as there, so the same float32 values are searched); through the
+    centroid index (probe path) where ``params`` pick it for this K, as there."""
     c = kernels.normalize_rows(centroids) if distance == "cosine" else np.ascontiguousarray(centroids, np.float32)
     xw = kernels.normalize_rows(x) if distance == "cosine" else x
-    return kernels.assign(xw, c, distance)
+    if params is None or not kmeans.uses_index(params, len(c)):
+        return kernels.assign(xw, c, distance)
+    coarse = centroid_index.train_coarse(c, params.index_probes, distance, params.seed)
+    assigner = centroid_index.IndexAssigner(xw, distance, params.index_probes, params.index_neighbours, coarse=coarse)
+    labels, _ = assigner.assign(c)
+    return labels, centroid_index.exact_distances(xw, c, labels, distance)
 
 
 def split_in_memory(x: np.ndarray, labels: np.ndarray, n_splits: int, n_iters: int, seed: int,
@@ -357,7 +364,7 @@ def cluster_level_in_memory(x: np.ndarray, keys: Mapping[int, np.ndarray], plan:
                                  substage)
         centroids = step_res.centroids
         with faiss_threads(threads_for(len(x), k, x.shape[1])):
-            labels, dist = reassign(x, centroids, distance)
+            labels, dist = reassign(x, centroids, distance, plan.kmeans_params[step])
         sizes = np.bincount(labels, minlength=k).astype(np.int64)
         objective = kernels.objective_terms(dist, distance)
         entry = {"step": step, "sample_points": n_sample, "objective": objective,
