@@ -40,6 +40,8 @@ from curation_spark.reduce import owner_bounds
 
 #: Agreement with exact search the index path keeps (measured on a sample every iteration).
 TARGET_AGREEMENT = 0.99
+#: The prior path's neighbour lists never grow beyond this.
+MAX_NEIGHBOURS = 512
 #: Rows of the exact check per block and iteration (cost: rows x K x D).
 AGREEMENT_SAMPLE_ROWS = 512
 
@@ -144,10 +146,11 @@ def search_groups(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None,
         cand = candidates_of(int(sorted_start[lo]))
         scores = x[rows] @ centroids[cand].T  # (rows, candidates)
         if distance == "l2":
-            # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the ranking.
-            scores = c_sq[cand][None, :] - 2.0 * scores  # type: ignore[index]
+            # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the ranking, so
+            # rank by ||c||^2 / 2 - x.c, in place (the score matrix is as big as the GEMM's work).
+            np.subtract(c_sq[cand][None, :] * 0.5, scores, out=scores)  # type: ignore[index]
         else:
-            scores = -scores
+            np.negative(scores, out=scores)
         if k == 1:
             labels[rows, 0] = cand[scores.argmin(axis=1)]
             continue
@@ -216,6 +219,11 @@ class SharedWork:
         pieces = self.all_gather(np.ascontiguousarray(part, dtype=np.int32).tobytes())
         return np.concatenate([np.frombuffer(p, dtype=np.int32).reshape(-1, width) for p in pieces]).astype(np.int64)
 
+    def total(self, values: list[float]) -> np.ndarray:
+        """Element-wise sum of small float vectors over all blocks (same on every block)."""
+        pieces = self.all_gather(np.asarray(values, dtype=np.float64).tobytes())
+        return np.sum([np.frombuffer(p, dtype=np.float64) for p in pieces], axis=0)
+
     def list_ids(self, centroids: np.ndarray, coarse: np.ndarray, distance: str) -> np.ndarray:
         rows = self._own(len(centroids))
         return self._gather(nearest(centroids[rows], coarse, distance)[:, :1], 1)[:, 0]
@@ -257,6 +265,14 @@ class IndexAssigner:
         self.previous: np.ndarray | None = None
         self.coarse = coarse
 
+    @staticmethod
+    def _total(shared: "SharedWork | None", misses: int, checked: int) -> tuple[float, float]:
+        """Sample misses and rows, summed over all blocks when they decide together."""
+        if shared is None:
+            return float(misses), float(checked)
+        total = shared.total([misses, checked])
+        return float(total[0]), float(total[1])
+
     def assign(self, centroids: np.ndarray, seed: int = 0,
                shared: "SharedWork | None" = None) -> tuple[np.ndarray, AssignStats]:
         """Labels of every row for ``centroids``. The per-centroid work (coarse list of each
@@ -276,17 +292,21 @@ class IndexAssigner:
                      else neighbour_graph(lists, centroids, np.arange(k), self.n_neighbours))
             prior_sample = search_groups(xs, centroids, c_sq, self.previous[self.sample], graph.__getitem__, distance)
             hits = int((prior_sample == exact).sum())
+            misses, checked = self._total(shared, len(self.sample) - hits, len(self.sample))
             # A 512-row sample estimates agreement to about +-0.4%: take the prior path only
             # when it misses at most half of what the target allows, so the whole block is
-            # on target, not just the sample.
-            if len(self.sample) - hits <= (1.0 - self.target) * len(self.sample) / 2:
+            # on target, not just the sample. With ``shared`` all blocks decide together.
+            if misses <= (1.0 - self.target) * checked / 2:
                 path = "prior"
                 labels = search_groups(x, centroids, c_sq, self.previous, graph.__getitem__, distance)
+            else:  # widen the neighbour lists for the next iteration (cost is linear in L)
+                self.n_neighbours = min(MAX_NEIGHBOURS, k, self.n_neighbours * 2)
         if labels is None:
             labels = search_groups(x, centroids, c_sq, lists.start(x), lists.candidates, distance)
             hits = int((labels[self.sample] == exact).sum())
             probes_used = self.n_probes
-            if hits < self.target * len(self.sample):
+            misses, checked = self._total(shared, len(self.sample) - hits, len(self.sample))
+            if misses > (1.0 - self.target) * checked:
                 self.n_probes = min(len(self.coarse), self.n_probes * 2)
         else:
             probes_used = self.n_probes
