@@ -4,20 +4,21 @@ Two engines share the kernels of :mod:`curation_spark.kernels`:
 
 ``barrier`` (default)
     One barrier stage. Each task turns its partition into a float32 block **once**, then
-    runs all Lloyd iterations in place: assign with faiss, per-cluster float64 partial
-    sums, exchange of the (sparse) partial sums between tasks with
-    ``BarrierTaskContext.allGather``, identical reduction on every task. Moving the
-    embedding column from the JVM to Python costs more than an iteration's GEMM, so it is
-    paid once per k-means instead of once per iteration (see README, "k-means engine").
-    A failed task fails the barrier stage and Spark retries the whole stage; since every
-    step is deterministic the retried result is identical.
+    runs all Lloyd iterations in place: assign (exact faiss search, or the centroid index
+    of :mod:`curation_spark.centroid_index` for large K), per-cluster float64 partial sums
+    kept across iterations, a reduce-scatter of the sparse sums over a TCP mesh between
+    the tasks (:mod:`curation_spark.reduce`, :mod:`curation_spark.exchange`: each task
+    owns a range of cluster ids and computes their centroids), then an all-gather of the
+    float32 centroids. Moving the embedding column from the JVM to Python costs more than
+    an iteration's GEMM, so it is paid once per k-means instead of once per iteration
+    (see README, "k-means engine"). A failed task fails the barrier stage and Spark
+    retries the whole stage; every step is deterministic, so the retry is identical.
 
 ``passes``
     The classic loop: the point frame is cached, centroids are broadcast, and each
-    iteration is a ``mapInArrow`` job returning one partial-sum payload per partition,
-    reduced on the driver. Pays the JVM->Python transfer every iteration; used where
-    barrier mode is unavailable (dynamic allocation) or too many partitions/clusters make
-    the all-gather heavy.
+    iteration is a job whose partial sums are reduced by a shuffle on the owner range
+    (``applyInPandas``). Pays the JVM->Python transfer every iteration; used where barrier
+    mode is unavailable (dynamic allocation).
 
 The driver holds O(K x D): centroids, sizes and per-iteration statistics; assignments
 stay distributed.
