@@ -111,7 +111,8 @@ def main(argv: list[str]) -> int:
             exact_s = 2 * per_core * k * d / exact_rate
             m = math.sqrt(64 * k)
             graph_s = 2 * (k / CORES) * (m + 64 * k / m) * d / exact_rate
-            coarse_s = 2 * k * m * d / exact_rate  # every task lists all centroids
+            coarse_s = 2 * (k / CORES) * m * d / exact_rate  # split over the tasks (SharedWork)
+            check_s = 2 * 512 * k * d / exact_rate  # the per-iteration exact check of 512 rows
             points_s = per_core * prior_per_point * d / dim
             # reduce-scatter: sent ~ received ~ touched clusters x (8D + 12); all-gather: K/T rows
             # out to every peer and the other K rows in, ~ K x D x 4 each way.
@@ -119,15 +120,16 @@ def main(argv: list[str]) -> int:
             all_gather = k * d * 4
             sent = received = reduce_scatter + all_gather
             net_s = (sent + received) / NET_BYTES_PER_CORE_S
-            index_s = points_s + graph_s + coarse_s + net_s
+            index_s = points_s + graph_s + coarse_s + check_s + net_s
             proj[name] = {"exact_s_per_iter": round(exact_s), "index_s_per_iter": round(index_s, 1),
                           "index_parts_s": {"points": round(points_s, 1), "graph": round(graph_s, 1),
-                                            "coarse_lists": round(coarse_s, 1), "network": round(net_s, 1)},
+                                            "coarse_lists": round(coarse_s, 1), "sample_check": round(check_s, 1),
+                                            "network": round(net_s, 1)},
                           "exact_50_iters_h": round(50 * exact_s / 3600, 1),
                           "index_50_iters_h": round(50 * index_s / 3600, 2)}
             print(f"\n{name} on {CORES} cores: exact {exact_s:,.0f} s/iteration ({50 * exact_s / 3600:,.0f} h for 50), "
                   f"index {index_s:,.1f} s/iteration ({50 * index_s / 3600:.2f} h for 50; points {points_s:.1f}, "
-                  f"graph {graph_s:.1f}, coarse lists {coarse_s:.1f}, network {net_s:.1f})")
+                  f"graph {graph_s:.1f}, coarse lists {coarse_s:.1f}, sample check {check_s:.1f}, network {net_s:.1f})")
     summary["projection"] = proj
     out = path.with_name(path.stem + "_summary.json")
     out.write_text(json.dumps(summary, indent=1))
