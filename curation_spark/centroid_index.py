@@ -312,3 +312,12 @@ class IndexAssigner:
             probes_used = self.n_probes
         self.previous = labels
         return labels, AssignStats(path, hits, len(self.sample), probes_used, self.n_neighbours)
+
+
+def assign_fresh(x: np.ndarray, centroids: np.ndarray, coarse: np.ndarray, distance: str, n_probes: int,
+                 n_neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-off index assignment to centroids with no previous labels (a reassignment after
+    resampling): the probe path, then exact distances to the chosen centroids."""
+    assigner = IndexAssigner(x, distance, n_probes, n_neighbours, coarse=coarse)
+    labels, _ = assigner.assign(centroids)
+    return labels, exact_distances(x, centroids, labels, distance)

@@ -290,9 +290,7 @@ def reassign(x: np.ndarray, centroids: np.ndarray, distance: str,
     if params is None or not kmeans.uses_index(params, len(c)):
         return kernels.assign(xw, c, distance)
     coarse = centroid_index.train_coarse(c, params.index_probes, distance, params.seed)
-    assigner = centroid_index.IndexAssigner(xw, distance, params.index_probes, params.index_neighbours, coarse=coarse)
-    labels, _ = assigner.assign(c)
-    return labels, centroid_index.exact_distances(xw, c, labels, distance)
+    return centroid_index.assign_fresh(xw, c, coarse, distance, params.index_probes, params.index_neighbours)
 
 
 def split_in_memory(x: np.ndarray, labels: np.ndarray, n_splits: int, n_iters: int, seed: int,

@@ -635,10 +635,8 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
         if distance == "cosine":
             x = kernels.normalize_rows(x)
         centroids_all, coarse = bc.value
-        assigner = centroid_index.IndexAssigner(x, distance, index_params.index_probes,
-                                                index_params.index_neighbours, coarse=coarse)
-        labels, _ = assigner.assign(centroids_all)
-        dist = centroid_index.exact_distances(x, centroids_all, labels, distance)
+        labels, dist = centroid_index.assign_fresh(x, centroids_all, coarse, distance, index_params.index_probes,
+                                                   index_params.index_neighbours)
         yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
 
     if stage:

@@ -99,7 +99,8 @@ def test_block_sums_incremental_equal_fresh_sums():
 
 def test_large_k_relative_to_n_runs_end_to_end(spark, tmp_dir):
     """N = 20,000, K = 5,000 through the Spark barrier engine: two-level init, index
-    assignment (auto picks it at K >= 4096), agreement logged, exact distances stored."""
+    assignment (auto picks it at K >= 4096), agreement logged, a resampling step whose
+    reassignment goes through the index, exact distances stored."""
     from pyspark.sql import functions as F
 
     from curation_spark import pipeline
@@ -110,13 +111,17 @@ def test_large_k_relative_to_n_runs_end_to_end(spark, tmp_dir):
     pipeline.write_synthetic(spark, synth.make_gaussian_mixture(20_000, 8, 40, seed=5), data, "delta")
     run = f"{tmp_dir}/run"
     config = load_config([], [f"input.path={data}", f"output.path={run}", "clustering.n_clusters=[5000]",
-                              "clustering.n_iters=4", "clustering.in_process_max_mb=0", "clustering.seed=3"])
+                              "clustering.n_iters=4", "clustering.in_process_max_mb=0", "clustering.seed=3",
+                              # one resampling step: the reassignment to fresh centroids takes the
+                              # index's probe path in assign_points
+                              "clustering.n_resampling_steps=1", "clustering.sample_size=3"])
     summary = pipeline.cluster(config, spark)
     info = summary.levels[0]
     assert info["engine"] == "barrier" and info["n_clusters"] == 5000
     history = info["kmeans_history"]
     assert all(h["assignment"] == "index" for h in history)
     assert all(0.9 <= h["agreement"] <= 1.0 for h in history), history
+    assert len(info["resampling"]) == 1 and info["resampling"][0]["sample_points"] >= 5000
     cents = read_table(spark, f"{run}/level_1/centroids").toPandas()
     assign = read_table(spark, f"{run}/level_1/assignments")
     assert len(cents) == 5000 and int(cents["size"].sum()) == 20_000
