@@ -159,18 +159,9 @@ def layout(points: "DataFrame", n_partitions: int) -> "DataFrame":
 def init_sample(points: "DataFrame", n_rows: int, n_total: int, dim: int, seed: int) -> np.ndarray:
     """A seeded sample of about ``n_rows`` points gathered to the driver, independent of
     partitioning: the rows with the smallest ``xxhash64(point_id, seed)``."""
-    from pyspark.sql import functions as F
+    from curation_spark.seeding_spark import sample_frame  # one definition of the sample rule
 
-    if n_rows >= n_total:
-        frame = points
-    else:
-        # Keep a 2x margin over the expected count, then take exactly the n smallest keys.
-        threshold_fraction = min(1.0, 2.0 * n_rows / n_total + 1e-3)
-        key = F.xxhash64(F.col(POINT_ID), F.lit(seed))
-        # xxhash64 is uniform over signed 64-bit; keep keys below a quantile of that range.
-        cut = int(-(2 ** 63) + threshold_fraction * (2 ** 64 - 1))
-        cut = min(cut, 2 ** 63 - 1)
-        frame = points.withColumn("_k", key).where(F.col("_k") <= F.lit(cut)).orderBy("_k").limit(n_rows).drop("_k")
+    frame = sample_frame(points, n_rows, n_total, seed)
     table = frame.select(POINT_ID, EMBEDDING).toArrow()
     _, x = batches_to_block(table.to_batches(), dim)
     return x

@@ -55,8 +55,7 @@ def sample_frame(points: "DataFrame", n_rows: int, n_total: int, seed: int) -> "
     points = points.select(POINT_ID, EMBEDDING)
     if n_rows >= n_total:
         return points
-    # Same expression as kmeans.init_sample: a 2x margin over the expected count, then
-    # exactly the n smallest keys.
+    # A 2x margin over the expected count, then exactly the n smallest keys.
     threshold_fraction = min(1.0, 2.0 * n_rows / n_total + 1e-3)
     key = F.xxhash64(F.col(POINT_ID), F.lit(seed))
     cut = int(-(2 ** 63) + threshold_fraction * (2 ** 64 - 1))
