@@ -266,6 +266,8 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
                  "load_s": 0.0, "assign_s": timings[0], "sums_s": timings[1],
                  "exchange_s": time.perf_counter() - t1, "empty_clusters": int((dense_counts == 0).sum()),
                  "assignment": "index" if index_mode else "exact"}
+        if not index_mode:
+            entry["settled"] = kmeans.settled_shares(np.asarray(timings[5:8]))
         if index_mode:
             entry["agreement"] = float(timings[2] / max(1.0, timings[3]))
             entry["prior_blocks"] = int(timings[4])

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from curation_spark import centroid_index, kernels, reduce
+from curation_spark import bounded_assign, centroid_index, kernels, reduce
 from curation_spark.blocks import assignment_batches, batches_to_block, float_matrix_to_list_array
 from curation_spark.exchange import TaskGroup
 from curation_spark.progress import IterationProgress
@@ -307,9 +307,10 @@ def uses_index(params: KMeansParams, k: int) -> bool:
 
 
 class BlockLloyd:
-    """One block's side of the Lloyd iterations (numpy/faiss only): assignment (exact, or
-    through :class:`~curation_spark.centroid_index.IndexAssigner`) and sparse partial sums
-    kept across iterations (:class:`~curation_spark.kernels.BlockSums`)."""
+    """One block's side of the Lloyd iterations (numpy/faiss only): assignment (exact with
+    the bounds of :class:`~curation_spark.bounded_assign.BoundedAssigner`, or through
+    :class:`~curation_spark.centroid_index.IndexAssigner` for large K) and sparse partial
+    sums kept across iterations (:class:`~curation_spark.kernels.BlockSums`)."""
 
     def __init__(self, x: np.ndarray, params: KMeansParams, k: int, group: TaskGroup | None = None) -> None:
         self.x = x
@@ -319,21 +320,23 @@ class BlockLloyd:
         self.sums = kernels.BlockSums(x, k)
         self.index = (centroid_index.IndexAssigner(x, params.distance, params.index_probes, params.index_neighbours)
                       if uses_index(params, k) else None)
+        self.exact = bounded_assign.BoundedAssigner(x, params.distance) if self.index is None else None
         self.last_stats: centroid_index.AssignStats | None = None
 
     def assign(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels and exact distances to the given centroids."""
-        if self.index is None:
-            return kernels.assign(self.x, centroids, self.distance)
+        if self.exact is not None:
+            return self.exact.assign(centroids)
         shared = None
         if self.group is not None:  # split the per-centroid work over the stage's tasks
             shared = centroid_index.SharedWork(self.group.rank, self.group.size, self.group.all_gather)
-        labels, self.last_stats = self.index.assign(centroids, self.seed, shared)
+        labels, self.last_stats = self.index.assign(centroids, self.seed, shared)  # type: ignore[union-attr]
         return labels, centroid_index.exact_distances(self.x, centroids, labels, self.distance)
 
     def step(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, list[float]]:
-        """Assign, then this block's sparse partial sums: (idx, counts, sums, objective,
-        [assign seconds, sums seconds, agreement hits, agreement rows, prior path used])."""
+        """Assign, then this block's sparse partial sums: (idx, counts, sums, objective, [assign
+        seconds, sums seconds, agreement hits, agreement rows, prior path used, rows settled by
+        the bound, by the candidates, by a full search])."""
         t0 = time.perf_counter()
         labels, dist = self.assign(centroids)
         t1 = time.perf_counter()
@@ -341,8 +344,10 @@ class BlockLloyd:
         obj = kernels.objective_terms(dist, self.distance)
         t2 = time.perf_counter()
         st = self.last_stats
+        settled = self.exact.counts if self.exact is not None else bounded_assign.AssignCounts()
         return idx, counts, sums, obj, [t1 - t0, t2 - t1, float(st.agreement_hits if st else 0),
-                                        float(st.agreement_rows if st else 0), float(st is not None and st.path == "prior")]
+                                        float(st.agreement_rows if st else 0), float(st is not None and st.path == "prior"),
+                                        float(settled.by_bound), float(settled.by_candidates), float(settled.searched)]
 
 
 def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
@@ -403,8 +408,10 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                     entry = {"iteration": it, "objective": float(stats[:, 0].sum()), "shift": shift,
                              "seconds": time.perf_counter() - it_start, "load_s": float(stats[:, 1].max()),
                              "assign_s": float(stats[:, 2].max()), "sums_s": float(stats[:, 3].max()),
-                             "exchange_s": time.perf_counter() - t_x, "empty_clusters": int(stats[:, 7].sum()),
+                             "exchange_s": time.perf_counter() - t_x, "empty_clusters": int(stats[:, 10].sum()),
                              "assignment": "index" if index_mode else "exact"}
+                    if not index_mode:
+                        entry["settled"] = settled_shares(stats[:, 7:10].sum(axis=0))
                     if index_mode:
                         entry["agreement"] = float(stats[:, 4].sum() / max(1.0, stats[:, 5].sum()))
                         entry["prior_blocks"] = int(stats[:, 6].sum())
@@ -635,12 +642,21 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
     return points.select(POINT_ID, EMBEDDING).mapInArrow(run if index_params is None else run_index, schema)
 
 
+def settled_shares(counts: np.ndarray) -> dict[str, float]:
+    """Shares of the points that exact assignment settled by the bound, by the candidate
+    test and by a full search (:class:`~curation_spark.bounded_assign.BoundedAssigner`)."""
+    total = max(1.0, float(np.sum(counts)))
+    return {name: round(float(v) / total, 6) for name, v in zip(("bound", "candidates", "searched"), counts)}
+
+
 def log_iteration(stage: str, entry: dict[str, Any]) -> None:
     # Resampling runs many small k-means; their iterations go to DEBUG to keep logs readable.
     level = logging.DEBUG if "resampling" in stage else logging.INFO
-    log.log(level, "%s · iteration %d: objective=%.6g shift=%.3g seconds=%.2f (assign %.2f, sums %.2f, exchange %.2f)",
+    settled = entry.get("settled")
+    searched = f", searched {100 * settled['searched']:.1f}% of points" if settled else ""
+    log.log(level, "%s · iteration %d: objective=%.6g shift=%.3g seconds=%.2f (assign %.2f, sums %.2f, exchange %.2f%s)",
              stage, entry["iteration"], entry["objective"], entry["shift"], entry["seconds"],
-             entry["assign_s"], entry["sums_s"], entry["exchange_s"])
+             entry["assign_s"], entry["sums_s"], entry["exchange_s"], searched)
 
 
 def _arrow_type(dtype):

@@ -1,0 +1,254 @@
+"""Exact nearest-centroid assignment that skips the points whose bounds prove it unchanged
+(numpy/faiss only, no Spark).
+
+After the first Lloyd iterations most points keep their centroid, yet exact search pays
+N x K x D every iteration. Hamerly's bounds (Hamerly 2010, "Making k-means even faster")
+carry, per point, a *lower bound* on its distance to every centroid other than its own.
+When centroid j moves by s_j, the distance to any other centroid shrinks by at most
+max_{j != a} s_j, so the bound stays valid after subtracting that; the distance to the
+point's own centroid ``a`` is recomputed exactly (N x D). A point whose exact distance
+to ``a`` is below its lower bound provably still has ``a`` as its nearest centroid and is
+not searched; only the others go through faiss's exact search (which also returns the
+second-nearest distance, the new lower bound). The result is the exact search's, up to
+the float rounding of the search itself: a margin of a few float32 ulps of
+``|x|^2 + |c|^2`` is kept, so a point is searched again whenever rounding could matter.
+
+For ``cosine`` (unit vectors, the search by inner product) the bounds are Euclidean
+distances on the sphere, ||x - c|| = sqrt(2 (1 - cos)); the reported distance is
+``1 - cos`` as everywhere else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Relative slack (of |x|^2 + max |c|^2) subtracted from squared second-nearest distances
+#: from the GEMM identity before they become lower bounds: ~64 float32 ulps.
+SEARCH_SLACK = 2.0 ** -17
+#: Rows per chunk of the direct distance computation (bounds the float32 scratch).
+CHUNK_ROWS = 65536
+#: Candidates per point in the second test: the nearest centroids of its previous centroid.
+CANDIDATES = 32
+#: Centroid counts up to which the exact candidate graph (K x K distances) is computed.
+GRAPH_MAX_CLUSTERS = 16384
+
+
+def _search_two(x: np.ndarray, centroids: np.ndarray, distance: str) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of each row and a valid lower bound on the distance to every other
+    one (Euclidean, float64; +inf when K == 1), with faiss's exact flat search for 2 neighbours."""
+    import faiss
+
+    n, d = x.shape
+    k = len(centroids)
+    index = faiss.IndexFlatIP(d) if distance == "cosine" else faiss.IndexFlatL2(d)
+    index.add(centroids)
+    scores, labels = index.search(x, min(2, k))
+    if k < 2:
+        return labels[:, 0].astype(np.int64), np.full(n, np.inf)
+    if distance == "cosine":
+        second_sq = 2.0 - 2.0 * scores[:, 1].astype(np.float64)
+        slack = SEARCH_SLACK * 2.0
+    else:
+        second_sq = scores[:, 1].astype(np.float64)
+        c_sq_max = float(np.einsum("ij,ij->i", centroids, centroids).max())
+        slack = SEARCH_SLACK * (np.einsum("ij,ij->i", x, x).astype(np.float64) + c_sq_max)
+    return labels[:, 0].astype(np.int64), np.sqrt(np.maximum(second_sq - slack, 0.0))
+
+
+def own_distances(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, distance: str) -> np.ndarray:
+    """Distance of each row to its given centroid, computed directly (not through the GEMM
+    identity): Euclidean for ``l2``, ``1 - cos`` for ``cosine``. float32."""
+    n = len(x)
+    out = np.empty(n, dtype=np.float32)
+    for a in range(0, n, CHUNK_ROWS):
+        b = min(n, a + CHUNK_ROWS)
+        c = centroids[labels[a:b]]
+        if distance == "cosine":
+            out[a:b] = np.maximum(1.0 - np.einsum("ij,ij->i", x[a:b], c), 0.0)
+        else:
+            diff = x[a:b] - c
+            out[a:b] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
+
+
+def _euclidean(dist: np.ndarray, distance: str) -> np.ndarray:
+    """The reported distance as a Euclidean distance (what the bounds are in)."""
+    if distance == "cosine":
+        return np.sqrt(2.0 * dist.astype(np.float64))
+    return dist
+
+
+@dataclass
+class CentroidGraph:
+    """For every centroid a, its ``L`` nearest centroids (itself first) and ``radius[a]``,
+    the exact distance to its (L+1)-th nearest: every centroid outside ``a``'s list is at
+    least that far from ``a``. Exact (K x K distances in row chunks), so only for moderate K."""
+
+    neighbours: np.ndarray
+    radius: np.ndarray
+
+    @classmethod
+    def build(cls, centroids: np.ndarray, n_neighbours: int, chunk_rows: int = 1024) -> "CentroidGraph":
+        c = centroids.astype(np.float64)
+        k = len(c)
+        m = min(n_neighbours, k - 1)
+        c_sq = np.einsum("ij,ij->i", c, c)
+        neighbours = np.empty((k, m), dtype=np.int64)
+        radius = np.empty(k, dtype=np.float64)
+        for a in range(0, k, chunk_rows):
+            b = min(k, a + chunk_rows)
+            d2 = np.maximum(c_sq[a:b, None] + c_sq[None, :] - 2.0 * (c[a:b] @ c.T), 0.0)
+            d2[np.arange(b - a), np.arange(a, b)] = -1.0  # itself first
+            part = np.argpartition(d2, m, axis=1)[:, :m + 1]
+            part_d = np.take_along_axis(d2, part, axis=1)
+            order = np.argsort(part_d, axis=1, kind="stable")
+            ranked = np.take_along_axis(part, order, axis=1)
+            neighbours[a:b] = ranked[:, :m]
+            radius[a:b] = np.sqrt(np.take_along_axis(part_d, order, axis=1)[:, m])
+        # The GEMM identity above is float64: shave a relative 1e-9 so rounding never
+        # makes a radius larger than the true distance.
+        return cls(neighbours, radius * (1.0 - 1e-9))
+
+
+def _search_candidates(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray, anchors: np.ndarray,
+                       graph: CentroidGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best and second-best centroid of each row among its anchor's graph neighbours:
+    rows sharing an anchor share one GEMM. Returns (best labels, best squared distance with
+    slack added, second-best squared distance with slack removed), float64 distances."""
+    n = len(x)
+    best = np.empty(n, dtype=np.int64)
+    best_sq = np.empty(n, dtype=np.float64)
+    second_sq = np.full(n, np.inf, dtype=np.float64)
+    order = np.argsort(anchors, kind="stable")
+    sorted_anchor = anchors[order]
+    cuts = np.flatnonzero(sorted_anchor[1:] != sorted_anchor[:-1]) + 1
+    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
+    c_sq_max = float(c_sq.max())
+    for lo, hi in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist()):
+        rows = order[lo:hi]
+        cand = graph.neighbours[int(sorted_anchor[lo])]
+        d2 = x[rows] @ centroids[cand].T
+        np.subtract(c_sq[cand][None, :].astype(np.float32), 2.0 * d2, out=d2)  # ||c||^2 - 2 x.c
+        if len(cand) > 1:
+            two = np.argpartition(d2, 1, axis=1)[:, :2]
+            two_d = np.take_along_axis(d2, two, axis=1)
+            swap = two_d[:, 1] < two_d[:, 0]
+            two[swap] = two[swap][:, ::-1]
+            two_d[swap] = two_d[swap][:, ::-1]
+            best[rows] = cand[two[:, 0]]
+            best_sq[rows] = two_d[:, 0]
+            second_sq[rows] = two_d[:, 1]
+        else:
+            best[rows] = cand[0]
+            best_sq[rows] = d2[:, 0]
+        best_sq[rows] += x_sq[rows]
+        second_sq[rows] += x_sq[rows]
+    slack = SEARCH_SLACK * (x_sq + c_sq_max)
+    return best, best_sq + slack, np.maximum(second_sq - slack, 0.0)
+
+
+@dataclass
+class AssignCounts:
+    """How one :meth:`BoundedAssigner.assign` settled its rows, for the iteration log."""
+
+    rows: int = 0
+    by_bound: int = 0
+    by_candidates: int = 0
+    searched: int = 0
+
+
+class BoundedAssigner:
+    """Exact assignment of one block across Lloyd iterations, searching as few points as
+    its bounds allow.
+
+    Keeps the block's labels, a per-row lower bound on the distance to every other
+    centroid (float64: 8 bytes a row) and the previous centroids. Each call settles a row
+    by the first of three tests that holds:
+
+    1. *bound*: its exact distance to its previous centroid is below its lower bound
+       (after the bound is lowered by the largest move of any other centroid): unchanged;
+    2. *candidates*: among the ``CANDIDATES`` nearest centroids of its previous centroid
+       ``a`` the best one, at distance d*, satisfies d* + d(x, a) <= r(a), the distance
+       from ``a`` to the nearest centroid outside that list: by the triangle inequality
+       no centroid outside the list is closer than d*;
+    3. otherwise an exact faiss search over all centroids.
+
+    ``counts`` says how many rows each test settled in the last call.
+    """
+
+    def __init__(self, x: np.ndarray, distance: str = "l2", n_candidates: int = CANDIDATES) -> None:
+        self.x = x
+        self.distance = distance
+        self.n_candidates = int(n_candidates)
+        self.labels: np.ndarray | None = None
+        self.lower: np.ndarray | None = None
+        self.previous: np.ndarray | None = None
+        self.counts = AssignCounts()
+
+    def _use_candidates(self, k: int) -> bool:
+        return 2 * self.n_candidates < k <= GRAPH_MAX_CLUSTERS
+
+    def assign(self, centroids: np.ndarray, guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (int64) and exact distances (float32) of every row to ``centroids``.
+
+        ``guess``: labels to start from when there is no previous call (e.g. each point's
+        nearest new centroid to its old one after resampling); only a starting point for
+        the candidate test, the result is exact either way.
+        """
+        x, distance = self.x, self.distance
+        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        n, k = len(x), len(centroids)
+        counts = AssignCounts(rows=n)
+        if n == 0:
+            self.counts = counts
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        fresh = self.labels is None or self.lower is None or self.previous is None \
+            or self.previous.shape != centroids.shape
+        if fresh and guess is None:
+            labels, lower = _search_two(x, centroids, distance)
+            dist = own_distances(x, centroids, labels, distance)
+            counts.searched = n
+        else:
+            if fresh:
+                labels = np.asarray(guess, dtype=np.int64).copy()
+                lower = np.full(n, -np.inf)
+            else:
+                labels = self.labels.copy()  # type: ignore[union-attr]
+                lower = self.lower - self._other_shift(centroids, labels)  # type: ignore[operator]
+            dist = own_distances(x, centroids, labels, distance)
+            own = _euclidean(dist, distance)
+            unsure = np.flatnonzero(own >= lower)
+            counts.by_bound = n - len(unsure)
+            if len(unsure) and self._use_candidates(k):
+                graph = CentroidGraph.build(centroids, self.n_candidates)
+                c_sq = np.einsum("ij,ij->i", centroids, centroids).astype(np.float64)
+                anchors = labels[unsure]
+                sub_x = np.ascontiguousarray(x[unsure])
+                best, best_sq, second_sq = _search_candidates(sub_x, centroids, c_sq, anchors, graph)
+                outside = graph.radius[anchors] - own[unsure]  # lower bound for non-candidates
+                proven = np.sqrt(best_sq) <= outside
+                rows = unsure[proven]
+                labels[rows] = best[proven]
+                lower[rows] = np.minimum(np.sqrt(second_sq[proven]), outside[proven])
+                dist[rows] = own_distances(sub_x[proven], centroids, labels[rows], distance)
+                counts.by_candidates = len(rows)
+                unsure = unsure[~proven]
+            if len(unsure):
+                sub_x = np.ascontiguousarray(x[unsure])
+                sub_labels, sub_lower = _search_two(sub_x, centroids, distance)
+                labels[unsure] = sub_labels
+                lower[unsure] = sub_lower
+                dist[unsure] = own_distances(sub_x, centroids, sub_labels, distance)
+            counts.searched = len(unsure)
+        self.labels, self.lower, self.previous, self.counts = labels, lower, centroids.copy(), counts
+        return labels, dist
+
+    def _other_shift(self, centroids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Per row, the largest move since the last call of any centroid but its own."""
+        moved = centroids.astype(np.float64) - self.previous.astype(np.float64)  # type: ignore[union-attr]
+        shift = np.sqrt(np.einsum("ij,ij->i", moved, moved))
+        if len(shift) < 2:
+            return np.zeros(len(labels))
+        top = np.argsort(shift, kind="stable")[-2:]  # [second largest, largest]
+        return np.where(labels == top[1], shift[top[0]], shift[top[1]])
