@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curation_spark import inprocess, kernels, kmeans
+from curation_spark import inprocess, kernels, kmeans, stage_resampling
 from curation_spark.blocks import batches_to_block
 from curation_spark.blocks import float_matrix_to_list_array  # noqa: F401  (re-exported for notebooks)
 from curation_spark.inprocess import LevelPlan
@@ -323,12 +323,24 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
     i = level - 1
     spark = points.sparkSession
     points = points.persist(kmeans.points_storage_level(n_points, dim))
-    result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points, dim=dim)
+    steps = n_resampling_steps(cfg, level)
+    in_stage = steps > 0 and stage_resampling.fits_in_stage(k, cfg.sample_size[i], dim, cfg.in_process_max_mb)
+    follow_up = (stage_resampling.StageResampling.for_plan(level_plan(cfg, level, k), n_points, dim)
+                 if in_stage else None)
+    result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points, dim=dim, follow_up=follow_up)
     info = _level_info(cfg, level, n_points, k, result.engine, result.history, result.objective, result.sizes)
-    log.info("%s: k-means K=%d on %d points: objective %.6g, sizes %s (%.1f s)", stage, k, n_points,
-             result.objective, info["sizes_kmeans"], result.seconds)
     centroids, assignments, sizes, objective = result.centroids, result.assignments, result.sizes, result.objective
-    for step in range(1, n_resampling_steps(cfg, level) + 1):
+    done_in_stage = result.follow_up_info
+    if done_in_stage is not None:  # resampling ran inside the k-means stage
+        info.update({key: done_in_stage[key] for key in
+                     ("objective_kmeans", "sizes_kmeans", "sizes_kmeans_histogram", "resampling")})
+    log.info("%s: k-means K=%d on %d points: objective %.6g, sizes %s (%.1f s%s)", stage, k, n_points,
+             info["objective_kmeans"], info["sizes_kmeans"], result.seconds,
+             f", with {steps} resampling step(s) in the same stage" if done_in_stage is not None else "")
+    for entry in info["resampling"] if done_in_stage is not None else []:
+        log.info("%s · resampling step %d (in the k-means stage): sample %d points, objective %.6g, sizes %s (%.1f s)",
+                 stage, entry["step"], entry["sample_points"], entry["objective"], entry["sizes"], entry["seconds"])
+    for step in range(1, steps + 1) if done_in_stage is None else []:
         centroids, assignments, sizes, objective, entry = _resampling_step_on_spark(
             cfg, level, step, points, assignments, len(centroids), dim, stage)
         info["resampling"].append(entry)

@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -86,6 +86,18 @@ def set_block_loaded_hook(hook: "Callable[[int], None] | None") -> None:
     _block_loaded_hook = hook
 
 
+class BlockFollowUp(Protocol):
+    """Work a barrier stage runs on its loaded blocks after the Lloyd iterations (see
+    :func:`fit`). ``key_seeds``: seeds whose ``xxhash64(point_id, seed)`` the stage carries
+    as columns and hands to :meth:`run` as ``keys[seed]``, aligned with the block's rows."""
+
+    key_seeds: tuple[int, ...]
+
+    def run(self, group: TaskGroup, ids: Any, x: np.ndarray, labels: np.ndarray, dist: np.ndarray,
+            centroids: np.ndarray, keys: dict[int, np.ndarray], stage: str
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]: ...
+
+
 @dataclass
 class KMeansResult:
     """Centroids and sizes on the driver, assignments as a (persisted) DataFrame."""
@@ -98,6 +110,7 @@ class KMeansResult:
     engine: str = "barrier"
     n_partitions: int = 0
     seconds: float = 0.0
+    follow_up_info: dict[str, Any] | None = None
 
     def unpersist(self) -> None:
         self.assignments.unpersist()
@@ -215,7 +228,7 @@ def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
 
 def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
         init_centroids: np.ndarray | None = None, n_points: int | None = None,
-        dim: int | None = None) -> KMeansResult:
+        dim: int | None = None, follow_up: "BlockFollowUp | None" = None) -> KMeansResult:
     """Run k-means on a ``point_id``/``embedding`` frame.
 
     Parameters
@@ -232,6 +245,11 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
         Row count if already known (saves a pass).
     dim
         Embedding dimension if already known (saves a job).
+    follow_up
+        Work to run on the loaded blocks after the last iteration, inside the barrier stage
+        (a level's resampling steps, :mod:`curation_spark.stage_resampling`); its labels and
+        centroids become the result's, its ``info`` is ``result.follow_up_info``. Only the
+        barrier engine runs it; check ``result.follow_up_info is not None``.
 
     Returns
     -------
@@ -260,7 +278,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     n_part = min(params.num_partitions or slots(spark), slots(spark)) if engine == "barrier" else (
         params.num_partitions or slots(spark))
     if engine == "barrier":
-        result = _fit_barrier(points, params, centroids, dim, n_part, stage, _block_loaded_hook)
+        result = _fit_barrier(points, params, centroids, dim, n_part, stage, _block_loaded_hook, follow_up)
     else:
         result = _fit_passes(points, params, centroids, dim, n_part, stage, n_total)
     result.engine = engine
@@ -351,7 +369,8 @@ class BlockLloyd:
 
 
 def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
-                 n_part: int, stage: str, on_block_loaded: "Callable[[int], None] | None" = None) -> KMeansResult:
+                 n_part: int, stage: str, on_block_loaded: "Callable[[int], None] | None" = None,
+                 follow_up: BlockFollowUp | None = None) -> KMeansResult:
     import pyarrow as pa
     from pyspark import StorageLevel
 
@@ -371,6 +390,8 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     progress_path = progress.path or os.environ.get("CURATION_SPARK_ITERATION_LOG") or None
     secret = os.urandom(16)
     index_mode = uses_index(params, k)
+    key_seeds = tuple(follow_up.key_seeds) if follow_up is not None else ()
+    key_names = [f"_key{j}" for j in range(len(key_seeds))]
 
     def run_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import BarrierTaskContext
@@ -380,7 +401,11 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
         log_path = progress_path
         kernels.set_threads(threads)
         t0 = time.perf_counter()
+        key_chunks: list[pa.RecordBatch] = []
+        if key_names:
+            batches = _split_off(batches, key_names, key_chunks)
         ids, x = batches_to_block(batches, dim)
+        keys = _aligned_keys(key_chunks, key_seeds)
         if distance == "cosine":
             x = kernels.normalize_rows(x)
         load_s = time.perf_counter() - t0
@@ -427,6 +452,15 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                 if shift == 0.0 or (tol > 0 and shift <= tol):  # shift 0: converged, nothing changes
                     break
             labels, dist = block.assign(c)
+            del block
+            follow_info = None
+            if follow_up is not None:
+                labels, dist, c, follow_info = follow_up.run(group, ids, x, labels, dist, c, keys, stage)
+                k_out = len(c)
+                bounds = reduce.owner_bounds(k_out, group.size)
+                lo, hi = int(bounds[group.rank]), int(bounds[group.rank + 1])
+            else:
+                k_out = k
             out_schema = pa.schema([arrow_schema.field(POINT_ID), ("cluster_id", pa.int32()), ("distance", pa.float32())])
             null = lambda t, n: pa.nulls(n, type=t)  # noqa: E731
             for b in assignment_batches(ids, labels, dist, out_schema):
@@ -436,10 +470,10 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                      null(arrow_schema.field("centroid").type, n), null(pa.int64(), n), null(pa.string(), n)],
                     schema=arrow_schema)
             # Final sizes and objective: each task owns the sizes of its cluster range.
-            all_counts = np.bincount(labels, minlength=k).astype(np.int64)
+            all_counts = np.bincount(labels, minlength=k_out).astype(np.int64)
             final_idx = np.flatnonzero(all_counts).astype(np.int32)
             _, _, _, owned_sizes = reduce.reduce_scatter(group, final_idx, all_counts[final_idx],
-                                                         np.zeros((len(final_idx), 0)), k, 0)
+                                                         np.zeros((len(final_idx), 0)), k_out, 0)
             final = reduce.all_gather_values(group, [kernels.objective_terms(dist, distance)])
         finally:
             group.close()
@@ -451,7 +485,8 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                  pa.nulls(hi - lo, pa.string())],
                 schema=arrow_schema)
         if group.rank == 0:
-            info = json.dumps({"history": history, "final_objective": float(final[:, 0].sum())})
+            info = json.dumps({"history": history, "final_objective": float(final[:, 0].sum()),
+                               "follow_up": follow_info})
             yield pa.RecordBatch.from_arrays(
                 [pa.array(["s"]), pa.nulls(1, arrow_schema.field(POINT_ID).type), pa.nulls(1, pa.int32()),
                  pa.nulls(1, pa.float32()), pa.nulls(1, arrow_schema.field("centroid").type),
@@ -461,7 +496,8 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     from pyspark.sql import functions as F
 
     sc.setJobDescription(f"{stage} · k-means K={k}, {n_iters} iterations in one barrier stage")
-    laid_out = layout(points.select(POINT_ID, EMBEDDING), n_part)
+    key_cols = [F.xxhash64(F.col(POINT_ID), F.lit(seed)).alias(name) for seed, name in zip(key_seeds, key_names)]
+    laid_out = layout(points.select(POINT_ID, EMBEDDING, *key_cols), n_part)
     # The shuffle after the barrier stage makes it a ShuffleMapStage: Spark retries a failed
     # barrier map stage as a whole, but cannot recover a failed barrier *result* stage.
     out = (laid_out.mapInArrow(run_partition, schema, barrier=True).repartition(n_part)
@@ -471,14 +507,43 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     init_bc.unpersist()
     cent_rows = sorted((r for r in small if r["kind"] == "c"), key=lambda r: r["cluster_id"])
     stats = json.loads(next(r["info"] for r in small if r["kind"] == "s"))
-    final_centroids = np.array([r["centroid"] for r in cent_rows], dtype=np.float32).reshape(k, dim)
+    final_centroids = np.array([r["centroid"] for r in cent_rows], dtype=np.float32).reshape(len(cent_rows), dim)
     sizes = np.array([r["size"] for r in cent_rows], dtype=np.int64)
     for entry in stats["history"]:
         log_iteration(stage, entry)
     assignments = out.where(F.col("kind") == "a").select(POINT_ID, "cluster_id", "distance")
-    result = KMeansResult(final_centroids, sizes, float(stats["final_objective"]), assignments, stats["history"])
+    result = KMeansResult(final_centroids, sizes, float(stats["final_objective"]), assignments, stats["history"],
+                          follow_up_info=stats.get("follow_up"))
     result.assignments = _AssignmentsHandle.wrap(assignments, out)
     return result
+
+
+def _split_off(batches: Iterator["pa.RecordBatch"], names: list[str],
+               into: list["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+    """Pass the batches on without the ``names`` columns, keeping those (and the ids) in
+    ``into``: the hash keys a follow-up needs travel with the points, not in the block."""
+    import pyarrow as pa
+
+    for batch in batches:
+        into.append(pa.RecordBatch.from_arrays(
+            [pa.concat_arrays([batch.column(POINT_ID)]), *[pa.concat_arrays([batch.column(n)]) for n in names]],
+            names=[POINT_ID, *names]))
+        yield batch.select([POINT_ID, EMBEDDING])
+
+
+def _aligned_keys(chunks: list["pa.RecordBatch"], seeds: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """The split-off key columns in the block's row order (ascending id, as
+    :func:`~curation_spark.blocks.batches_to_block` sorts)."""
+    if not seeds:
+        return {}
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.Table.from_batches(chunks) if chunks else None
+    if table is None or table.num_rows == 0:
+        return {seed: np.zeros(0, np.int64) for seed in seeds}
+    order = pc.sort_indices(table.column(POINT_ID))
+    return {seed: table.column(f"_key{j}").take(order).to_numpy() for j, seed in enumerate(seeds)}
 
 
 def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
