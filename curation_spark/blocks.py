@@ -7,6 +7,7 @@ not depend on the order in which a shuffle delivered the rows.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -16,14 +17,80 @@ import pyarrow.compute as pc
 OUTPUT_BATCH_ROWS = 65536
 
 
+@dataclass
+class BlockChecks:
+    """The input checks of :func:`curation_spark.tables.validate_embeddings`, counted on one
+    block while it loads (so a large input needs no separate validation pass). Rows with a
+    null embedding or another dimension are counted and left out of the block; the counts
+    of all blocks are added up (:meth:`as_array` / :meth:`from_arrays`) before judging."""
+
+    rows: int = 0
+    null_ids: int = 0
+    duplicate_ids: int = 0
+    null_embeddings: int = 0
+    bad_dim: int = 0
+    bad_values: int = 0
+    min_dim: int = 2 ** 31 - 1
+    max_dim: int = -1
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.rows, self.null_ids, self.duplicate_ids, self.null_embeddings, self.bad_dim,
+                         self.bad_values, self.min_dim, self.max_dim], dtype=np.int64)
+
+    @classmethod
+    def from_arrays(cls, arrays: Iterable[np.ndarray]) -> "BlockChecks":
+        """The checks of all blocks together (sums; min/max of the dimensions)."""
+        stacked = np.stack(list(arrays))
+        total = stacked[:, :6].sum(axis=0)
+        return cls(*[int(v) for v in total], int(stacked[:, 6].min()), int(stacked[:, 7].max()))
+
+    def count_batch(self, emb: pa.Array, dim: int) -> pa.Array | None:
+        """Count this batch's null and wrong-sized embeddings; the mask of rows to keep, or
+        None when all are fine."""
+        lengths = pc.list_value_length(emb)
+        if len(lengths) and lengths.null_count < len(lengths):
+            lo, hi = pc.min_max(lengths).values()
+            self.min_dim, self.max_dim = min(self.min_dim, lo.as_py()), max(self.max_dim, hi.as_py())
+        nulls = emb.null_count
+        wrong = pc.sum(pc.not_equal(lengths, dim)).as_py() or 0
+        self.null_embeddings += nulls
+        self.bad_dim += wrong
+        if not nulls and not wrong:
+            return None
+        return pc.fill_null(pc.equal(lengths, dim), False)
+
+    def count_block(self, ids: pa.Array, x: np.ndarray) -> None:
+        """Ids (null, repeated: ``ids`` sorted) and values (NaN, Inf) of the loaded block."""
+        self.rows += len(ids)
+        self.null_ids += ids.null_count
+        if len(ids) > 1:
+            self.duplicate_ids += pc.sum(pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py() or 0
+        for start in range(0, len(x), OUTPUT_BATCH_ROWS):
+            chunk = x[start:start + OUTPUT_BATCH_ROWS]
+            self.bad_values += int((~np.isfinite(chunk)).any(axis=1).sum())
+
+
 def batches_to_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = "point_id",
-                     emb_col: str = "embedding", sort_by_id: bool = True) -> tuple[pa.Array, np.ndarray]:
-    """Concatenate a partition's batches into (ids, float32 (n, dim) matrix)."""
+                     emb_col: str = "embedding", sort_by_id: bool = True,
+                     checks: BlockChecks | None = None) -> tuple[pa.Array, np.ndarray]:
+    """Concatenate a partition's batches into (ids, float32 (n, dim) matrix).
+
+    With ``checks``, the input checks are counted into it and bad embeddings (null, other
+    dimension) are left out instead of failing; null values inside an embedding become NaN.
+    """
     id_chunks: list[pa.Array] = []
     value_chunks: list[np.ndarray] = []
+    n_in = 0
     for batch in batches:
         if batch.num_rows == 0:
             continue
+        n_in += batch.num_rows
+        if checks is not None:
+            keep = checks.count_batch(_whole(batch.column(emb_col)), dim)
+            if keep is not None:
+                batch = batch.filter(keep)
+                if batch.num_rows == 0:
+                    continue
         # A copy: a read batch's columns are slices of one message buffer, so keeping the
         # id column itself would keep every batch's embeddings alive until the end.
         id_chunks.append(pa.concat_arrays([_whole(batch.column(id_col))]))
@@ -35,6 +102,8 @@ def batches_to_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = 
             raise ValueError(f"embedding column: expected {dim} values per row, got {len(values)} for {batch.num_rows} rows")
         value_chunks.append(values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False))
     if not id_chunks:
+        if checks is not None:
+            checks.rows += n_in
         return pa.array([], type=pa.int64()), np.zeros((0, dim), dtype=np.float32)
     ids = pa.concat_arrays(id_chunks)
     n = len(ids)
@@ -57,6 +126,9 @@ def batches_to_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = 
         else:
             x[position[start:stop]] = chunk
         start = stop
+    if checks is not None:
+        checks.count_block(ids, x)
+        checks.rows += n_in - len(ids)  # the rows left out were counted as bad embeddings
     return ids, x
 
 
@@ -82,3 +154,17 @@ def assignment_batches(ids: pa.Array, labels: np.ndarray, dist: np.ndarray,
             [ids.slice(start, end - start), pa.array(labels[start:end].astype(np.int32)), pa.array(dist[start:end])],
             schema=schema,
         )
+
+
+def to_ipc(batch: pa.RecordBatch) -> bytes:
+    """One record batch as Arrow IPC stream bytes (for the barrier stage's exchanges)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def from_ipc(payloads: Iterable, schema: pa.Schema) -> pa.Table:
+    """The batches of several :func:`to_ipc` payloads as one table (empty payloads skipped)."""
+    tables = [pa.ipc.open_stream(pa.py_buffer(bytes(p))).read_all() for p in payloads if len(p)]
+    return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -243,18 +243,31 @@ def _level_info(cfg: "ClusteringConfig", level: int, n_points: int, k: int, engi
     }
 
 
+def level_one_checks_input(spark, cfg: "ClusteringConfig", n_points: int, dim: int) -> bool:
+    """Whether level 1 runs on Spark with a k-means that reads the input first in its
+    barrier stage: then the input checks are counted while its blocks load
+    (``kmeans.fit(input_check=...)``) and the validation pass over the table is skipped."""
+    in_process, _ = in_process_decision(cfg, n_points, dim)
+    k = min(cfg.n_clusters[0], n_points)
+    return not in_process and kmeans.validates_while_loading(spark, _params(cfg, 1, k))
+
+
 def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int,
-              dim: int | None = None) -> dict[str, Any]:
+              dim: int | None = None, input_check: "kmeans.InputCheck | None" = None) -> dict[str, Any]:
     """Cluster one level (in the driver if small, else on Spark) and write its two tables;
-    returns the level's statistics. ``dim``: the embedding dimension if known (saves a job)."""
+    returns the level's statistics. ``dim``: the embedding dimension if known (saves a job);
+    ``input_check``: count the input checks while the level's k-means loads (level 1, see
+    :func:`level_one_checks_input`)."""
     stage = f"level {level}"
     started = time.perf_counter()
     k = kmeans.clamp_clusters(cfg.n_clusters[level - 1], n_points, stage)
     dim = dim or kmeans.embedding_dim(points)
     in_process, why = in_process_decision(cfg, n_points, dim)
     log.info("%s: %s (%s)", stage, "in-process (numpy/faiss in the driver)" if in_process else "on Spark", why)
-    body = _level_in_process if in_process else _level_on_spark
-    level_tables = body(cfg, level, points, n_points, k, dim, stage)
+    if in_process:
+        level_tables = _level_in_process(cfg, level, points, n_points, k, dim, stage)
+    else:
+        level_tables = _level_on_spark(cfg, level, points, n_points, k, dim, stage, input_check)
     try:
         _write_level(run, level, level_tables.assignments, level_tables.centroids)
     finally:
@@ -318,7 +331,7 @@ def _level_in_process(cfg: "ClusteringConfig", level: int, points: "DataFrame", 
 
 
 def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int, k: int, dim: int,
-                    stage: str) -> _LevelTables:
+                    stage: str, input_check: "kmeans.InputCheck | None" = None) -> _LevelTables:
     """The level as Spark jobs: distributed k-means, resampling steps, splits."""
     i = level - 1
     spark = points.sparkSession
@@ -327,7 +340,12 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
     in_stage = steps > 0 and stage_resampling.fits_in_stage(k, cfg.sample_size[i], dim, cfg.in_process_max_mb)
     follow_up = (stage_resampling.StageResampling.for_plan(level_plan(cfg, level, k), n_points, dim)
                  if in_stage else None)
-    result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points, dim=dim, follow_up=follow_up)
+    try:
+        result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points, dim=dim,
+                            follow_up=follow_up, input_check=input_check)
+    except Exception:
+        points.unpersist()
+        raise
     info = _level_info(cfg, level, n_points, k, result.engine, result.history, result.objective, result.sizes)
     centroids, assignments, sizes, objective = result.centroids, result.assignments, result.sizes, result.objective
     done_in_stage = result.follow_up_info
@@ -458,8 +476,10 @@ def fill_parents(run: RunFolder, level: int) -> None:
     write_table(updated.localCheckpoint(), target, run.format)
 
 
-def cluster(run: RunFolder, cfg: "ClusteringConfig", base_points: "DataFrame", n_points: int) -> list[dict[str, Any]]:
-    """Run (or resume) all levels; returns per-level statistics."""
+def cluster(run: RunFolder, cfg: "ClusteringConfig", base_points: "DataFrame", n_points: int,
+            input_check: "kmeans.InputCheck | None" = None) -> list[dict[str, Any]]:
+    """Run (or resume) all levels; returns per-level statistics. ``input_check``: level 1
+    counts the input checks while loading (the caller skipped the validation pass)."""
     infos = []
     available = n_points
     dim = None  # every level has the input's dimension: found once, at the first level run
@@ -472,7 +492,7 @@ def cluster(run: RunFolder, cfg: "ClusteringConfig", base_points: "DataFrame", n
             continue
         points = level_points(run, level, base_points)
         dim = dim or kmeans.embedding_dim(points)
-        info = run_level(run, cfg, level, points, available, dim)
+        info = run_level(run, cfg, level, points, available, dim, input_check if level == 1 else None)
         run.mark_level(level, info)
         infos.append(info)
         available = int(info["n_clusters"])

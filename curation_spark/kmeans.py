@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 import numpy as np
 
 from curation_spark import bounded_assign, centroid_index, kernels, reduce
-from curation_spark.blocks import assignment_batches, batches_to_block, float_matrix_to_list_array
+from curation_spark.blocks import (BlockChecks, assignment_batches, batches_to_block, float_matrix_to_list_array,
+                                   from_ipc, to_ipc)
+from curation_spark.errors import InputError
 from curation_spark.exchange import TaskGroup
 from curation_spark.progress import IterationProgress
 from curation_spark.tables import EMBEDDING, POINT_ID
@@ -111,6 +113,8 @@ class KMeansResult:
     n_partitions: int = 0
     seconds: float = 0.0
     follow_up_info: dict[str, Any] | None = None
+    #: Seconds of an init run inside the barrier stage (0 when the init ran before it).
+    init_seconds: float = 0.0
 
     def unpersist(self) -> None:
         self.assignments.unpersist()
@@ -180,6 +184,13 @@ def init_sample(points: "DataFrame", n_rows: int, n_total: int, dim: int, seed: 
     return x
 
 
+def init_sample_cut(n_rows: int, n_total: int) -> int:
+    """The ``xxhash64`` cut of the init sample: rows with a key at most this are the
+    candidates, about twice the ``n_rows`` wanted (the ``n_rows`` smallest are kept)."""
+    threshold_fraction = min(1.0, 2.0 * n_rows / n_total + 1e-3)
+    return min(int(-(2 ** 63) + threshold_fraction * (2 ** 64 - 1)), 2 ** 63 - 1)
+
+
 def default_init_sample_size(n_clusters: int, n_total: int, dim: int) -> int:
     """k-means++ sample bound: 20 points per cluster (at least 10,000), at most 256 MB."""
     wanted = max(INIT_SAMPLE_PER_CLUSTER * n_clusters, 10_000)
@@ -228,7 +239,8 @@ def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
 
 def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
         init_centroids: np.ndarray | None = None, n_points: int | None = None,
-        dim: int | None = None, follow_up: "BlockFollowUp | None" = None) -> KMeansResult:
+        dim: int | None = None, follow_up: "BlockFollowUp | None" = None,
+        input_check: "InputCheck | None" = None) -> KMeansResult:
     """Run k-means on a ``point_id``/``embedding`` frame.
 
     Parameters
@@ -250,6 +262,11 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
         (a level's resampling steps, :mod:`curation_spark.stage_resampling`); its labels and
         centroids become the result's, its ``info`` is ``result.follow_up_info``. Only the
         barrier engine runs it; check ``result.follow_up_info is not None``.
+    input_check
+        Count the input checks of :func:`curation_spark.tables.validate_embeddings` while
+        the blocks load, and raise its :class:`~curation_spark.errors.InputError` before any
+        iteration (the caller skipped the validation pass); only where
+        :func:`validates_while_loading` says so.
 
     Returns
     -------
@@ -265,27 +282,56 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     if k > n_total:
         k = clamp_clusters(k, n_total, stage)
         params = KMeansParams(**{**params.__dict__, "n_clusters": k})
-    spark.sparkContext.setJobDescription(f"{stage} · k-means init ({params.init})")
-    if init_centroids is None:
-        centroids = initial_centroids(points, params, n_total, dim)
-    else:
+    engine = choose_engine(spark, params, k, dim)
+    if input_check is not None and not validates_while_loading(spark, params):
+        raise ValueError(f"{stage}: input checks while loading need the barrier engine and an in-stage init")
+    centroids: np.ndarray | None = None
+    if init_centroids is not None:
         centroids = np.ascontiguousarray(init_centroids, dtype=np.float32)
         if params.distance == "cosine":
             centroids = kernels.normalize_rows(centroids)
-    if len(centroids) != k:
-        raise ValueError(f"{stage}: expected {k} initial centroids, got {len(centroids)}")
-    engine = choose_engine(spark, params, k, dim)
+        if len(centroids) != k:
+            raise ValueError(f"{stage}: expected {k} initial centroids, got {len(centroids)}")
+    elif not (engine == "barrier" and init_in_stage(params)):
+        spark.sparkContext.setJobDescription(f"{stage} · k-means init ({params.init})")
+        centroids = initial_centroids(points, params, n_total, dim)
+        if len(centroids) != k:
+            raise ValueError(f"{stage}: expected {k} initial centroids, got {len(centroids)}")
     n_part = min(params.num_partitions or slots(spark), slots(spark)) if engine == "barrier" else (
         params.num_partitions or slots(spark))
     if engine == "barrier":
-        result = _fit_barrier(points, params, centroids, dim, n_part, stage, _block_loaded_hook, follow_up)
+        result = _fit_barrier(points, params, centroids, dim, n_part, stage, _block_loaded_hook, follow_up,
+                              n_total, input_check)
     else:
+        assert centroids is not None
         result = _fit_passes(points, params, centroids, dim, n_part, stage, n_total)
     result.engine = engine
     result.n_partitions = n_part
     result.seconds = time.perf_counter() - started
     spark.sparkContext.setJobDescription(None)
     return result
+
+
+def init_in_stage(params: KMeansParams) -> bool:
+    """Whether the barrier stage draws the init sample from its own blocks (k-means++ or
+    random init: a gather of the hashed sample to task 0) instead of a Spark job before it
+    (the two-level init, whose per-coarse-cluster work runs on the executors)."""
+    return init_method(params) in ("kmeans++", "random")
+
+
+def validates_while_loading(spark: "SparkSession", params: KMeansParams) -> bool:
+    """Whether a k-means with these parameters reads its input first in its barrier stage
+    (no init job before it), so the input checks can be counted there instead of in a
+    separate validation pass over a large table."""
+    return choose_engine(spark, params, params.n_clusters, 0) == "barrier" and init_in_stage(params)
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """The input's own column names, for the messages of checks counted while loading."""
+
+    id_col: str
+    embedding_col: str
 
 
 def choose_engine(spark: "SparkSession", params: KMeansParams, k: int, dim: int) -> str:
@@ -370,7 +416,8 @@ class BlockLloyd:
 
 def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
                  n_part: int, stage: str, on_block_loaded: "Callable[[int], None] | None" = None,
-                 follow_up: BlockFollowUp | None = None) -> KMeansResult:
+                 follow_up: BlockFollowUp | None = None, n_total: int = 0,
+                 input_check: InputCheck | None = None) -> KMeansResult:
     import pyarrow as pa
     from pyspark import StorageLevel
 
@@ -390,7 +437,12 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     progress_path = progress.path or os.environ.get("CURATION_SPARK_ITERATION_LOG") or None
     secret = os.urandom(16)
     index_mode = uses_index(params, k)
+    init_rows = 0
     key_seeds = tuple(follow_up.key_seeds) if follow_up is not None else ()
+    if centroids is None:  # the init sample is gathered inside the stage
+        init_rows = max(params.init_sample_size or default_init_sample_size(k, n_total, dim), k)
+        if init_rows < n_total and params.seed not in key_seeds:
+            key_seeds = (*key_seeds, params.seed)
     key_names = [f"_key{j}" for j in range(len(key_seeds))]
 
     def run_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -404,20 +456,33 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
         key_chunks: list[pa.RecordBatch] = []
         if key_names:
             batches = _split_off(batches, key_names, key_chunks)
-        ids, x = batches_to_block(batches, dim)
+        checks = BlockChecks() if input_check is not None else None
+        ids, x = batches_to_block(batches, dim, checks=checks)
         keys = _aligned_keys(key_chunks, key_seeds)
-        if distance == "cosine":
-            x = kernels.normalize_rows(x)
         load_s = time.perf_counter() - t0
         if on_block_loaded is not None:  # test hook (fault injection); None in production
             on_block_loaded(part)
-        c = np.array(init_bc.value, dtype=np.float32, copy=True)
         group = TaskGroup(ctx, secret)
-        bounds = reduce.owner_bounds(k, group.size)
-        lo, hi = int(bounds[group.rank]), int(bounds[group.rank + 1])
-        block = BlockLloyd(x, params, k, group)
-        history = []
         try:
+            if checks is not None and input_check is not None:
+                problem = _judge_checks(group, checks, input_check, dim)
+                if problem is not None:  # bad input: one error row, no iteration, no retry
+                    if group.rank == 0:
+                        yield _info_batch(arrow_schema, "e", problem)
+                    return
+            init_s = 0.0
+            if init_bc.value is None:
+                t_i = time.perf_counter()
+                c = init_from_blocks(group, ids, x, keys.get(params.seed), params, init_rows, n_total)
+                init_s = time.perf_counter() - t_i
+            else:
+                c = np.array(init_bc.value, dtype=np.float32, copy=True)
+            if distance == "cosine":
+                x = kernels.normalize_rows(x)
+            bounds = reduce.owner_bounds(k, group.size)
+            lo, hi = int(bounds[group.rank]), int(bounds[group.rank + 1])
+            block = BlockLloyd(x, params, k, group)
+            history = []
             for it in range(1, n_iters + 1):
                 it_start = time.perf_counter()
                 idx, counts, sums, obj, timings = block.step(c)
@@ -486,12 +551,8 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                 schema=arrow_schema)
         if group.rank == 0:
             info = json.dumps({"history": history, "final_objective": float(final[:, 0].sum()),
-                               "follow_up": follow_info})
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(["s"]), pa.nulls(1, arrow_schema.field(POINT_ID).type), pa.nulls(1, pa.int32()),
-                 pa.nulls(1, pa.float32()), pa.nulls(1, arrow_schema.field("centroid").type),
-                 pa.nulls(1, pa.int64()), pa.array([info])],
-                schema=arrow_schema)
+                               "follow_up": follow_info, "init_s": init_s})
+            yield _info_batch(arrow_schema, "s", info)
 
     from pyspark.sql import functions as F
 
@@ -505,6 +566,10 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     with progress:
         small = out.where(F.col("kind") != "a").collect()
     init_bc.unpersist()
+    problem = next((r["info"] for r in small if r["kind"] == "e"), None)
+    if problem is not None:
+        out.unpersist()
+        raise InputError(problem)
     cent_rows = sorted((r for r in small if r["kind"] == "c"), key=lambda r: r["cluster_id"])
     stats = json.loads(next(r["info"] for r in small if r["kind"] == "s"))
     final_centroids = np.array([r["centroid"] for r in cent_rows], dtype=np.float32).reshape(len(cent_rows), dim)
@@ -513,9 +578,66 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
         log_iteration(stage, entry)
     assignments = out.where(F.col("kind") == "a").select(POINT_ID, "cluster_id", "distance")
     result = KMeansResult(final_centroids, sizes, float(stats["final_objective"]), assignments, stats["history"],
-                          follow_up_info=stats.get("follow_up"))
+                          follow_up_info=stats.get("follow_up"), init_seconds=float(stats.get("init_s", 0.0)))
     result.assignments = _AssignmentsHandle.wrap(assignments, out)
     return result
+
+
+def _info_batch(arrow_schema: "pa.Schema", kind: str, info: str) -> "pa.RecordBatch":
+    """One row of the barrier stage's output that carries only ``kind`` and ``info``."""
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays(
+        [pa.array([kind]), pa.nulls(1, arrow_schema.field(POINT_ID).type), pa.nulls(1, pa.int32()),
+         pa.nulls(1, pa.float32()), pa.nulls(1, arrow_schema.field("centroid").type),
+         pa.nulls(1, pa.int64()), pa.array([info])],
+        schema=arrow_schema)
+
+
+def _judge_checks(group: TaskGroup, checks: BlockChecks, input_check: InputCheck, dim: int) -> str | None:
+    """All blocks' input checks added up (the same on every task): the validation error's
+    message, or None when the input is fine."""
+    from curation_spark.tables import raise_for_checks
+
+    total = BlockChecks.from_arrays(np.frombuffer(p, dtype=np.int64) for p in group.all_gather(checks.as_array().tobytes()))
+    try:
+        raise_for_checks(total, input_check.id_col, input_check.embedding_col, dim)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def init_from_blocks(group: TaskGroup, ids: Any, x: np.ndarray, key: np.ndarray | None, params: KMeansParams,
+                     n_rows: int, n_total: int) -> np.ndarray:
+    """The initial centroids from the blocks themselves: every task sends task 0 its rows
+    under the hash cut of :func:`init_sample` (all rows when the sample is the whole
+    input), task 0 keeps the ``n_rows`` smallest ``xxhash64(point_id, seed)`` (then id),
+    runs :func:`init_from_sample` on them in id order and broadcasts the centroids. The
+    same rows and centroids as the init job it replaces, without a pass over the input."""
+    import pyarrow as pa
+
+    from curation_spark import inprocess
+
+    everything = n_rows >= n_total
+    if everything:
+        rows = np.arange(len(x))
+    else:
+        assert key is not None, "the init sample needs the xxhash64 keys of the init seed"
+        rows = np.flatnonzero(key <= np.int64(init_sample_cut(n_rows, n_total)))
+    schema = pa.schema([("id", ids.type), ("key", pa.int64()), ("embedding", pa.list_(pa.float32()))])
+    batch = pa.RecordBatch.from_arrays(
+        [ids.take(pa.array(rows)), pa.array(key[rows] if key is not None else np.zeros(len(rows), np.int64)),
+         float_matrix_to_list_array(x[rows])], schema=schema)
+    pieces = group.gather(to_ipc(batch))
+    payload = None
+    if pieces is not None:
+        table = from_ipc(pieces, schema).sort_by([("id", "ascending")])
+        sample = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        sample = sample.astype(np.float32).reshape(table.num_rows, x.shape[1])
+        if not everything:
+            sample = sample[inprocess.init_sample_rows(n_rows, n_total, table.column("key").to_numpy())]
+        payload = np.ascontiguousarray(init_from_sample(sample, params), dtype=np.float32).tobytes()
+    return np.frombuffer(group.broadcast(payload), dtype=np.float32).reshape(-1, x.shape[1]).copy()
 
 
 def _split_off(batches: Iterator["pa.RecordBatch"], names: list[str],

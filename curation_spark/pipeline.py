@@ -17,7 +17,8 @@ from curation_spark import hierarchy, paths, sampling
 from curation_spark.errors import ConfigError
 from curation_spark.runfolder import RunFolder, open_existing
 from curation_spark.session import get_spark, require_delta
-from curation_spark.tables import (EmbeddingStats, delta_version, input_location, read_input, to_points,
+from curation_spark.kmeans import InputCheck
+from curation_spark.tables import (EmbeddingStats, delta_version, input_location, quick_stats, read_input, to_points,
                                    validate_embeddings, write_table)
 
 if TYPE_CHECKING:
@@ -68,9 +69,11 @@ def input_version(spark: "SparkSession", config: "Config") -> int | None:
         return None
 
 
-def load_and_validate(spark: "SparkSession", config: "Config") -> tuple["DataFrame", EmbeddingStats]:
-    """Read the input table and validate it in one pass (errors name column and bad-row count)."""
-    raw = read_input(spark, config.input)
+def load_and_validate(spark: "SparkSession", config: "Config",
+                      raw: "DataFrame | None" = None) -> tuple["DataFrame", EmbeddingStats]:
+    """Read the input table (unless given) and validate it in one pass (errors name column
+    and bad-row count)."""
+    raw = raw if raw is not None else read_input(spark, config.input)
     spark.sparkContext.setJobDescription("validate input")
     stats = validate_embeddings(raw, config.input.id_col, config.input.embedding_col)
     log.info("input: %d rows, dimension %d", stats.n_rows, stats.dim)
@@ -85,16 +88,30 @@ def validate(config: "Config", spark: "SparkSession | None" = None) -> Embedding
 
 
 def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> RunSummary:
-    """``curation-spark cluster``: build (or resume) the hierarchy in ``output.path``."""
+    """``curation-spark cluster``: build (or resume) the hierarchy in ``output.path``.
+
+    A large input whose level 1 reads it first in a barrier stage is not validated in a
+    pass of its own: the schema, row count and dimension are checked up front, the values
+    (null or repeated ids, null or wrong-sized embeddings, NaN/Inf) while level 1 loads its
+    blocks, with the same one-line errors before any iteration or table write.
+    """
     started = time.perf_counter()
     spark = session_for(config, spark)
     out = check_output_path(spark, config)
-    raw, stats = load_and_validate(spark, config)
+    raw = read_input(spark, config.input)
+    quick = quick_stats(raw, config.input.id_col, config.input.embedding_col)
+    input_check = None
+    if hierarchy.level_one_checks_input(spark, config.clustering, quick.n_rows, quick.dim):
+        stats = quick
+        input_check = InputCheck(config.input.id_col, config.input.embedding_col)
+        log.info("input: %d rows, dimension %d (values are checked while level 1 loads)", stats.n_rows, stats.dim)
+    else:
+        raw, stats = load_and_validate(spark, config, raw)
     run = RunFolder(spark, out, config.output.format)
     run.open_for(config, overwrite, {"n_rows": stats.n_rows, "dim": stats.dim,
                                      "delta_version": input_version(spark, config)})
     points = to_points(raw, config.input.id_col, config.input.embedding_col)
-    levels = hierarchy.cluster(run, config.clustering, points, stats.n_rows)
+    levels = hierarchy.cluster(run, config.clustering, points, stats.n_rows, input_check)
     spark.sparkContext.setJobDescription(None)
     return RunSummary(out, stats, levels, seconds=time.perf_counter() - started)
 

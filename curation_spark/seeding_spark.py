@@ -55,11 +55,11 @@ def sample_frame(points: "DataFrame", n_rows: int, n_total: int, seed: int) -> "
     points = points.select(POINT_ID, EMBEDDING)
     if n_rows >= n_total:
         return points
+    from curation_spark.kmeans import init_sample_cut
+
     # A 2x margin over the expected count, then exactly the n smallest keys.
-    threshold_fraction = min(1.0, 2.0 * n_rows / n_total + 1e-3)
     key = F.xxhash64(F.col(POINT_ID), F.lit(seed))
-    cut = int(-(2 ** 63) + threshold_fraction * (2 ** 64 - 1))
-    cut = min(cut, 2 ** 63 - 1)
+    cut = init_sample_cut(n_rows, n_total)
     return points.withColumn("_k", key).where(F.col("_k") <= F.lit(cut)).orderBy("_k").limit(n_rows).drop("_k")
 
 

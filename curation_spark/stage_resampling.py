@@ -27,7 +27,6 @@ and the sample is K x sample_size rows, which is what the bound checks.
 """
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation_spark import bounded_assign, centroid_index, inprocess, kernels, kmeans, reduce
-from curation_spark.blocks import float_matrix_to_list_array
+from curation_spark.blocks import float_matrix_to_list_array, from_ipc, to_ipc
 from curation_spark.inprocess import LevelPlan
 
 if TYPE_CHECKING:
@@ -50,18 +49,6 @@ def fits_in_stage(n_clusters: int, sample_size: int, dim: int, max_mb: int) -> b
     """Whether a level's resampling samples (K x sample_size rows) may be gathered to one
     task: at most ``max_mb`` (``clustering.in_process_max_mb``; 0 turns this off)."""
     return max_mb > 0 and n_clusters * sample_size * (4 * dim + ROW_OVERHEAD_BYTES) <= max_mb * 2 ** 20
-
-
-def _to_ipc(batch: pa.RecordBatch) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue()
-
-
-def _from_ipc(payloads: list, schema: pa.Schema) -> pa.Table:
-    tables = [pa.ipc.open_stream(pa.py_buffer(bytes(p))).read_all() for p in payloads if len(p)]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def _first_per_cluster_table(table: pa.Table, sample_size: int) -> pa.Table:
@@ -150,12 +137,12 @@ class StageResampling:
                  float_matrix_to_list_array(x[sel]), *[pa.array(keys[seed][sel]) for seed in self.key_seeds]],
                 schema=schema)
 
-        outgoing = [_to_ipc(batch_of(rows[owner == r])) for r in range(group.size)]
-        owned = _first_per_cluster_table(_from_ipc(group.all_to_all(outgoing), schema), s)
-        pieces = group.gather(_to_ipc(owned.combine_chunks().to_batches()[0]) if owned.num_rows else b"")
+        outgoing = [to_ipc(batch_of(rows[owner == r])) for r in range(group.size)]
+        owned = _first_per_cluster_table(from_ipc(group.all_to_all(outgoing), schema), s)
+        pieces = group.gather(to_ipc(owned.combine_chunks().to_batches()[0]) if owned.num_rows else b"")
         if pieces is None:
             return None
-        return _from_ipc(pieces, schema).sort_by([("id", "ascending")])
+        return from_ipc(pieces, schema).sort_by([("id", "ascending")])
 
     def _fit_sample(self, sample: pa.Table, k: int, step: int, stage: str) -> tuple[np.ndarray, dict[str, Any]]:
         """The step's fresh k-means on the sample (task 0), with the Spark path's rules."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from curation_spark import paths
+from curation_spark.blocks import BlockChecks
 from curation_spark.errors import CurationError, InputError
 from curation_spark.session import require_delta
 
@@ -157,29 +158,59 @@ def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str) -> Emb
         F.sum(F.coalesce(bad_value, F.lit(False)).cast("long")).alias("bad_values"),
     ).collect()[0]
     n = int(row["n"])
+    checks = BlockChecks(rows=n, null_ids=int(row["null_ids"] or 0),
+                         duplicate_ids=n - int(row["distinct_ids"]) - int(row["null_ids"] or 0),
+                         null_embeddings=int(row["null_emb"] or 0), bad_dim=int(row["bad_dim"] or 0),
+                         bad_values=int(row["bad_values"] or 0),
+                         min_dim=int(row["min_dim"]) if row["min_dim"] is not None else -1,
+                         max_dim=int(row["max_dim"]) if row["max_dim"] is not None else -1)
+    raise_for_checks(checks, id_col, embedding_col, ref_dim)
+    return EmbeddingStats(n_rows=n, dim=ref_dim)
+
+
+def raise_for_checks(checks: BlockChecks, id_col: str, embedding_col: str, ref_dim: int) -> None:
+    """The one-line :class:`InputError` for the first failed check, if any: the same
+    messages whether the checks ran as a validation pass or while the k-means loaded its
+    blocks (:class:`~curation_spark.blocks.BlockChecks`)."""
+    n = checks.rows
     if n == 0:
         raise InputError("input table is empty (0 rows)")
-    null_ids = int(row["null_ids"] or 0)
-    if null_ids:
-        raise InputError(f"column {id_col!r}: {null_ids} row(s) have a null id")
-    duplicates = n - int(row["distinct_ids"])
-    if duplicates:
-        raise InputError(f"column {id_col!r}: {duplicates} row(s) repeat an id that another row already has (ids must be unique)")
-    null_emb = int(row["null_emb"] or 0)
-    if null_emb:
-        raise InputError(f"column {embedding_col!r}: {null_emb} row(s) have a null embedding")
-    bad_dim = int(row["bad_dim"] or 0)
-    if bad_dim:
+    if checks.null_ids:
+        raise InputError(f"column {id_col!r}: {checks.null_ids} row(s) have a null id")
+    if checks.duplicate_ids:
+        raise InputError(f"column {id_col!r}: {checks.duplicate_ids} row(s) repeat an id that another row already "
+                         "has (ids must be unique)")
+    if checks.null_embeddings:
+        raise InputError(f"column {embedding_col!r}: {checks.null_embeddings} row(s) have a null embedding")
+    if checks.bad_dim:
         raise InputError(
-            f"column {embedding_col!r}: inconsistent dimension: {bad_dim} row(s) differ from dimension {ref_dim} "
-            f"(sizes range from {row['min_dim']} to {row['max_dim']})"
+            f"column {embedding_col!r}: inconsistent dimension: {checks.bad_dim} row(s) differ from dimension {ref_dim} "
+            f"(sizes range from {checks.min_dim} to {checks.max_dim})"
         )
     if ref_dim == 0:
         raise InputError(f"column {embedding_col!r}: embeddings are empty (dimension 0)")
-    bad_values = int(row["bad_values"] or 0)
-    if bad_values:
-        raise InputError(f"column {embedding_col!r}: {bad_values} row(s) hold NaN, Inf or null values")
-    return EmbeddingStats(n_rows=n, dim=ref_dim)
+    if checks.bad_values:
+        raise InputError(f"column {embedding_col!r}: {checks.bad_values} row(s) hold NaN, Inf or null values")
+
+
+def quick_stats(df: "DataFrame", id_col: str, embedding_col: str) -> EmbeddingStats:
+    """Row count and dimension without a pass over the embeddings: the schema checks, a
+    count (table metadata for Delta, file footers for Parquet) and the first row's size.
+    For inputs whose full checks run while the first k-means loads its blocks."""
+    from pyspark.sql import functions as F
+
+    check_columns(df, id_col, embedding_col)
+    n = df.count()
+    if n == 0:
+        raise InputError("input table is empty (0 rows)")
+    emb = embedding_array_column(df, embedding_col)
+    first = df.select(emb.alias("_e")).where(F.col("_e").isNotNull()).select(F.size("_e").alias("d")).head(1)
+    if not first:
+        raise InputError(f"column {embedding_col!r}: {n} row(s) have a null embedding")
+    dim = int(first[0]["d"])
+    if dim == 0:
+        raise InputError(f"column {embedding_col!r}: embeddings are empty (dimension 0)")
+    return EmbeddingStats(n_rows=n, dim=dim)
 
 
 def to_points(df: "DataFrame", id_col: str, embedding_col: str) -> "DataFrame":
