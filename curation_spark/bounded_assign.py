@@ -111,41 +111,43 @@ class CentroidGraph:
         return cls(neighbours, radius * (1.0 - 1e-9))
 
 
-def _search_candidates(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray, anchors: np.ndarray,
-                       graph: CentroidGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best and second-best centroid of each row among its anchor's graph neighbours:
-    rows sharing an anchor share one GEMM. Returns (best labels, best squared distance with
-    slack added, second-best squared distance with slack removed), float64 distances."""
-    n = len(x)
+def _search_candidates(x: np.ndarray, rows: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray,
+                       anchors: np.ndarray, graph: CentroidGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best and second-best centroid of rows ``rows`` of ``x`` among their anchor's graph
+    neighbours: rows sharing an anchor share one GEMM (results are written in anchor order
+    into contiguous slices and put back in ``rows`` order once). Returns (best labels,
+    best squared distance with slack added, second-best squared distance with slack
+    removed), float64 distances."""
+    n = len(rows)
+    order = np.argsort(anchors, kind="stable")
+    sorted_anchor = anchors[order]
+    sorted_rows = rows[order]
+    cuts = np.flatnonzero(sorted_anchor[1:] != sorted_anchor[:-1]) + 1
     best = np.empty(n, dtype=np.int64)
     best_sq = np.empty(n, dtype=np.float64)
     second_sq = np.full(n, np.inf, dtype=np.float64)
-    order = np.argsort(anchors, kind="stable")
-    sorted_anchor = anchors[order]
-    cuts = np.flatnonzero(sorted_anchor[1:] != sorted_anchor[:-1]) + 1
-    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float64)
-    c_sq_max = float(c_sq.max())
+    x_sq = np.empty(n, dtype=np.float64)
+    c_sq32 = c_sq.astype(np.float32)
     for lo, hi in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist()):
-        rows = order[lo:hi]
         cand = graph.neighbours[int(sorted_anchor[lo])]
-        d2 = x[rows] @ centroids[cand].T
-        np.subtract(c_sq[cand][None, :].astype(np.float32), 2.0 * d2, out=d2)  # ||c||^2 - 2 x.c
+        xs = x[sorted_rows[lo:hi]]
+        d2 = xs @ centroids[cand].T  # then ||c||^2 - 2 x.c in place: the ranking of ||x - c||^2
+        d2 *= -2.0
+        d2 += c_sq32[cand][None, :]
+        pick = d2.argmin(axis=1)
+        span = np.arange(hi - lo)
+        best[lo:hi] = cand[pick]
+        best_sq[lo:hi] = d2[span, pick]
         if len(cand) > 1:
-            two = np.argpartition(d2, 1, axis=1)[:, :2]
-            two_d = np.take_along_axis(d2, two, axis=1)
-            swap = two_d[:, 1] < two_d[:, 0]
-            two[swap] = two[swap][:, ::-1]
-            two_d[swap] = two_d[swap][:, ::-1]
-            best[rows] = cand[two[:, 0]]
-            best_sq[rows] = two_d[:, 0]
-            second_sq[rows] = two_d[:, 1]
-        else:
-            best[rows] = cand[0]
-            best_sq[rows] = d2[:, 0]
-        best_sq[rows] += x_sq[rows]
-        second_sq[rows] += x_sq[rows]
-    slack = SEARCH_SLACK * (x_sq + c_sq_max)
-    return best, best_sq + slack, np.maximum(second_sq - slack, 0.0)
+            d2[span, pick] = np.inf
+            second_sq[lo:hi] = d2.min(axis=1)
+        x_sq[lo:hi] = np.einsum("ij,ij->i", xs, xs)
+    best_sq += x_sq
+    second_sq += x_sq
+    slack = SEARCH_SLACK * (x_sq + float(c_sq.max()))
+    back = np.empty(n, dtype=np.int64)
+    back[order] = np.arange(n)
+    return best[back], (best_sq + slack)[back], np.maximum(second_sq - slack, 0.0)[back]
 
 
 @dataclass
@@ -224,14 +226,15 @@ class BoundedAssigner:
                 graph = CentroidGraph.build(centroids, self.n_candidates)
                 c_sq = np.einsum("ij,ij->i", centroids, centroids).astype(np.float64)
                 anchors = labels[unsure]
-                sub_x = np.ascontiguousarray(x[unsure])
-                best, best_sq, second_sq = _search_candidates(sub_x, centroids, c_sq, anchors, graph)
+                best, best_sq, second_sq = _search_candidates(x, unsure, centroids, c_sq, anchors, graph)
                 outside = graph.radius[anchors] - own[unsure]  # lower bound for non-candidates
                 proven = np.sqrt(best_sq) <= outside
                 rows = unsure[proven]
+                changed = rows[best[proven] != labels[rows]]
                 labels[rows] = best[proven]
                 lower[rows] = np.minimum(np.sqrt(second_sq[proven]), outside[proven])
-                dist[rows] = own_distances(sub_x[proven], centroids, labels[rows], distance)
+                if len(changed):
+                    dist[changed] = own_distances(x[changed], centroids, labels[changed], distance)
                 counts.by_candidates = len(rows)
                 unsure = unsure[~proven]
             if len(unsure):
