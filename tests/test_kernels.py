@@ -85,6 +85,47 @@ def test_kmeans_plus_plus_greedy_trial_count_and_bounds():
     assert kernels.kmeans_plus_plus(dup, 3, np.random.default_rng(0)).shape == (3, 2)
 
 
+def _reference_kmeans_plus_plus(points, n_clusters, rng):
+    """The straightforward greedy k-means++ (an (n, trials) float64 layout, fresh arrays
+    every step) that kernels.kmeans_plus_plus computes in place, candidate-major."""
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    n, d = points.shape
+    trials = 2 + int(math.log(n_clusters))
+    x64 = points.astype(np.float64)
+    sq = (x64 * x64).sum(axis=1)
+
+    def sq_dists(cand):
+        return np.maximum(sq[:, None] - 2.0 * (x64 @ cand.T) + (cand * cand).sum(axis=1)[None, :], 0.0)
+
+    centers = np.empty((n_clusters, d), dtype=np.float32)
+    first = int(rng.integers(n))
+    centers[0] = points[first]
+    closest = sq_dists(x64[first:first + 1])[:, 0]
+    potential = closest.sum()
+    for c in range(1, n_clusters):
+        if potential <= 0:
+            cand = rng.integers(n, size=trials)
+        else:
+            cumulative = np.cumsum(closest)
+            cand = np.minimum(np.searchsorted(cumulative, rng.random(trials) * cumulative[-1], side="right"), n - 1)
+        new = np.minimum(closest[:, None], sq_dists(x64[cand]))
+        totals = new.sum(axis=0)
+        best = int(np.argmin(totals))
+        centers[c] = points[cand[best]]
+        closest, potential = new[:, best], totals[best]
+    return centers
+
+
+@pytest.mark.parametrize("n, d, k, scale", [(6000, 2, 300, 5.0), (3000, 16, 60, 0.1), (800, 128, 40, 30.0)])
+def test_kmeans_plus_plus_equals_the_straightforward_formulation(n, d, k, scale):
+    rng = np.random.default_rng(n + d)
+    x = (rng.normal(size=(n, d)) * scale).astype(np.float32)
+    x[: n // 10] = x[0]  # duplicates: zero distances
+    for seed in (0, 1):
+        np.testing.assert_array_equal(kernels.kmeans_plus_plus(x, k, np.random.default_rng(seed)),
+                                      _reference_kmeans_plus_plus(x, k, np.random.default_rng(seed)))
+
+
 def test_lloyd_decreases_objective_and_matches_faiss():
     import faiss
 
