@@ -42,6 +42,19 @@ def test_init_sample_rows_takes_all_or_the_smallest_keys_under_the_cut():
     assert inprocess.init_sample_rows(4, 6, key).tolist() == [1, 3, 4, 5]
 
 
+def test_numpy_blas_threads_sets_and_restores():
+    blas = inprocess._numpy_blas()
+    if blas is None:
+        pytest.skip("numpy's OpenBLAS thread controls are not reachable here")
+    get, _ = blas
+    before = get()
+    with inprocess.numpy_blas_threads(1):
+        assert get() == 1
+        with inprocess.numpy_blas_threads(None):
+            assert get() == 1
+    assert get() == before
+
+
 def test_path_decision_counts_float32_embeddings():
     cfg = load_config([], ["clustering.in_process_max_mb=1"]).clustering
     assert hierarchy.in_process_decision(cfg, 2 ** 20 // (4 * 64), 64)[0]  # exactly 1 MB
