@@ -92,3 +92,79 @@ def test_keep_columns_from_parquet_and_delta_inputs(spark, tmp_dir):
         assert curated.count() == 250
         truth = {i: l for i, l in zip(rings.column("id").to_pylist(), rings.column("label").to_pylist())}
         assert all(truth[r["id"]] == r["label"] for r in curated.select("id", "label").collect())
+
+
+# ----------------------------------------------------------------------------- in the driver vs Spark
+
+
+@pytest.fixture(scope="module")
+def small_runs(spark, tmp_path_factory):
+    """Two small 3-level hierarchies of the rings: integer ids, and the same points with
+    string ids (ties in the window orders are broken by id, compared as strings)."""
+    from pyspark.sql import functions as F
+
+    from curation_spark.runfolder import open_existing
+
+    base = tmp_path_factory.mktemp("sampling_paths")
+    rings = synth.make_rings(seed=2, sizes=(500, 40, 100, 60, 300))
+    runs = {}
+    for kind in ("long", "string"):
+        path = f"{base}/in_{kind}"
+        pipeline.write_synthetic(spark, rings, path, "delta")
+        if kind == "string":
+            df = read_table(spark, path).withColumn("id", F.format_string("p%05d", F.col("id")))
+            path = f"{base}/in_string_ids"
+            df.write.format("delta").save(path)
+        config = load_config([], [f"input.path={path}", f"output.path={base}/run_{kind}", "clustering.n_levels=3",
+                                  "clustering.n_clusters=[40,9,3]", "clustering.n_iters=8",
+                                  "clustering.n_resampling_steps=[2,1,1]", "clustering.sample_size=[5,2,2]"])
+        pipeline.cluster(config, spark)
+        runs[kind] = open_existing(spark, f"{base}/run_{kind}")
+    return runs
+
+
+@pytest.mark.parametrize("kind, target, multiplier, strategy, seed", [
+    ("long", 250, 1, "r", 0), ("long", 999, 2, "c", 1), ("long", 1, 1, "r", 3),
+    ("long", 5000, 2, "r", 0),  # above the capacity (2 x 1000): every point twice
+    ("string", 250, 1, "c", 0), ("string", 777, 2, "r", 5), ("string", 0, 1, "c", 0)])
+def test_in_process_sampling_equals_the_spark_path(spark, small_runs, kind, target, multiplier, strategy, seed):
+    from curation_spark import sampling
+
+    run = small_runs[kind]
+    params = sampling.SamplingParams(target, multiplier, strategy, seed)
+    assert sampling.in_process_decision(run, params)
+    assert not sampling.in_process_decision(run, sampling.SamplingParams(target, multiplier, strategy, seed,
+                                                                         in_process_max_points=0))
+    on_spark, summary_spark = sampling.curate_on_spark(run, 3, params)
+    in_driver, summary_driver = sampling.curate_in_process(run, 3, params)
+    assert in_driver.schema == on_spark.schema
+    assert summary_driver == summary_spark
+    rows_spark = sorted(tuple(r) for r in on_spark.collect())
+    rows_driver = sorted(tuple(r) for r in in_driver.collect())
+    assert len(rows_spark) == min(target, 2 * 1000 if multiplier == 2 else 1000)
+    assert rows_driver == rows_spark
+    # curate() takes the driver path here and the Spark path when told to
+    assert sorted(tuple(r) for r in sampling.curate(run, 3, params)[0].collect()) == rows_spark
+
+
+def test_both_paths_refuse_a_hierarchy_without_parents(spark, small_runs, tmp_dir):
+    from pyspark.sql import functions as F
+
+    from curation_spark import sampling
+    from curation_spark.errors import ConfigError
+    from curation_spark.runfolder import RunFolder
+    from curation_spark.tables import write_table
+
+    run = small_runs["long"]
+    broken = RunFolder(spark, f"{tmp_dir}/broken", run.format)
+    broken.meta = dict(run.meta)
+    for level in (1, 2):
+        for table in ("centroids", "assignments"):
+            df = read_table(spark, f"{run.path}/level_{level}/{table}")
+            if level == 1 and table == "centroids":
+                df = df.withColumn("parent_id", F.lit(None).cast("int"))
+            write_table(df, f"{broken.path}/level_{level}/{table}", run.format)
+    params = sampling.SamplingParams(100)
+    for curate in (sampling.curate_in_process, sampling.curate_on_spark):
+        with pytest.raises(ConfigError, match="without parent_id"):
+            curate(broken, 2, params)
