@@ -10,7 +10,10 @@ the same figures saved next to it as PNG files.
 
 Only small things reach the driver: the ``size`` column of the centroid tables (capped,
 sampled beyond the cap), group-by counts, and samples of at most ~50k points for the 2-D
-scatter. Every figure is optional: what cannot be drawn (a level that is missing, no
+scatter. Tables that are small as a whole (at most :data:`SMALL_TABLE_ROWS` rows by
+run.json's counts: the toy demo's input, centroids and curated set) are collected once and
+shared by the sections, which then count and join them in the driver instead of each
+querying Spark. Every figure is optional: what cannot be drawn (a level that is missing, no
 curated table, no input, no ``label`` column, more than two dimensions) is skipped with
 a note in the HTML instead of failing the whole report.
 """
@@ -36,6 +39,7 @@ from curation_spark.runfolder import RunFolder, open_existing
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from pyspark.sql import DataFrame, SparkSession
@@ -72,6 +76,9 @@ MAX_BAR_LABELS = 40
 MAX_LABELS = 100_000
 #: Above this many labelled rows the entropy is computed from the counts directly.
 MAX_ENTROPY_EXPAND = 5_000_000
+#: Tables of at most this many rows (run.json's counts) are collected once, whole, and
+#: shared by the sections that read them, instead of one Spark query per section.
+SMALL_TABLE_ROWS = 50_000
 DPI = 110
 SEED = 0
 
@@ -166,6 +173,7 @@ class _Context:
     label_info: dict[str, Any] = field(default_factory=dict)
     sizes_cache: dict[int, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    small: dict[Any, Any] = field(default_factory=dict)
 
     def level_info(self, level: int) -> dict[str, Any]:
         return self.run.level_info(level)
@@ -371,6 +379,69 @@ def _read_level_table(ctx: _Context, level: int, kind: str) -> "DataFrame":
     return read_table(ctx.spark, path, ctx.run.format)
 
 
+def _small_centroids(ctx: _Context, level: int) -> "pa.Table | None":
+    """``cluster_id``, ``size`` (and ``x``, ``y``: the first two coordinates, for 2-D runs)
+    of a level's centroids, collected once when run.json gives the level at most
+    :data:`SMALL_TABLE_ROWS` clusters; None otherwise (the sections query Spark then).
+    Raises :class:`CurationError` if the table cannot be read, as a direct read would."""
+    from pyspark.sql import functions as F
+
+    key = ("centroids", level)
+    if key not in ctx.small:
+        known = ctx.level_info(level).get("n_clusters")
+        table = None
+        if known is not None and int(known) <= SMALL_TABLE_ROWS:
+            cols = [F.col("cluster_id"), F.col("size")]
+            if ctx.dim == 2:
+                cols += [F.element_at("centroid", 1).cast("double").alias("x"),
+                         F.element_at("centroid", 2).cast("double").alias("y")]
+            table = _read_level_table(ctx, level, "centroids").select(*cols).toArrow()
+        ctx.small[key] = table
+    return ctx.small[key]
+
+
+def _small_input(ctx: _Context) -> "pa.Table | None":
+    """The input's ``id`` (and ``label``; ``x``, ``y`` for 2-D embeddings), collected once
+    when it has at most :data:`SMALL_TABLE_ROWS` rows; None otherwise."""
+    from pyspark.sql import functions as F
+
+    from curation_spark.tables import embedding_array_column
+
+    if "input" not in ctx.small:
+        table = None
+        inp = ctx.input_df
+        if inp is not None and ctx.input_rows is not None and ctx.input_rows <= SMALL_TABLE_ROWS:
+            cols = [F.col(ctx.id_col).alias("id")]
+            if LABEL_COL in inp.columns:
+                cols.append(F.col(LABEL_COL))
+            if ctx.dim == 2 and ctx.embedding_col in inp.columns:
+                emb = embedding_array_column(inp, ctx.embedding_col)
+                cols += [F.element_at(emb, 1).cast("double").alias("x"), F.element_at(emb, 2).cast("double").alias("y")]
+            table = inp.select(*cols).toArrow()
+        ctx.small["input"] = table
+    return ctx.small["input"]
+
+
+def _small_curated(ctx: _Context) -> "pa.Table | None":
+    """The curated table's ``id``, ``cluster_id`` (and ``label``), collected once when
+    run.json gives it at most :data:`SMALL_TABLE_ROWS` rows; None otherwise."""
+    if "curated" not in ctx.small:
+        table = None
+        rows = ctx.curated_summary.get("rows")
+        if ctx.curated is not None and rows is not None and int(rows) <= SMALL_TABLE_ROWS:
+            cols = ["id", "cluster_id"] + ([LABEL_COL] if LABEL_COL in ctx.curated.columns else [])
+            table = ctx.curated.select(*cols).toArrow()
+        ctx.small["curated"] = table
+    return ctx.small["curated"]
+
+
+def _count_values(values: Sequence[Any]) -> dict[Any, int]:
+    """``groupBy(col).count()`` of a collected column (None counts as a key, as there)."""
+    from collections import Counter
+
+    return dict(Counter(values))
+
+
 def _job(spark: "SparkSession", text: str | None) -> None:
     try:
         spark.sparkContext.setJobDescription(text)
@@ -436,12 +507,16 @@ def _level_sizes(ctx: _Context) -> tuple[dict[int, np.ndarray], dict[int, int], 
     notes: list[str] = []
     for level in ctx.levels:
         try:
-            cents = _read_level_table(ctx, level, "centroids")
+            small = _small_centroids(ctx, level)
+            cents = _read_level_table(ctx, level, "centroids") if small is None else None
         except CurationError as exc:
             notes.append(f"Level {level}: centroids table missing ({exc}); skipped.")
             continue
         known = ctx.level_info(level).get("n_clusters")
-        values, total = _collect_column(cents, "size", int(known) if known is not None else None, MAX_SIZES)
+        if small is not None:
+            values, total = small.column("size").to_numpy(), int(known)
+        else:
+            values, total = _collect_column(cents, "size", int(known) if known is not None else None, MAX_SIZES)
         sizes[level] = values.astype(np.int64)
         totals[level] = total
         if total == len(values):
@@ -481,23 +556,42 @@ def _label_counts(ctx: _Context) -> dict[str, Any] | None:
         return ctx.label_info
     if ctx.input_df is None or LABEL_COL not in ctx.input_df.columns or ctx.curated is None:
         return None
+    import pyarrow as pa
+
     inp = ctx.input_df
-    in_rows = inp.groupBy(LABEL_COL).count().limit(MAX_LABELS + 1).collect()
-    if len(in_rows) > MAX_LABELS:
+    small_in, small_cur = _small_input(ctx), _small_curated(ctx)
+    # Collected labels are counted in the driver (Counter = groupBy.count, None included);
+    # floating-point labels are left to Spark, whose groupBy puts every NaN in one group.
+    if small_in is not None and not pa.types.is_floating(small_in.schema.field(LABEL_COL).type):
+        in_counts = _count_values(small_in.column(LABEL_COL).to_pylist())
+        too_many = len(in_counts) > MAX_LABELS
+    else:
+        small_in = None
+        in_rows = inp.groupBy(LABEL_COL).count().limit(MAX_LABELS + 1).collect()
+        too_many = len(in_rows) > MAX_LABELS
+        in_counts = {r[LABEL_COL]: int(r["count"]) for r in in_rows}
+    if too_many:
         ctx.label_info = {"skipped": f"column {LABEL_COL!r} has more than {MAX_LABELS:,} distinct values; "
                                      "not compared (looks like an id, not a label)"}
         return ctx.label_info
     cur = ctx.curated
     if LABEL_COL in cur.columns:
         source = f"the curated table's {LABEL_COL!r} column"
-        cur_labels = cur.select(LABEL_COL)
+        if small_cur is not None and not pa.types.is_floating(small_cur.schema.field(LABEL_COL).type):
+            cur_counts = _count_values(small_cur.column(LABEL_COL).to_pylist())
+        else:
+            cur_rows = cur.select(LABEL_COL).groupBy(LABEL_COL).count().collect()
+            cur_counts = {r[LABEL_COL]: int(r["count"]) for r in cur_rows}
     else:
         source = f"a join of the curated ids with the input's {ctx.id_col!r}"
-        ids = inp.select(F.col(ctx.id_col).alias("id"), F.col(LABEL_COL))
-        cur_labels = cur.select("id").join(ids, "id", "left").select(LABEL_COL)
-    cur_rows = cur_labels.groupBy(LABEL_COL).count().collect()
-    in_counts = {r[LABEL_COL]: int(r["count"]) for r in in_rows}
-    cur_counts = {r[LABEL_COL]: int(r["count"]) for r in cur_rows}
+        if small_cur is not None and small_in is not None:  # ids are unique in a validated input
+            label_of = dict(zip(small_in.column("id").to_pylist(), small_in.column(LABEL_COL).to_pylist()))
+            cur_counts = _count_values([label_of.get(i) for i in small_cur.column("id").to_pylist()])
+        else:
+            ids = inp.select(F.col(ctx.id_col).alias("id"), F.col(LABEL_COL))
+            cur_labels = cur.select("id").join(ids, "id", "left").select(LABEL_COL)
+            cur_rows = cur_labels.groupBy(LABEL_COL).count().collect()
+            cur_counts = {r[LABEL_COL]: int(r["count"]) for r in cur_rows}
     nulls_in, nulls_cur = in_counts.pop(None, 0), cur_counts.pop(None, 0)
     keys = _sorted_keys(set(in_counts) | set(cur_counts))
     a = np.array([in_counts.get(k, 0) for k in keys], dtype=np.int64)
@@ -606,23 +700,36 @@ def _section_per_cluster(ctx: _Context) -> _Drawn:
         return _Drawn(None, notes=[ctx.curated_note or "No curated table."])
     if 1 not in ctx.levels:
         return _Drawn(None, notes=["Level 1 is not complete."])
-    cents = _read_level_table(ctx, 1, "centroids").select("cluster_id", "size")
-    per = ctx.curated.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("curated"))
-    joined = cents.join(per, "cluster_id", "left").fillna(0, ["curated"])
-    known = ctx.level_info(1).get("n_clusters")
-    total = int(known) if known is not None else None
-    n = total if total is not None else int(joined.count())
-    part = joined
+    small, small_cur = _small_centroids(ctx, 1), _small_curated(ctx)
     notes = []
-    if n > MAX_CLUSTER_POINTS:
-        part = joined.sample(False, min(1.0, 1.05 * MAX_CLUSTER_POINTS / n), seed=SEED).limit(MAX_CLUSTER_POINTS)
-        notes.append(f"A random sample of {MAX_CLUSTER_POINTS:,} of {n:,} level-1 clusters is shown.")
-    pdf = part.select("size", "curated").toPandas()
-    if pdf.empty:
+    if small is not None and small_cur is not None and len(small) <= MAX_CLUSTER_POINTS:
+        # the left join of the level-1 sizes with the curated rows per cluster, in the driver
+        cluster_ids = small.column("cluster_id").to_numpy().astype(np.int64)
+        size = small.column("size").to_numpy().astype(np.int64)
+        got, count = np.unique(small_cur.column("cluster_id").to_numpy().astype(np.int64), return_counts=True)
+        order = np.argsort(cluster_ids, kind="stable")
+        pos = np.searchsorted(cluster_ids, got, sorter=order)
+        hit = pos < len(order)
+        hit[hit] = cluster_ids[order[pos[hit]]] == got[hit]
+        curated = np.zeros(len(cluster_ids), dtype=np.int64)
+        np.add.at(curated, order[pos[hit]], count[hit])
+    else:
+        cents = _read_level_table(ctx, 1, "centroids").select("cluster_id", "size")
+        per = ctx.curated.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("curated"))
+        joined = cents.join(per, "cluster_id", "left").fillna(0, ["curated"])
+        known = ctx.level_info(1).get("n_clusters")
+        total = int(known) if known is not None else None
+        n = total if total is not None else int(joined.count())
+        part = joined
+        if n > MAX_CLUSTER_POINTS:
+            part = joined.sample(False, min(1.0, 1.05 * MAX_CLUSTER_POINTS / n), seed=SEED).limit(MAX_CLUSTER_POINTS)
+            notes.append(f"A random sample of {MAX_CLUSTER_POINTS:,} of {n:,} level-1 clusters is shown.")
+        pdf = part.select("size", "curated").toPandas()
+        size, curated = pdf["size"].to_numpy(np.int64), pdf["curated"].to_numpy(np.int64)
+    if len(size) == 0:
         return _Drawn(None, notes=["The level-1 centroids table is empty."])
     summary = ctx.curated_summary
-    fig = plot_curated_per_cluster(pdf["size"].to_numpy(np.int64), pdf["curated"].to_numpy(np.int64),
-                                   int(summary.get("multiplier", 1) or 1))
+    fig = plot_curated_per_cluster(size, curated, int(summary.get("multiplier", 1) or 1))
     caption = ("Left: curated rows (copies included) drawn from each level-1 cluster against the cluster's "
                "size (log x; y linear near 0, log above). Balanced sampling takes all of a small cluster "
                "(dashed line: rows = multiplier x size) and caps the large ones, so the points should lie on "
@@ -651,15 +758,23 @@ def _section_scatter(ctx: _Context) -> _Drawn:
     else:
         emb = embedding_array_column(ctx.input_df, ctx.embedding_col)
         extra = [LABEL_COL] if LABEL_COL in ctx.input_df.columns else []
-        input_pts, total = _collect_xy(ctx.input_df, emb, extra, ctx.input_rows, MAX_SCATTER)
-        if total > len(input_pts):
-            notes.append(f"Input: a random sample of {len(input_pts):,} of {total:,} points.")
+        small_in = _small_input(ctx)
+        if small_in is not None:  # the whole input, already collected
+            input_pts = small_in.select(["x", "y", *extra]).to_pandas()
+        else:
+            input_pts, total = _collect_xy(ctx.input_df, emb, extra, ctx.input_rows, MAX_SCATTER)
+            if total > len(input_pts):
+                notes.append(f"Input: a random sample of {len(input_pts):,} of {total:,} points.")
     centroids: dict[int, np.ndarray] = {}
     for level in sorted({min(ctx.levels, default=0), max(ctx.levels, default=0)} - {0}):
         try:
-            cents = _read_level_table(ctx, level, "centroids")
+            small = _small_centroids(ctx, level)
+            cents = _read_level_table(ctx, level, "centroids") if small is None else None
         except CurationError:
             notes.append(f"Level {level}: centroids table missing.")
+            continue
+        if small is not None:
+            centroids[level] = np.column_stack([small.column("x").to_numpy(), small.column("y").to_numpy()])
             continue
         known = ctx.level_info(level).get("n_clusters")
         pdf, total = _collect_xy(cents, F.col("centroid"), [], int(known) if known is not None else None,
@@ -668,8 +783,23 @@ def _section_scatter(ctx: _Context) -> _Drawn:
         if total > len(pdf):
             notes.append(f"Level {level}: a random sample of {len(pdf):,} of {total:,} centroids.")
     curated_pts = None
+    small_in, small_cur = _small_input(ctx), _small_curated(ctx)
     if ctx.curated is None:
         notes.append(ctx.curated_note or "No curated table.")
+    elif emb is not None and small_in is not None and small_cur is not None:
+        # copies per curated id, inner-joined with the collected input points
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        counts = pc.value_counts(small_cur.column("id").combine_chunks())
+        ids, copies = counts.field("values"), counts.field("counts")
+        rows = pc.index_in(ids, value_set=small_in.column("id").combine_chunks())
+        found = pc.is_valid(rows)
+        picked = small_in.take(pc.filter(rows, found))
+        extra = [LABEL_COL] if LABEL_COL in ctx.input_df.columns else []
+        curated_pts = pa.table({"x": picked.column("x"), "y": picked.column("y"),
+                                "copies": pc.filter(copies, found).cast(pa.int64()),
+                                **{c: picked.column(c) for c in extra}}).to_pandas()
     elif emb is not None:
         copies = ctx.curated.groupBy("id").agg(F.count(F.lit(1)).alias("copies"))
         cols = [F.col(ctx.id_col).alias("id"), emb.alias("_emb")]

@@ -118,6 +118,29 @@ def test_options_out_table_and_input_without_labels(spark, toy_run):
 
 
 @slow
+def test_shared_small_tables_draw_the_same_report_as_per_section_queries(spark, toy_run, monkeypatch):
+    """Small tables are collected once and shared by the sections; the report is the one the
+    per-section Spark queries draw (the scatter's curated markers may be drawn in another order)."""
+    import matplotlib.image as mpimg
+
+    def strip(text):
+        text = re.sub(r"base64,[A-Za-z0-9+/=]+", "IMG", text)
+        return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "TS", text)
+
+    shared = str(toy_run["base"] / "report_shared")
+    path_shared = report.write_report(toy_run["run"], out_dir=shared, spark=spark)
+    monkeypatch.setattr(report, "SMALL_TABLE_ROWS", 0)
+    queried = str(toy_run["base"] / "report_queried")
+    path_queried = report.write_report(toy_run["run"], out_dir=queried, spark=spark)
+    assert strip(open(path_shared, encoding="utf-8").read()) == strip(open(path_queried, encoding="utf-8").read())
+    for name in report.FIGURES:
+        a, b = mpimg.imread(os.path.join(shared, name)), mpimg.imread(os.path.join(queried, name))
+        assert a.shape == b.shape, name
+        if name != report.FIG_SCATTER:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@slow
 def test_unknown_table_is_an_error_naming_it(spark, toy_run):
     with pytest.raises(ConfigError, match="no_such_table"):
         report.write_report(toy_run["run"], out_dir=str(toy_run["base"] / "x"), table="no_such_table", spark=spark)
