@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation_spark.centroid_index import exact_distances
+
 #: Relative slack (of |x|^2 + max |c|^2) subtracted from squared second-nearest distances
 #: from the GEMM identity before they become lower bounds: ~64 float32 ulps.
 SEARCH_SLACK = 2.0 ** -17
-#: Rows per chunk of the direct distance computation (bounds the float32 scratch).
-CHUNK_ROWS = 65536
 #: Candidates per point in the second test: the nearest centroids of its previous centroid.
 CANDIDATES = 32
 #: Centroid counts up to which the exact candidate graph (K x K distances) is computed.
@@ -54,22 +54,6 @@ def _search_two(x: np.ndarray, centroids: np.ndarray, distance: str) -> tuple[np
         c_sq_max = float(np.einsum("ij,ij->i", centroids, centroids).max())
         slack = SEARCH_SLACK * (np.einsum("ij,ij->i", x, x).astype(np.float64) + c_sq_max)
     return labels[:, 0].astype(np.int64), np.sqrt(np.maximum(second_sq - slack, 0.0))
-
-
-def own_distances(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, distance: str) -> np.ndarray:
-    """Distance of each row to its given centroid, computed directly (not through the GEMM
-    identity): Euclidean for ``l2``, ``1 - cos`` for ``cosine``. float32."""
-    n = len(x)
-    out = np.empty(n, dtype=np.float32)
-    for a in range(0, n, CHUNK_ROWS):
-        b = min(n, a + CHUNK_ROWS)
-        c = centroids[labels[a:b]]
-        if distance == "cosine":
-            out[a:b] = np.maximum(1.0 - np.einsum("ij,ij->i", x[a:b], c), 0.0)
-        else:
-            diff = x[a:b] - c
-            out[a:b] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    return out
 
 
 def _euclidean(dist: np.ndarray, distance: str) -> np.ndarray:
@@ -209,7 +193,7 @@ class BoundedAssigner:
             or self.previous.shape != centroids.shape
         if fresh and guess is None:
             labels, lower = _search_two(x, centroids, distance)
-            dist = own_distances(x, centroids, labels, distance)
+            dist = exact_distances(x, centroids, labels, distance)
             counts.searched = n
         else:
             if fresh:
@@ -218,7 +202,7 @@ class BoundedAssigner:
             else:
                 labels = self.labels.copy()  # type: ignore[union-attr]
                 lower = self.lower - self._other_shift(centroids, labels)  # type: ignore[operator]
-            dist = own_distances(x, centroids, labels, distance)
+            dist = exact_distances(x, centroids, labels, distance)
             own = _euclidean(dist, distance)
             unsure = np.flatnonzero(own >= lower)
             counts.by_bound = n - len(unsure)
@@ -234,7 +218,7 @@ class BoundedAssigner:
                 labels[rows] = best[proven]
                 lower[rows] = np.minimum(np.sqrt(second_sq[proven]), outside[proven])
                 if len(changed):
-                    dist[changed] = own_distances(x[changed], centroids, labels[changed], distance)
+                    dist[changed] = exact_distances(x[changed], centroids, labels[changed], distance)
                 counts.by_candidates = len(rows)
                 unsure = unsure[~proven]
             if len(unsure):
@@ -242,7 +226,7 @@ class BoundedAssigner:
                 sub_labels, sub_lower = _search_two(sub_x, centroids, distance)
                 labels[unsure] = sub_labels
                 lower[unsure] = sub_lower
-                dist[unsure] = own_distances(sub_x, centroids, sub_labels, distance)
+                dist[unsure] = exact_distances(sub_x, centroids, sub_labels, distance)
             counts.searched = len(unsure)
         self.labels, self.lower, self.previous, self.counts = labels, lower, centroids.copy(), counts
         return labels, dist
