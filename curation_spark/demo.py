@@ -3,7 +3,9 @@
 Writes the rings table, runs the 2-level pipeline (conf/toy.yaml settings), and compares
 the per-ring counts of the input, a uniform random sample of the same size, a flat
 one-level k-means with equal per-cluster sampling, and the curated set, with each one's
-normalised label entropy (1.0 = perfectly balanced over the five rings).
+normalised label entropy (1.0 = perfectly balanced over the five rings). The flat baseline
+runs in the driver with the pipeline's own functions and writes no tables
+(:func:`flat_selection`).
 
 The session the demo starts (when none is active) is tuned for its tiny tables
 (:data:`DEMO_SPARK_CONF`): no UI, two shuffle partitions and Delta log replay on two
@@ -124,8 +126,7 @@ def run_demo(out: str, fmt: str = "delta", target_size: int = 1000) -> dict[str,
     base = [f"output.format={fmt}", f"sampling.target_size={target_size}", "sampling.keep_columns=[label]"]
     config = load_config([], [f"input.path={paths.join(out, 'rings')}", f"output.path={paths.join(out, 'run')}",
                               *TOY_CLUSTERING, *base])
-    flat_config = load_config([], [f"input.path={paths.join(out, 'rings')}", f"output.path={paths.join(out, 'flat')}",
-                                   *FLAT_CLUSTERING, *base])
+    flat_config = load_config([], [f"input.path={paths.join(out, 'rings')}", *FLAT_CLUSTERING, *base])
     spark = get_spark(replace(config.spark, conf={**DEMO_SPARK_CONF, **config.spark.conf}))
     phases.done("Spark session")
     rings = synth.make_rings(seed=0)
