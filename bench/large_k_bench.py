@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exact-full", action="store_true", help="run the engine's exact iterations at every K")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", default=str(HERE / "data"))
+    ap.add_argument("--no-faiss", action="store_true",
+                    help="engine arms only (no faiss.Kmeans, no exact-search sample): the init share and the "
+                         "engine's own iterations, in minutes instead of the better part of an hour")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args(argv)
     ks = [int(v) for v in args.ks.split(",")]
 
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 entry["engine"].setdefault(mode, []).append(
                     run_engine(spark, str(path), k, args.iters, mode, args.seed, args.dim, args.n, n_tasks))
-            for threads in ((2,) if big else (1, 2)):
+            for threads in () if args.no_faiss else ((2,) if big else (1, 2)):
                 iters = 1 if big else args.iters
                 log(f"K={k}: faiss.Kmeans {threads} thread(s), {iters} iteration(s)")
                 f = run_faiss_kmeans(x, k, iters, args.seed, threads)
@@ -154,16 +158,18 @@ def main(argv: list[str] | None = None) -> int:
                 entry["faiss"].append(f)
                 log(f"  faiss {f['s_per_iter']:.2f} s/it, objective {f.get('obj_final')}")
                 release_memory()
-        entry["exact_search_sample"] = exact_sample_rate(x, args.seed, k, 2)
+        if not args.no_faiss:
+            entry["exact_search_sample"] = exact_sample_rate(x, args.seed, k, 2)
         results["per_k"][str(k)] = entry
         out_path = HERE / "results" / f"large_k_{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}_partial.json"
         out_path.write_text(json.dumps(results, indent=1, default=str))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     for partial in (HERE / "results").glob("large_k_*_partial.json"):
         partial.unlink()
-    out = HERE / "results" / f"large_k_{stamp}.json"
+    out = HERE / "results" / f"large_k_{stamp}{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(results, indent=1, default=str))
-    (HERE / "results" / "large_k_latest.json").write_text(json.dumps(results, indent=1, default=str))
+    if not args.tag:
+        (HERE / "results" / "large_k_latest.json").write_text(json.dumps(results, indent=1, default=str))
     log(f"wrote {out}")
     return 0
 

@@ -13,6 +13,12 @@ from curation_spark import bounded_assign, kernels
 N, DIM, K = 6000, 16, 200
 
 
+@pytest.fixture(autouse=True)
+def candidate_test_on_small_blocks(monkeypatch):
+    """These blocks are below the size from which the candidate test pays: test it anyway."""
+    monkeypatch.setattr(bounded_assign, "CANDIDATE_MIN_VALUES", 0)
+
+
 def _mixture(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(60, DIM)) * 4.0
@@ -106,3 +112,16 @@ def test_empty_block():
     assigner = bounded_assign.BoundedAssigner(np.zeros((0, 4), np.float32))
     labels, dist = assigner.assign(np.ones((3, 4), np.float32))
     assert labels.shape == (0,) and dist.shape == (0,)
+
+
+def test_small_blocks_use_the_flat_search_instead_of_candidates(monkeypatch):
+    monkeypatch.setattr(bounded_assign, "CANDIDATE_MIN_VALUES", N * DIM + 1)
+    x = _mixture(8)
+    c = kernels.kmeans_plus_plus(x, K, np.random.default_rng(9))
+    assigner = bounded_assign.BoundedAssigner(x, "l2")
+    for _ in range(3):
+        labels, dist = assigner.assign(c)
+        _assert_nearest(x, c, labels, dist, "l2")
+        assert assigner.counts.by_candidates == 0
+        sums, sizes = kernels.partial_sums(x, labels, K)
+        c = kernels.update_centroids(sums, sizes, c)
