@@ -75,8 +75,8 @@ class StageResampling:
 
     @classmethod
     def for_plan(cls, plan: LevelPlan, n_points: int, dim: int) -> "StageResampling":
-        # Keys the steps read: their `r` order and their k-means' init samples (the level's
-        # own init sample is gathered by Spark before the stage).
+        # Keys the steps read: their `r` order and their k-means' init samples (the key of the
+        # level's own init sample is added by kmeans.fit when it draws that sample itself).
         needed = {p.seed for p in plan.kmeans_params[1:]}
         if plan.strategy == "r":
             needed.update(plan.resampling_seeds)
