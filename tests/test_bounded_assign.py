@@ -85,13 +85,16 @@ def test_guess_starts_the_candidate_test_and_stays_exact():
 @pytest.mark.parametrize("k", [1, 2, 40])
 def test_small_k_skips_the_candidate_test(k):
     x = _mixture(5)[:500]
-    c = x[:k].copy()
+    _iterate_exact_without_candidates(x, x[:k].copy())
+
+
+def _iterate_exact_without_candidates(x, c, iters=3):
     assigner = bounded_assign.BoundedAssigner(x, "l2")
-    for _ in range(3):
+    for _ in range(iters):
         labels, dist = assigner.assign(c)
         _assert_nearest(x, c, labels, dist, "l2")
         assert assigner.counts.by_candidates == 0
-        sums, sizes = kernels.partial_sums(x, labels, k)
+        sums, sizes = kernels.partial_sums(x, labels, len(c))
         c = kernels.update_centroids(sums, sizes, c)
 
 
@@ -117,11 +120,4 @@ def test_empty_block():
 def test_small_blocks_use_the_flat_search_instead_of_candidates(monkeypatch):
     monkeypatch.setattr(bounded_assign, "CANDIDATE_MIN_VALUES", N * DIM + 1)
     x = _mixture(8)
-    c = kernels.kmeans_plus_plus(x, K, np.random.default_rng(9))
-    assigner = bounded_assign.BoundedAssigner(x, "l2")
-    for _ in range(3):
-        labels, dist = assigner.assign(c)
-        _assert_nearest(x, c, labels, dist, "l2")
-        assert assigner.counts.by_candidates == 0
-        sums, sizes = kernels.partial_sums(x, labels, K)
-        c = kernels.update_centroids(sums, sizes, c)
+    _iterate_exact_without_candidates(x, kernels.kmeans_plus_plus(x, K, np.random.default_rng(9)))
