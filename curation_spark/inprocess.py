@@ -216,9 +216,7 @@ def init_sample_rows(n_rows: int, n_total: int, key: np.ndarray | None) -> np.nd
         return np.arange(n_total)
     if key is None:
         raise ValueError("init sample smaller than the points needs the hash keys")
-    # Same arithmetic (Python floats and ints) as kmeans.init_sample's cut.
-    threshold_fraction = min(1.0, 2.0 * n_rows / n_total + 1e-3)
-    cut = min(int(-(2 ** 63) + threshold_fraction * (2 ** 64 - 1)), 2 ** 63 - 1)
+    cut = kmeans.init_sample_cut(n_rows, n_total)  # the cut of kmeans.init_sample's filter
     below = np.flatnonzero(key <= np.int64(cut))
     order = np.lexsort((below, key[below]))  # by key, then id
     return np.sort(below[order[:n_rows]])
