@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation_spark import centroid_index
 from curation_spark.centroid_index import exact_distances
 
 #: Relative slack (of |x|^2 + max |c|^2) subtracted from squared second-nearest distances
@@ -36,6 +37,10 @@ GRAPH_MAX_CLUSTERS = 16384
 #: (rows x D): below, its per-centroid Python loop costs more than one flat search of them
 #: (the toy demo's 30,000 2-D points at K = 1000: ~10 of 15 s of its level-1 k-means).
 CANDIDATE_MIN_VALUES = 1 << 19
+#: Probed lists of the first call's guess (:func:`probe_guess`): with sqrt(P K) lists a row
+#: is compared with about 2 sqrt(P K) centroids, so P = 1 costs ~2 / sqrt(K) of a flat search
+#: (6 % at K = 1,000) and the candidate test then corrects most of its misses.
+GUESS_PROBES = 1
 
 
 def _search_two(x: np.ndarray, centroids: np.ndarray, distance: str) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +70,18 @@ def _euclidean(dist: np.ndarray, distance: str) -> np.ndarray:
     if distance == "cosine":
         return np.sqrt(2.0 * dist.astype(np.float64))
     return dist
+
+
+def probe_guess(x: np.ndarray, centroids: np.ndarray, distance: str, seed: int = 0,
+                n_probes: int = GUESS_PROBES) -> np.ndarray:
+    """A cheap, inexact nearest centroid for every row, for a first call with no previous
+    labels: the probe search of :mod:`curation_spark.centroid_index` (an inverted file over
+    the centroids, GEMM per list). Only a starting point: the candidate test certifies or
+    corrects it and the rest is searched exactly, so the result does not depend on it."""
+    coarse = centroid_index.train_coarse(centroids, n_probes, distance, seed)
+    lists = centroid_index.CoarseLists.build(centroids, coarse, n_probes, distance)
+    c_sq = centroid_index.squared_norms(centroids) if distance == "l2" else None
+    return centroid_index.search_groups(x, centroids, c_sq, lists.start(x), lists.candidates, distance)
 
 
 @dataclass
@@ -164,6 +181,12 @@ class BoundedAssigner:
        no centroid outside the list is closer than d*;
     3. otherwise an exact faiss search over all centroids.
 
+    A first call has no labels and no bounds: it starts the candidate test from a guess
+    (the caller's, or :func:`probe_guess`, ~6 % of a flat search at K = 1,000), so even
+    the first Lloyd iteration searches only the rows it cannot certify (measured at
+    1M x 128, K = 1,000, one thread: 2.6 s against 12.6 s, 5 % of rows searched; at
+    K = 4,000: 22.6 s against 45.5 s, 37 % searched).
+
     ``counts`` says how many rows each test settled in the last call.
     """
 
@@ -176,8 +199,9 @@ class BoundedAssigner:
         self.previous: np.ndarray | None = None
         self.counts = AssignCounts()
 
-    def _use_candidates(self, k: int) -> bool:
-        return 2 * self.n_candidates < k <= GRAPH_MAX_CLUSTERS
+    def _worth_candidates(self, rows: int, k: int) -> bool:
+        """Whether the candidate test pays for ``rows`` unsure rows at ``k`` centroids."""
+        return 2 * self.n_candidates < k <= GRAPH_MAX_CLUSTERS and rows * self.x.shape[1] >= CANDIDATE_MIN_VALUES
 
     def assign(self, centroids: np.ndarray, guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Labels (int64) and exact distances (float32) of every row to ``centroids``.
@@ -195,6 +219,8 @@ class BoundedAssigner:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         fresh = self.labels is None or self.lower is None or self.previous is None \
             or self.previous.shape != centroids.shape
+        if fresh and guess is None and self._worth_candidates(n, k):
+            guess = probe_guess(x, centroids, distance)  # first call: no labels to start from
         if fresh and guess is None:
             labels, lower = _search_two(x, centroids, distance)
             dist = exact_distances(x, centroids, labels, distance)
@@ -210,7 +236,7 @@ class BoundedAssigner:
             own = _euclidean(dist, distance)
             unsure = np.flatnonzero(own >= lower)
             counts.by_bound = n - len(unsure)
-            if len(unsure) and self._use_candidates(k) and len(unsure) * x.shape[1] >= CANDIDATE_MIN_VALUES:
+            if len(unsure) and self._worth_candidates(len(unsure), k):
                 graph = CentroidGraph.build(centroids, self.n_candidates)
                 c_sq = np.einsum("ij,ij->i", centroids, centroids).astype(np.float64)
                 anchors = labels[unsure]

@@ -284,7 +284,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
         params = KMeansParams(**{**params.__dict__, "n_clusters": k})
     engine = choose_engine(spark, params, k, dim)
     if input_check is not None and not validates_while_loading(spark, params):
-        raise ValueError(f"{stage}: input checks while loading need the barrier engine and an in-stage init")
+        raise ValueError(f"{stage}: input checks while loading need the barrier engine")
     centroids: np.ndarray | None = None
     if init_centroids is not None:
         centroids = np.ascontiguousarray(init_centroids, dtype=np.float32)
@@ -292,7 +292,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
             centroids = kernels.normalize_rows(centroids)
         if len(centroids) != k:
             raise ValueError(f"{stage}: expected {k} initial centroids, got {len(centroids)}")
-    elif not (engine == "barrier" and init_in_stage(params)):
+    elif engine != "barrier":  # the barrier stage computes the init from its blocks (init_from_blocks)
         spark.sparkContext.setJobDescription(f"{stage} · k-means init ({params.init})")
         centroids = initial_centroids(points, params, n_total, dim)
         if len(centroids) != k:
@@ -312,18 +312,11 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     return result
 
 
-def init_in_stage(params: KMeansParams) -> bool:
-    """Whether the barrier stage draws the init sample from its own blocks (k-means++ or
-    random init: a gather of the hashed sample to task 0) instead of a Spark job before it
-    (the two-level init, whose per-coarse-cluster work runs on the executors)."""
-    return init_method(params) in ("kmeans++", "random")
-
-
 def validates_while_loading(spark: "SparkSession", params: KMeansParams) -> bool:
     """Whether a k-means with these parameters reads its input first in its barrier stage
     (no init job before it), so the input checks can be counted there instead of in a
     separate validation pass over a large table."""
-    return choose_engine(spark, params, params.n_clusters, 0) == "barrier" and init_in_stage(params)
+    return choose_engine(spark, params, params.n_clusters, 0) == "barrier"
 
 
 @dataclass(frozen=True)
@@ -609,15 +602,22 @@ def _judge_checks(group: TaskGroup, checks: BlockChecks, input_check: InputCheck
 
 def init_from_blocks(group: TaskGroup, ids: Any, x: np.ndarray, key: np.ndarray | None, params: KMeansParams,
                      n_rows: int, n_total: int) -> np.ndarray:
-    """The initial centroids from the blocks themselves: every task sends task 0 its rows
-    under the hash cut of :func:`init_sample` (all rows when the sample is the whole
-    input), task 0 keeps the ``n_rows`` smallest ``xxhash64(point_id, seed)`` (then id),
-    runs :func:`init_from_sample` on them in id order and broadcasts the centroids. The
-    same rows and centroids as the init job it replaces, without a pass over the input."""
+    """The initial centroids from the blocks themselves, the same rows and centroids as the
+    init job it replaces, without a pass over the input. Two-level init: spread over the
+    tasks (:func:`curation_spark.seeding_stage.two_level_init_in_stage`). Otherwise every
+    task sends task 0 its rows under the hash cut of :func:`init_sample` (all rows when
+    the sample is the whole input), task 0 keeps the ``n_rows`` smallest
+    ``xxhash64(point_id, seed)`` (then id), runs :func:`init_from_sample` on them in id
+    order and broadcasts the centroids."""
     import pyarrow as pa
 
     from curation_spark import inprocess
 
+    if init_method(params) == "two_level":
+        from curation_spark.seeding_stage import two_level_init_in_stage
+
+        return two_level_init_in_stage(group, ids, x, key, params.n_clusters, params.seed, params.distance, n_rows,
+                                       n_total, init_sample_cut(n_rows, n_total))
     everything = n_rows >= n_total
     if everything:
         rows = np.arange(len(x))

@@ -425,8 +425,7 @@ def fine_gain_curve(points: np.ndarray, upper: int, seed: int, coarse_index: int
     upper = int(upper)
     if upper == 0:
         return np.zeros(0, dtype=np.float64)
-    rng = np.random.default_rng(list(_fine_key((seed,), coarse_index)))
-    return _kmeans_pp(x, upper, rng, kpp_trials(upper))[1]
+    return gain_run(x, upper, (seed,), coarse_index)[1]
 
 
 def fine_init_group(points: np.ndarray, k: int, seed: int, coarse_index: int, distance: str = "l2",
@@ -520,25 +519,35 @@ def _two_level(x: np.ndarray, k: int, key: tuple[int, ...], distance: str, coars
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     groups = [x[order[bounds[c]:bounds[c + 1]]] for c in range(len(coarse))]
     plan = fine_plan(sizes, k)
-    parts = []
     if allocation == "size":
-        for c in np.flatnonzero(plan.proportional).tolist():
-            parts.append(_fine(groups[c], int(plan.proportional[c]), _fine_key(key, c), distance, fine_iters,
-                               coarse_iters, allocation, depth))
-        return np.ascontiguousarray(np.concatenate(parts, axis=0), dtype=np.float32)
-    runs = {}
-    for c in np.flatnonzero(plan.upper).tolist():
-        u = int(plan.upper[c])
-        runs[c] = _kmeans_pp(groups[c], u, np.random.default_rng(list(_fine_key(key, c))), kpp_trials(u))
-    alloc = gain_allocation(plan, {c: r[1] for c, r in runs.items()}, k)
-    for c in np.flatnonzero(alloc).tolist():
-        if plan.split[c]:
-            parts.append(_fine(groups[c], int(alloc[c]), _fine_key(key, c), distance, fine_iters, coarse_iters,
-                               allocation, depth))
-        else:  # the k-means++ prefix is the init fine_init_group(..., upper=upper_c) draws
-            init = groups[c][runs[c][0][:alloc[c]]]
-            parts.append(_lloyd_from(groups[c], init, fine_iters, distance))
+        alloc = plan.proportional
+        runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    else:
+        runs = {c: gain_run(groups[c], int(plan.upper[c]), key, c) for c in np.flatnonzero(plan.upper).tolist()}
+        alloc = gain_allocation(plan, {c: r[1] for c, r in runs.items()}, k)
+    parts = [group_centroids(groups[c], int(alloc[c]), key, c, plan, runs.get(c), distance, fine_iters, coarse_iters,
+                             allocation, depth) for c in np.flatnonzero(alloc).tolist()]
     return np.ascontiguousarray(np.concatenate(parts, axis=0), dtype=np.float32)
+
+
+def gain_run(group: np.ndarray, upper: int, key: Sequence[int], coarse_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means++ of one coarse cluster's prepared rows up to ``upper`` centres: (row
+    indices, potential after each centre). Its curve decides the allocation, its prefix is
+    the group's init (:func:`group_centroids`)."""
+    return _kmeans_pp(group, upper, np.random.default_rng(list(_fine_key(key, coarse_index))), kpp_trials(upper))
+
+
+def group_centroids(group: np.ndarray, count: int, key: Sequence[int], coarse_index: int, plan: FinePlan,
+                    run: tuple[np.ndarray, np.ndarray] | None, distance: str, fine_iters: int, coarse_iters: int,
+                    allocation: str, depth: int = 0) -> np.ndarray:
+    """The fine step of coarse cluster ``coarse_index`` given its final ``count``: a split
+    cluster (or any with ``allocation="size"``) runs its own fine k-means, a gain-allocated
+    one starts Lloyd from the first ``count`` centres of its :func:`gain_run`. The same
+    function whether the groups are processed in one process or spread over tasks."""
+    if allocation == "size" or plan.split[coarse_index]:
+        return _fine(group, count, _fine_key(key, coarse_index), distance, fine_iters, coarse_iters, allocation, depth)
+    assert run is not None, f"coarse cluster {coarse_index}: gain allocation needs its k-means++ run"
+    return _lloyd_from(group, group[run[0][:count]], fine_iters, distance)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -50,17 +50,20 @@ def test_exact_over_lloyd_iterations_and_prunes(distance):
     rng = np.random.default_rng(1)
     c = kernels.kmeans_plus_plus(x, K, rng)
     assigner = bounded_assign.BoundedAssigner(x, distance)
-    full_searches = []
+    full_searches, by_bound = [], []
     for _ in range(6):
         labels, dist = assigner.assign(c)
         _assert_nearest(x, c, labels, dist, distance)
         counts = assigner.counts
         assert counts.rows == counts.by_bound + counts.by_candidates + counts.searched == N
         full_searches.append(counts.searched)
+        by_bound.append(counts.by_bound)
         sums, sizes = kernels.partial_sums(x, labels, K)
         c = kernels.update_centroids(sums, sizes, c, distance)
-    assert full_searches[0] == N  # no history: everything is searched once
+    # No history: no bound, but the probe guess lets the candidate test settle most points.
+    assert by_bound[0] == 0 and full_searches[0] < 0.5 * N
     assert max(full_searches[1:]) < 0.2 * N  # afterwards the bounds settle most points
+    assert max(by_bound[1:]) > 0
 
 
 def test_guess_starts_the_candidate_test_and_stays_exact():
@@ -115,6 +118,16 @@ def test_empty_block():
     assigner = bounded_assign.BoundedAssigner(np.zeros((0, 4), np.float32))
     labels, dist = assigner.assign(np.ones((3, 4), np.float32))
     assert labels.shape == (0,) and dist.shape == (0,)
+
+
+def test_probe_guess_is_mostly_right_and_only_a_start():
+    x = _mixture(10)
+    c = kernels.kmeans_plus_plus(x, K, np.random.default_rng(11))
+    guess = bounded_assign.probe_guess(x, c, "l2")
+    exact = _brute(x, c, "l2").argmin(axis=1)
+    assert guess.shape == (N,) and 0.5 < float((guess == exact).mean()) < 1.0  # inexact by design
+    labels, dist = bounded_assign.BoundedAssigner(x, "l2").assign(c)  # the first call starts from it
+    _assert_nearest(x, c, labels, dist, "l2")
 
 
 def test_small_blocks_use_the_flat_search_instead_of_candidates(monkeypatch):

@@ -230,3 +230,23 @@ def test_spark_equals_numpy_bit_for_bit(clustered_frame, distance, allocation, s
     ref = seeding.two_level_init(sample, k, seed, distance=distance, allocation=allocation)
     assert ours.shape == (k, 8) and ours.dtype == np.float32
     np.testing.assert_array_equal(ours, ref)
+
+
+def test_barrier_stage_init_equals_the_given_init(clustered_frame):
+    """The barrier engine computes the two-level init inside its stage
+    (seeding_stage); it must start from exactly the centroids of the in-process init on
+    the same sample, so both fits end with the same bits."""
+    df = clustered_frame
+    params = kmeans.KMeansParams(n_clusters=60, n_iters=2, seed=11, init="two_level", init_sample_size=1500,
+                                 engine="barrier")
+    sample = kmeans.init_sample(df, 1500, 3000, 8, 11)
+    given = seeding.two_level_init(sample, 60, 11)
+    in_stage = kmeans.fit(df, params, stage="stage init", n_points=3000, dim=8)
+    outside = kmeans.fit(df, params, stage="given init", init_centroids=given, n_points=3000, dim=8)
+    try:
+        assert in_stage.init_seconds > 0 and outside.init_seconds == 0
+        np.testing.assert_array_equal(in_stage.centroids, outside.centroids)
+        assert in_stage.objective == outside.objective
+    finally:
+        in_stage.unpersist()
+        outside.unpersist()
