@@ -335,16 +335,24 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
     """The level as Spark jobs: distributed k-means, resampling steps, splits."""
     i = level - 1
     spark = points.sparkSession
-    points = points.persist(kmeans.points_storage_level(n_points, dim))
     steps = n_resampling_steps(cfg, level)
     in_stage = steps > 0 and stage_resampling.fits_in_stage(k, cfg.sample_size[i], dim, cfg.in_process_max_mb)
     follow_up = (stage_resampling.StageResampling.for_plan(level_plan(cfg, level, k), n_points, dim)
                  if in_stage else None)
+    params = _params(cfg, level, k)
+    # The barrier stage reads the points once and does everything that needs them; cache
+    # them only when later jobs read them again (resampling as Spark jobs, splits): at 10M
+    # x 128 the cache is a 5 GB disk write.
+    read_again = (steps > 0 and not in_stage) or cfg.n_splits[i] > 1 or \
+        kmeans.choose_engine(spark, params, k, dim) != "barrier"
+    if read_again:
+        points = points.persist(kmeans.points_storage_level(n_points, dim))
     try:
-        result = kmeans.fit(points, _params(cfg, level, k), stage=stage, n_points=n_points, dim=dim,
-                            follow_up=follow_up, input_check=input_check)
+        result = kmeans.fit(points, params, stage=stage, n_points=n_points, dim=dim, follow_up=follow_up,
+                            input_check=input_check)
     except Exception:
-        points.unpersist()
+        if read_again:
+            points.unpersist()
         raise
     info = _level_info(cfg, level, n_points, k, result.engine, result.history, result.objective, result.sizes)
     centroids, assignments, sizes, objective = result.centroids, result.assignments, result.sizes, result.objective
@@ -363,7 +371,7 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
             cfg, level, step, points, assignments, len(centroids), dim, stage)
         info["resampling"].append(entry)
     cents_df = centroids_frame(spark, centroids, sizes)
-    cached = [points]
+    cached = [points] if read_again else []
     if cfg.n_splits[i] > 1:
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
