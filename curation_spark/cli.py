@@ -40,9 +40,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curation-spark", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", "--verbose", dest="debug", action="store_true",
-                        help="debug logging and full tracebacks on error")
-    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    _add_global_flags(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("synth", help="write a synthetic embedding table (toy rings or a long-tailed mixture)",
@@ -99,7 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the README demo: toy rings -> run -> per-ring counts -> report")
     p.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     p.add_argument("--format", default="delta", choices=["delta", "parquet"])
+    for command in sub.choices.values():  # also after the command: `curation-spark run CONFIG --debug`
+        _add_global_flags(command, argparse.SUPPRESS)
     return parser
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """``--debug`` and ``--quiet``; a command's copies default to SUPPRESS so they only
+    override the top-level value when given."""
+    parser.add_argument("--debug", "--verbose", dest="debug", action="store_true", default=default,
+                        help="debug logging and full tracebacks on error")
+    parser.add_argument("--quiet", action="store_true", default=default, help="only warnings and errors")
 
 
 def _setup_logging(debug: bool, quiet: bool) -> None:
@@ -134,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from curation_spark import pipeline
+    from curation_spark import pipeline, preflight
     from curation_spark.config import load_config
 
     if args.command == "synth":
@@ -145,7 +153,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_demo(args.out, args.format)
         return 0
     if args.command == "report":
+        from curation_spark.config import DEFAULTS
         from curation_spark.report import write_report
+
+        if preflight.applies(DEFAULTS["spark"]["master"]):
+            preflight.check_run_folder(args.run_path)
 
         path = write_report(args.run_path, out_dir=args.out, table=args.table, input_path=args.input)
         print(f"report: {path}")
@@ -157,12 +169,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         if keep:
             overrides.append("sampling.keep_columns=[" + ",".join(keep) + "]")
         config = load_config([], overrides)  # validated before Spark starts
+        if preflight.applies(config.spark.master):
+            preflight.check_run_folder(args.run_path)
         name = args.table or f"curated_{args.target_size}_{args.strategy}_m{args.multiplier}_s{args.seed}"
         summary = pipeline.sample(config, run_path=args.run_path, table_name=name)
         print(f"curated table: {summary.curated_path} ({summary.curated_rows} rows)")
         return 0
 
     config = load_config(args.config, args.overrides)
+    if preflight.applies(config.spark.master):  # path mistakes in a second, before Spark starts
+        preflight.check_config_paths(config)
     if args.command == "validate":
         stats = pipeline.validate(config)
         print(f"ok: {stats.n_rows} rows, dimension {stats.dim}")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curation_spark import inprocess, kernels, kmeans, stage_resampling
+from curation_spark import inprocess, kernels, kmeans, seeds, stage_resampling
 from curation_spark.blocks import batches_to_block
 from curation_spark.blocks import float_matrix_to_list_array  # noqa: F401  (re-exported for notebooks)
 from curation_spark.inprocess import LevelPlan
@@ -72,7 +72,7 @@ def _params(cfg: "ClusteringConfig", level: int, k: int, seed_offset: int = 0) -
         n_iters=cfg.n_iters[i],
         distance=cfg.distance,
         init=cfg.init,
-        seed=cfg.seed + 1000 * level + seed_offset,
+        seed=seeds.derive_seed(cfg.seed, seeds.KMEANS, level, seed_offset),
         tol=cfg.tol,
         init_sample_size=cfg.init_sample_size,
         engine=cfg.engine,
@@ -130,7 +130,7 @@ def split_clusters(points: "DataFrame", assignments: "DataFrame", n_splits: int,
         parent = int(pdf["cluster_id"].iloc[0])
         pdf = pdf.sort_values(POINT_ID, kind="stable")
         x = np.stack(pdf[EMBEDDING].to_numpy()).astype(np.float32)
-        labels, dist, cents = kernels.split_cluster(x, n_splits, n_iters, seed + parent, distance)
+        labels, dist, cents = kernels.split_cluster(x, n_splits, n_iters, seeds.for_parent(seed, parent), distance)
         counts = np.bincount(labels, minlength=len(cents))
         rows_a = pd.DataFrame({"kind": "a", "parent": parent, "sub": labels.astype(np.int32),
                                POINT_ID: pdf[POINT_ID].to_numpy(), "distance": dist.astype(np.float32),
@@ -171,12 +171,13 @@ def centroids_frame(spark, centroids: np.ndarray, sizes: np.ndarray) -> "DataFra
 
 def resampling_seed(cfg: "ClusteringConfig", level: int, step: int) -> int:
     """Seed of resampling step ``step``'s ``r`` order (both paths)."""
-    return cfg.seed + 7919 * level + step
+    return seeds.derive_seed(cfg.seed, seeds.RESAMPLING_ORDER, level, step)
 
 
 def split_seed(cfg: "ClusteringConfig", level: int) -> int:
-    """Base seed of the level's splits; cluster ``p`` is split with ``split_seed + p``."""
-    return cfg.seed + 31 * level
+    """Base seed of the level's splits; cluster ``p`` is split with
+    ``seeds.for_parent(split_seed, p)`` (:func:`kernels.split_cluster`)."""
+    return seeds.derive_seed(cfg.seed, seeds.SPLIT, level)
 
 
 def n_resampling_steps(cfg: "ClusteringConfig", level: int) -> int:
@@ -360,8 +361,8 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
     if done_in_stage is not None:  # resampling ran inside the k-means stage
         info.update({key: done_in_stage[key] for key in
                      ("objective_kmeans", "sizes_kmeans", "sizes_kmeans_histogram", "resampling")})
-    log.info("%s: k-means K=%d on %d points: objective %.6g, sizes %s (%.1f s%s)", stage, k, n_points,
-             info["objective_kmeans"], info["sizes_kmeans"], result.seconds,
+    log.info("%s: k-means K=%d on %d points, %d iterations: objective %.6g, sizes %s (%.1f s%s)", stage, k,
+             n_points, len(result.history), info["objective_kmeans"], info["sizes_kmeans"], result.seconds,
              f", with {steps} resampling step(s) in the same stage" if done_in_stage is not None else "")
     for entry in info["resampling"] if done_in_stage is not None else []:
         log.info("%s · resampling step %d (in the k-means stage): sample %d points, objective %.6g, sizes %s (%.1f s)",

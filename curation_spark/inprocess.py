@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from curation_spark import centroid_index, kernels, kmeans
+from curation_spark import centroid_index, kernels, kmeans, seeds
 from curation_spark.kmeans import KMeansParams
 
 log = logging.getLogger(__name__)
@@ -362,7 +362,7 @@ def reassign(x: np.ndarray, centroids: np.ndarray, distance: str,
 def split_in_memory(x: np.ndarray, labels: np.ndarray, n_splits: int, n_iters: int, seed: int,
                     distance: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`curation_spark.hierarchy.split_clusters` on a block: every non-empty cluster
-    (its rows in id order) split by ``kernels.split_cluster`` with seed ``seed + parent``;
+    (its rows in id order) split by ``kernels.split_cluster`` with seed ``seeds.for_parent(seed, parent)``;
     dense ids ordered by parent, then sub-cluster.
 
     Returns (labels int32, dist float32, centroids, sizes int64).
@@ -376,7 +376,7 @@ def split_in_memory(x: np.ndarray, labels: np.ndarray, n_splits: int, n_iters: i
     offset = 0
     for j, parent in enumerate(parents):
         rows = order[bounds[j]:bounds[j + 1]]
-        sub, dist, c = kernels.split_cluster(x[rows], n_splits, n_iters, seed + int(parent), distance)
+        sub, dist, c = kernels.split_cluster(x[rows], n_splits, n_iters, seeds.for_parent(seed, int(parent)), distance)
         new_labels[rows] = offset + sub
         new_dist[rows] = dist
         cents.append(c)
@@ -414,8 +414,8 @@ def cluster_level_in_memory(x: np.ndarray, keys: Mapping[int, np.ndarray], plan:
 def _cluster_level(x: np.ndarray, keys: Mapping[int, np.ndarray], plan: LevelPlan, stage: str) -> LevelResult:
     distance = plan.distance
     res = fit_in_memory(x, plan.kmeans_params[0], keys, stage)
-    log.info("%s: k-means K=%d on %d points in-process: objective %.6g, sizes %s (%.1f s)", stage, len(res.centroids),
-             len(x), res.objective, kernels.size_stats(res.sizes), res.seconds)
+    log.info("%s: k-means K=%d on %d points in-process, %d iterations: objective %.6g, sizes %s (%.1f s)", stage,
+             len(res.centroids), len(x), len(res.history), res.objective, kernels.size_stats(res.sizes), res.seconds)
     centroids, labels, dist, sizes, objective = res.centroids, res.labels, res.dist, res.sizes, res.objective
     k = len(centroids)
     resampling = []

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation_spark.seeds import seeded_rng
+
 #: Rows per chunk when accumulating partial sums (bounds the float64 scratch space).
 SUM_CHUNK_ROWS = 65536
 
@@ -261,7 +263,7 @@ def split_cluster(points: np.ndarray, n_splits: int, n_iters: int, seed: int,
             c = normalize_rows(c)
         _, dist = assign(x, c, distance)
         return np.zeros(n, dtype=np.int64), dist, c
-    rng = np.random.default_rng([seed, n])
+    rng = seeded_rng(seed, n)
     init = kmeans_plus_plus(x, k, rng)
     res = lloyd(x, init, n_iters, distance)
     used = np.unique(res.labels)

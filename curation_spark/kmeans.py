@@ -40,6 +40,7 @@ from curation_spark.blocks import (BlockChecks, assignment_batches, batches_to_b
 from curation_spark.errors import InputError
 from curation_spark.exchange import TaskGroup
 from curation_spark.progress import IterationProgress
+from curation_spark.seeds import seeded_rng
 from curation_spark.tables import EMBEDDING, POINT_ID
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
         return two_level_init(sample, k, params.seed, params.distance)
     if params.distance == "cosine":
         sample = kernels.normalize_rows(sample)
-    rng = np.random.default_rng([params.seed, 0x5EED])
+    rng = seeded_rng(params.seed, 0x5EED)
     if method == "random":
         return kernels.random_init(sample, k, rng)
     return kernels.kmeans_plus_plus(sample, k, rng)
@@ -837,8 +838,9 @@ def settled_shares(counts: np.ndarray) -> dict[str, float]:
 
 
 def log_iteration(stage: str, entry: dict[str, Any]) -> None:
-    # Resampling runs many small k-means; their iterations go to DEBUG to keep logs readable.
-    level = logging.DEBUG if "resampling" in stage else logging.INFO
+    # One line per iteration of every k-means (dozens per level) drowns the log: DEBUG
+    # (--debug); the live progress bar and one summary line per k-means are at INFO.
+    level = logging.DEBUG
     settled = entry.get("settled")
     searched = f", searched {100 * settled['searched']:.1f}% of points" if settled else ""
     log.log(level, "%s · iteration %d: objective=%.6g shift=%.3g seconds=%.2f (assign %.2f, sums %.2f, exchange %.2f%s)",

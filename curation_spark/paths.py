@@ -19,7 +19,7 @@ def _jvm_fs(spark: "SparkSession", path: str):
     try:
         jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
         jsc = spark.sparkContext._jsc  # type: ignore[attr-defined]
-    except Exception:
+    except AttributeError:  # Spark Connect: no JVM handle
         return None, None
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(jsc.hadoopConfiguration()), hpath

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from curation_spark import hierarchy, paths, sampling
-from curation_spark.errors import ConfigError
+from curation_spark.errors import ConfigError, CurationError
 from curation_spark.runfolder import RunFolder, open_existing
 from curation_spark.session import get_spark, require_delta
 from curation_spark.kmeans import InputCheck
-from curation_spark.tables import (EmbeddingStats, delta_version, input_location, quick_stats, read_input, to_points,
-                                   validate_embeddings, write_table)
+from curation_spark.tables import (EmbeddingStats, delta_version, has_delta_commit, input_location, quick_stats,
+                                   read_input, to_points, validate_embeddings, write_table)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -61,12 +61,19 @@ def input_version(spark: "SparkSession", config: "Config") -> int | None:
     """The input's Delta version (None for Parquet or when it cannot be read): a resumed run
     checks that its input has not changed since the run started."""
     location = input_location(spark, config.input)
-    if location is None:
-        return None
+    if location is None or not has_delta_commit(spark, location):
+        return None  # Parquet, or a catalog table without a path: no version to compare
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
     try:
         return delta_version(spark, location)
-    except Exception:  # no Delta in this session, or a catalog without paths
-        return None
+    except (PySparkException, Py4JJavaError, ImportError) as exc:
+        # Never None here: None would switch off the guard that refuses to resume a run
+        # over an input that changed since it started.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CurationError(f"input: could not read the Delta version of {location}, which a resumed run "
+                            f"compares with the one it started from: {first}") from exc
 
 
 def load_and_validate(spark: "SparkSession", config: "Config",

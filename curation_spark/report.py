@@ -445,7 +445,7 @@ def _count_values(values: Sequence[Any]) -> dict[Any, int]:
 def _job(spark: "SparkSession", text: str | None) -> None:
     try:
         spark.sparkContext.setJobDescription(text)
-    except Exception:  # Spark Connect has no SparkContext
+    except AttributeError:  # Spark Connect has no SparkContext
         pass
 
 

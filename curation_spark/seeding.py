@@ -47,7 +47,7 @@ k-means++ has more than ``2 * FINE_MAX_DIRECT + 2`` centres.
 
 Determinism. No global random state is used. Every random choice draws from a generator
 seeded by ``seed`` and the position in the hierarchy: coarse cluster ``c``'s fine step
-uses ``np.random.default_rng([seed, 0x2E1, c])``, so a group's result depends only on
+uses ``seeds.seeded_rng(seed, 0x2E1, c)``, so a group's result depends only on
 (seed, c, its count, its points in id order), never on the order in which groups are
 processed. The coarse label of a row (:func:`coarse_labels`) is a function of the row
 alone (faiss proposes candidates, a row-by-row float64 distance picks the winner), so it
@@ -80,6 +80,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from curation_spark import kernels
+from curation_spark.seeds import seeded_rng
 
 #: Coarse k-means runs on at most this many sample points per coarse cluster.
 COARSE_POINTS_PER_CLUSTER = 256
@@ -305,23 +306,23 @@ def n_coarse_clusters(k: int, n_points: int) -> int:
 def subsample_positions(n: int, k: int, key: Sequence[int]) -> np.ndarray:
     """Sorted positions (in the sample's id order) of the coarse k-means sub-sample: all
     rows when ``n <= 256 * Kc``, else ``256 * Kc`` rows drawn without replacement from
-    ``default_rng([*key, 0x2DF])``. ``key`` is ``(seed,)`` at the top level."""
+    ``seeded_rng(*key, 0x2DF)``. ``key`` is ``(seed,)`` at the top level."""
     kc = n_coarse_clusters(k, n)
     m = min(n, COARSE_POINTS_PER_CLUSTER * kc)
     if m >= n:
         return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng([*key, _TAG_SUBSAMPLE])
+    rng = seeded_rng(*key, _TAG_SUBSAMPLE)
     return np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
 
 
 def coarse_centroids(sub: np.ndarray, k: int, key: Sequence[int], distance: str = "l2",
                      n_iters: int = COARSE_ITERS) -> np.ndarray:
-    """The coarse centroids: k-means++ (``default_rng([*key, 0x2E0])``) then ``n_iters``
+    """The coarse centroids: k-means++ (``seeded_rng(*key, 0x2E0)``) then ``n_iters``
     Lloyd iterations on the prepared sub-sample, with :func:`n_coarse_clusters` clusters.
     Exact duplicate centroids (only possible with duplicate points) are dropped, keeping
     the first, so ties between coarse centroids cannot occur."""
     kc = n_coarse_clusters(k, len(sub))
-    rng = np.random.default_rng([*key, _TAG_COARSE])
+    rng = seeded_rng(*key, _TAG_COARSE)
     init = kernels.kmeans_plus_plus(sub, kc, rng)
     centroids = _lloyd(sub, init, n_iters, distance) if n_iters > 0 else init
     _, first = np.unique(centroids, axis=0, return_index=True)
@@ -438,7 +439,7 @@ def fine_init_group(points: np.ndarray, k: int, seed: int, coarse_index: int, di
     points : (n, d) the group's sample rows **in point_id order**, as stored (this
         function normalises them for cosine)
     k : the group's count, ``0 <= k <= n``
-    seed, coarse_index : the generator is ``np.random.default_rng([seed, 0x2E1, coarse_index])``
+    seed, coarse_index : the generator is ``seeds.seeded_rng(seed, 0x2E1, coarse_index)``
     distance : ``l2`` or ``cosine``
     n_iters : Lloyd iterations after k-means++
     upper : length of the group's gain curve (:func:`fine_gain_curve`) when its count came
@@ -473,7 +474,7 @@ def _fine(x: np.ndarray, k: int, key: tuple[int, ...], distance: str, n_iters: i
             return out
     if upper is not None and not k <= upper <= n:
         raise ValueError(f"upper={upper} must be in [k={k}, n={n}]")
-    idx, _ = _kmeans_pp(x, k, np.random.default_rng(list(key)), kpp_trials(upper if upper is not None else k))
+    idx, _ = _kmeans_pp(x, k, seeded_rng(*key), kpp_trials(upper if upper is not None else k))
     return _lloyd_from(x, x[idx], n_iters, distance)
 
 
@@ -534,7 +535,7 @@ def gain_run(group: np.ndarray, upper: int, key: Sequence[int], coarse_index: in
     """k-means++ of one coarse cluster's prepared rows up to ``upper`` centres: (row
     indices, potential after each centre). Its curve decides the allocation, its prefix is
     the group's init (:func:`group_centroids`)."""
-    return _kmeans_pp(group, upper, np.random.default_rng(list(_fine_key(key, coarse_index))), kpp_trials(upper))
+    return _kmeans_pp(group, upper, seeded_rng(*_fine_key(key, coarse_index)), kpp_trials(upper))
 
 
 def group_centroids(group: np.ndarray, count: int, key: Sequence[int], coarse_index: int, plan: FinePlan,

@@ -128,12 +128,14 @@ def delta_available(spark: "SparkSession") -> bool:
         return True
     try:
         jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    except Exception:  # Spark Connect: no JVM handle; Delta is the platform's business
+    except AttributeError:  # Spark Connect (PySparkAttributeError): Delta is the server's business
         return True
+    from py4j.protocol import Py4JJavaError
+
     try:
         jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", False,
                                     jvm.Thread.currentThread().getContextClassLoader())
-    except Exception:
+    except Py4JJavaError:  # ClassNotFoundException: the Delta jars are not on this session
         return False
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
     return DELTA_EXTENSION in extensions
@@ -149,7 +151,7 @@ def default_parallelism(spark: "SparkSession") -> int:
     """Task slots the cluster offers now (cores of local[*], or all executor cores)."""
     try:
         return max(1, int(spark.sparkContext.defaultParallelism))
-    except Exception:
+    except AttributeError:  # Spark Connect: no SparkContext
         return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "8")))
 
 

@@ -6,6 +6,9 @@ import argparse
 import sys
 from typing import Sequence
 
+#: Spark's log level in the jobs unless ``spark.log.level`` is set.
+QUIET_LOG_LEVEL = "WARN"
+
 
 def config_job_args(command: str, argv: Sequence[str], prog: str, description: str) -> list[str]:
     """``--config FILE`` (repeatable), ``--set KEY=VALUE`` (repeatable), ``--overwrite``,
@@ -40,6 +43,10 @@ def launch(cli_args: list[str], check_config: bool = True) -> int:
 
     # Without .master(): spark-submit's settings stand; get_spark() then returns this session.
     spark = SparkSession.builder.getOrCreate()
+    if not spark.conf.get("spark.log.level", None):
+        # Spark's INFO log (query plans, task lines) drowns the job's own summary lines:
+        # WARN unless the submitter chose a level (--conf spark.log.level=INFO).
+        spark.sparkContext.setLogLevel(QUIET_LOG_LEVEL)
     print(f"curation_spark {curation_spark.__version__} from {curation_spark.__file__}; "
           f"master {spark.sparkContext.master}", file=sys.stderr)
     return cli_main(cli_args)

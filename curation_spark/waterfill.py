@@ -27,6 +27,8 @@ import operator
 
 import numpy as np
 
+from curation_spark.seeds import seeded_rng  # noqa: F401 -- re-exported: its first home
+
 __all__ = ["water_fill", "water_fill_cut", "seeded_rng", "leaf_copies"]
 
 _INT64_MAX = int(np.iinfo(np.int64).max)
@@ -204,52 +206,6 @@ def water_fill(capacities: np.ndarray, budget: int, rng: np.random.Generator) ->
 
 
 # --------------------------------------------------------------------------- seeding
-
-
-def _int64_words(value: int, name: str) -> tuple[int, int]:
-    """Encode an int64 as two uint32 words (two's complement, little-endian)."""
-    v = operator.index(value)
-    if not _INT64_MIN <= v <= _INT64_MAX:
-        raise ValueError(f"{name} must fit in int64, got {v}")
-    u = v & 0xFFFF_FFFF_FFFF_FFFF
-    return u & 0xFFFF_FFFF, u >> 32
-
-
-def seeded_rng(seed: int, *keys: int) -> np.random.Generator:
-    """Return a generator determined by ``seed`` and integer ``keys`` alone.
-
-    Use one generator per unit of random work, keyed by what identifies it (for
-    example ``seeded_rng(seed, level, parent_cluster_id)``), so its draws are the
-    same regardless of processing order, partitioning or which executor runs it.
-
-    Parameters
-    ----------
-    seed : int
-        Run seed; any value that fits in int64.
-    *keys : int
-        Identifying integers (int64 range; negative ids such as ``-1`` for a root
-        are allowed).
-
-    Returns
-    -------
-    numpy.random.Generator
-        A PCG64 generator seeded through :class:`numpy.random.SeedSequence`.
-
-    Notes
-    -----
-    The entropy is ``[count, lo(seed), hi(seed), lo(k1), hi(k1), ...]`` in uint32
-    words, with ``count = 1 + len(keys)``. Passing ``[seed, *keys]`` to
-    ``default_rng`` directly would be ambiguous: SeedSequence pads its pool with
-    zeros, so ``(seed,)`` and ``(seed, 0)`` collide, and ints of 2**32 or more
-    are split into a variable number of words, so ``(s, a, b)`` can collide with
-    ``(s, a + b * 2**32)``. A fixed width per value plus a length prefix makes
-    distinct key tuples give distinct entropy.
-    """
-    words = [1 + len(keys)]
-    words.extend(_int64_words(seed, "seed"))
-    for i, key in enumerate(keys):
-        words.extend(_int64_words(key, f"keys[{i}]"))
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words)))
 
 
 # --------------------------------------------------------------------------- leaf allocation

@@ -22,6 +22,33 @@ def test_help_lists_the_commands(capsys):
         assert command in out
 
 
+@pytest.mark.parametrize("argv,debug,quiet", [
+    (["--debug", "run", "c.yaml"], True, False), (["run", "c.yaml", "--debug"], True, False),
+    (["cluster", "c.yaml", "--verbose"], True, False), (["validate", "c.yaml", "--quiet"], False, True),
+    (["run", "c.yaml"], False, False)])
+def test_global_flags_before_or_after_the_command(argv, debug, quiet):
+    from curation_spark.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.debug, args.quiet) == (debug, quiet)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["validate", "--set", "input.path=/definitely/not/here"], "input.path: /definitely/not/here does not exist"),
+    (["cluster", "--set", "input.path={tmp}", "--set", "output.path={tmp}/run"], "overlaps the input"),
+    (["sample", "--run", "{tmp}", "--target-size", "5"], "is not a curation-spark run folder"),
+    (["report", "--run", "{tmp}"], "is not a curation-spark run folder")])
+def test_path_errors_come_before_spark_starts(tmp_path, argv, message):
+    """A fresh CLI process (no session yet, local master): the one-line error comes from the
+    preflight, before any JVM or Ivy output."""
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_GATEWAY_PORT", "SPARK_REMOTE")}
+    out = subprocess.run([sys.executable, "-m", "curation_spark", *argv], capture_output=True, text=True, env=env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert message in out.stderr
+    assert out.stderr.strip().count("\n") == 0, out.stderr  # one line: no Spark banner, no Ivy resolution
+
+
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "curation_spark", "cluster", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--overwrite" in out.stdout

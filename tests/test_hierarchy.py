@@ -148,7 +148,8 @@ def test_resume_after_kill_during_level_2(spark, small_mixture, tmp_dir):
             "--set", f"output.path={run}", "--set", "spark.master=local[2]", "--set", "spark.conf.spark.ui.enabled=false"]
     for s in RESUME_SETTINGS:
         args += ["--set", s]
-    env = {**os.environ, "CURATION_SPARK_PROGRESS": "off"}
+    iteration_log = Path(tmp_dir, "killed_iterations.jsonl")
+    env = {**os.environ, "CURATION_SPARK_PROGRESS": "off", "CURATION_SPARK_ITERATION_LOG": str(iteration_log)}
     proc = subprocess.Popen(args, cwd=tmp_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     meta_path = Path(run, "run.json")
@@ -158,8 +159,12 @@ def test_resume_after_kill_during_level_2(spark, small_mixture, tmp_dir):
             if meta_path.exists() and json.loads(meta_path.read_text())["levels"].get("1", {}).get("status") == "complete":
                 break
             time.sleep(0.2)
+        # Kill once level 2's k-means has logged an iteration (its barrier stage writes the
+        # log): inside level 2 whatever the machine's speed, not after a guessed sleep.
+        while time.time() < deadline and proc.poll() is None and not (
+                iteration_log.exists() and '"stage": "level 2' in iteration_log.read_text()):
+            time.sleep(0.1)
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        time.sleep(4)  # well inside level 2 (6 resampling steps)
         os.killpg(proc.pid, signal.SIGKILL)  # a real kill of the driver and its JVM
         proc.wait(30)
     finally:

@@ -182,6 +182,9 @@ def test_sample_job_over_the_cluster_run(spark, rings, curate_run):
     out = curate_run["out"]
     code = sample.main(["--run", str(out), "--target-size", "150", "--strategy", "c", "--table", "curated_c"])
     assert code == 0
+    # without spark.log.level the job lowered Spark's own log to WARN (not its query-plan INFO lines)
+    root = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager.getRootLogger()
+    assert str(root.getLevel()) == "WARN"
     check_curated(out / "curated_c", input_ids, 150)
     assert json.loads((out / "run.json").read_text())["samples"]["curated_c"]["rows"] == 150
 

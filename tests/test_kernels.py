@@ -80,7 +80,11 @@ def test_kmeans_plus_plus_greedy_trial_count_and_bounds():
     x = np.random.default_rng(4).normal(size=(50, 3)).astype(np.float32)
     with pytest.raises(ValueError):
         kernels.kmeans_plus_plus(x, 51, np.random.default_rng(0))
-    assert 2 + int(math.log(1000)) == 8
+    # the default is greedy k-means++'s 2 + ln(k) candidates per centre
+    default = kernels.kmeans_plus_plus(x, 20, np.random.default_rng(1))
+    explicit = kernels.kmeans_plus_plus(x, 20, np.random.default_rng(1), n_local_trials=2 + int(math.log(20)))
+    np.testing.assert_array_equal(default, explicit)
+    assert not np.array_equal(default, kernels.kmeans_plus_plus(x, 20, np.random.default_rng(1), n_local_trials=1))
     dup = np.zeros((10, 2), np.float32)  # all points identical: still returns k rows
     assert kernels.kmeans_plus_plus(dup, 3, np.random.default_rng(0)).shape == (3, 2)
 

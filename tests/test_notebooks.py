@@ -134,7 +134,6 @@ def test_02_sample_writes_the_curated_table(notebook_run):
 
 
 def test_03_inspect_run_with_report(notebook_run, tmp_path):
-    pytest.importorskip("curation_spark.report")
     g3 = run_notebook("03_inspect_run.py", {"CURATION_RUN": str(notebook_run["run"]),
                                             "CURATION_REPORT_DIR": str(tmp_path / "report")})
     assert list(g3["level_stats"]["clusters"]) == [20, 5]

@@ -38,7 +38,7 @@ slow = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def toy_run(spark, tmp_path_factory):
+def report_run(spark, tmp_path_factory):
     """A finished 2-level run of the small rings with a curated table that keeps ``label``."""
     base = tmp_path_factory.mktemp("report_run")
     rings = synth.make_rings(seed=0, sizes=RING_SIZES)
@@ -56,24 +56,24 @@ def toy_run(spark, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def default_report(spark, toy_run):
-    path = report.write_report(toy_run["run"], spark=spark)
+def default_report(spark, report_run):
+    path = report.write_report(report_run["run"], spark=spark)
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     return path, text
 
 
 @slow
-def test_report_is_written_next_to_the_run_and_self_contained(toy_run, default_report):
+def test_report_is_written_next_to_the_run_and_self_contained(report_run, default_report):
     path, text = default_report
-    assert path == os.path.join(toy_run["run"], "report", report.REPORT_HTML)
+    assert path == os.path.join(report_run["run"], "report", report.REPORT_HTML)
     images = IMG_RE.findall(text)
     assert len(images) == len(report.FIGURES)
     for data in images:
         assert base64.b64decode(data)[:8] == PNG_MAGIC
     # per-level stats table and the config
     assert "<h2>Levels</h2>" in text and "Gini (final)" in text
-    assert "n_resampling_steps" in text and toy_run["rings"] in text
+    assert "n_resampling_steps" in text and report_run["rings"] in text
 
 
 @slow
@@ -88,11 +88,11 @@ def test_every_figure_is_a_real_picture(default_report):
 
 
 @slow
-def test_label_entropy_matches_the_tables(spark, toy_run, default_report):
+def test_label_entropy_matches_the_tables(spark, report_run, default_report):
     """The entropies in the report are synth.label_entropy of the input and curated labels."""
-    curated = spark.read.format("delta").load(toy_run["curated"]).select("label").toPandas()["label"].to_numpy()
+    curated = spark.read.format("delta").load(report_run["curated"]).select("label").toPandas()["label"].to_numpy()
     n = len(RING_SIZES)
-    e_in = synth.label_entropy(toy_run["labels"], n_labels=n)
+    e_in = synth.label_entropy(report_run["labels"], n_labels=n)
     e_cur = synth.label_entropy(curated, n_labels=n)
     text = default_report[1]
     assert f"Input {e_in:.3f}, curated {e_cur:.3f}" in text
@@ -100,15 +100,15 @@ def test_label_entropy_matches_the_tables(spark, toy_run, default_report):
 
 
 @slow
-def test_options_out_table_and_input_without_labels(spark, toy_run):
+def test_options_out_table_and_input_without_labels(spark, report_run):
     """An explicit table and out dir; an input without ``label`` skips the label figure with a note."""
     from pyspark.sql import functions as F
 
-    no_label = str(toy_run["base"] / "rings_no_label")
-    (spark.read.format("delta").load(toy_run["rings"]).select("id", F.col("embedding"))
+    no_label = str(report_run["base"] / "rings_no_label")
+    (spark.read.format("delta").load(report_run["rings"]).select("id", F.col("embedding"))
      .write.format("parquet").save(no_label))
-    out = str(toy_run["base"] / "other_report")
-    path = report.write_report(toy_run["run"], out_dir=out, table="curated", input_path=no_label, spark=spark)
+    out = str(report_run["base"] / "other_report")
+    path = report.write_report(report_run["run"], out_dir=out, table="curated", input_path=no_label, spark=spark)
     assert path == os.path.join(out, report.REPORT_HTML)
     text = open(path, encoding="utf-8").read()
     assert not os.path.exists(os.path.join(out, report.FIG_LABELS))
@@ -118,7 +118,7 @@ def test_options_out_table_and_input_without_labels(spark, toy_run):
 
 
 @slow
-def test_shared_small_tables_draw_the_same_report_as_per_section_queries(spark, toy_run, monkeypatch):
+def test_shared_small_tables_draw_the_same_report_as_per_section_queries(spark, report_run, monkeypatch):
     """Small tables are collected once and shared by the sections; the report is the one the
     per-section Spark queries draw (the scatter's curated markers may be drawn in another order)."""
     import matplotlib.image as mpimg
@@ -127,11 +127,11 @@ def test_shared_small_tables_draw_the_same_report_as_per_section_queries(spark, 
         text = re.sub(r"base64,[A-Za-z0-9+/=]+", "IMG", text)
         return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "TS", text)
 
-    shared = str(toy_run["base"] / "report_shared")
-    path_shared = report.write_report(toy_run["run"], out_dir=shared, spark=spark)
+    shared = str(report_run["base"] / "report_shared")
+    path_shared = report.write_report(report_run["run"], out_dir=shared, spark=spark)
     monkeypatch.setattr(report, "SMALL_TABLE_ROWS", 0)
-    queried = str(toy_run["base"] / "report_queried")
-    path_queried = report.write_report(toy_run["run"], out_dir=queried, spark=spark)
+    queried = str(report_run["base"] / "report_queried")
+    path_queried = report.write_report(report_run["run"], out_dir=queried, spark=spark)
     assert strip(open(path_shared, encoding="utf-8").read()) == strip(open(path_queried, encoding="utf-8").read())
     for name in report.FIGURES:
         a, b = mpimg.imread(os.path.join(shared, name)), mpimg.imread(os.path.join(queried, name))
@@ -141,9 +141,9 @@ def test_shared_small_tables_draw_the_same_report_as_per_section_queries(spark, 
 
 
 @slow
-def test_unknown_table_is_an_error_naming_it(spark, toy_run):
+def test_unknown_table_is_an_error_naming_it(spark, report_run):
     with pytest.raises(ConfigError, match="no_such_table"):
-        report.write_report(toy_run["run"], out_dir=str(toy_run["base"] / "x"), table="no_such_table", spark=spark)
+        report.write_report(report_run["run"], out_dir=str(report_run["base"] / "x"), table="no_such_table", spark=spark)
 
 
 def test_missing_run_folder_is_a_config_error_naming_the_path(spark, tmp_path):
