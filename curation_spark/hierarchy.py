@@ -46,15 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LevelOutput:
-    """A finished level: its assignments (lazy) and centroids frame, plus statistics."""
-
-    assignments: "DataFrame"
-    centroids: "DataFrame"
-    info: dict[str, Any]
-
-
 def level_points(run: RunFolder, level: int, base_points: "DataFrame") -> "DataFrame":
     """The points level ``level`` clusters: the input (level 1) or level l-1's centroids."""
     if level == 1:
@@ -226,7 +217,8 @@ class _LevelTables:
     sizes: np.ndarray
     objective: float
     info: dict[str, Any]
-    cached: list["DataFrame"] = field(default_factory=list)
+    #: DataFrames or k-means results: anything whose ``unpersist()`` frees a cache.
+    cached: list[Any] = field(default_factory=list)
 
     def release(self) -> None:
         for frame in self.cached:
@@ -367,9 +359,11 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
     for entry in info["resampling"] if done_in_stage is not None else []:
         log.info("%s · resampling step %d (in the k-means stage): sample %d points, objective %.6g, sizes %s (%.1f s)",
                  stage, entry["step"], entry["sample_points"], entry["objective"], entry["sizes"], entry["seconds"])
+    owner: Any = result  # what holds the current assignments' cache (the fit's, then a step's frame)
     for step in range(1, steps + 1) if done_in_stage is None else []:
         centroids, assignments, sizes, objective, entry = _resampling_step_on_spark(
-            cfg, level, step, points, assignments, len(centroids), dim, stage)
+            cfg, level, step, points, assignments, owner, len(centroids), dim, stage)
+        owner = assignments
         info["resampling"].append(entry)
     cents_df = centroids_frame(spark, centroids, sizes)
     cached = [points] if read_again else []
@@ -387,19 +381,20 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
         objective = float(split_assign.agg(F.sum(term)).collect()[0][0] or 0.0)
         # Both frames are materialised now: the per-cluster output they came from can go.
         split_out.unpersist()
-        assignments.unpersist()
-        assignments = split_assign
+        owner.unpersist()
+        assignments = owner = split_assign
         cached.append(cents_df)
         info["split"] = {"n_splits": cfg.n_splits[i], "n_clusters": int(len(sizes))}
-    cached.append(assignments)
+    cached.append(owner)
     return _LevelTables(assignments, cents_df, sizes, objective, info, cached)
 
 
 def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, points: "DataFrame",
-                              assignments: "DataFrame", k: int, dim: int, stage: str
+                              assignments: "DataFrame", owner: Any, k: int, dim: int, stage: str
                               ) -> tuple[np.ndarray, "DataFrame", np.ndarray, float, dict[str, Any]]:
     """One resampling step: per-cluster sample (window), fresh k-means on it, reassign all
-    points. Releases the previous ``assignments``; returns the new (persisted) ones."""
+    points. Releases the previous ``assignments`` (``owner.unpersist()``: the k-means
+    result or frame that holds their cache); returns the new (persisted) ones."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -419,7 +414,7 @@ def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, po
     res = kmeans.fit(sample, step_params, stage=f"{stage} · resampling {step}", n_points=n_sample, dim=dim)
     sample.unpersist()
     res.unpersist()
-    assignments.unpersist()
+    owner.unpersist()
     new_assign = kmeans.assign_points(points, res.centroids, cfg.distance, stage=f"{stage} · resampling {step}",
                                       params=step_params)
     assignments = new_assign.persist(StorageLevel.MEMORY_AND_DISK)

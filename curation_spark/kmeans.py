@@ -116,9 +116,15 @@ class KMeansResult:
     follow_up_info: dict[str, Any] | None = None
     #: Seconds of an init run inside the barrier stage (0 when the init ran before it).
     init_seconds: float = 0.0
+    #: The persisted frame ``assignments`` is filtered from (the barrier stage's whole
+    #: output); released with it.
+    backing: "DataFrame | None" = None
 
     def unpersist(self) -> None:
+        """Release the assignments and the cache behind them (call once they are written)."""
         self.assignments.unpersist()
+        if self.backing is not None:
+            self.backing.unpersist()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -571,10 +577,9 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     for entry in stats["history"]:
         log_iteration(stage, entry)
     assignments = out.where(F.col("kind") == "a").select(POINT_ID, "cluster_id", "distance")
-    result = KMeansResult(final_centroids, sizes, float(stats["final_objective"]), assignments, stats["history"],
-                          follow_up_info=stats.get("follow_up"), init_seconds=float(stats.get("init_s", 0.0)))
-    result.assignments = _AssignmentsHandle.wrap(assignments, out)
-    return result
+    return KMeansResult(final_centroids, sizes, float(stats["final_objective"]), assignments, stats["history"],
+                        follow_up_info=stats.get("follow_up"), init_seconds=float(stats.get("init_s", 0.0)),
+                        backing=out)
 
 
 def _info_batch(arrow_schema: "pa.Schema", kind: str, info: str) -> "pa.RecordBatch":
@@ -852,21 +857,6 @@ def _arrow_type(dtype):
     from pyspark.sql.pandas.types import to_arrow_type
 
     return to_arrow_type(dtype)
-
-
-class _AssignmentsHandle:
-    """Keeps the persisted barrier output alive behind the filtered assignments frame."""
-
-    @staticmethod
-    def wrap(assignments: "DataFrame", backing: "DataFrame") -> "DataFrame":
-        original = assignments.unpersist
-
-        def unpersist(blocking: bool = False):
-            backing.unpersist(blocking)
-            return original(blocking)
-
-        assignments.unpersist = unpersist  # type: ignore[method-assign]
-        return assignments
 
 
 def clamp_clusters(requested: int, available: int, stage: str) -> int:

@@ -6,11 +6,13 @@ as evenly as their capacities allow ("water-filling"): small clusters are taken
 whole, and what they cannot absorb goes to the larger ones. At the bottom
 (level-1 clusters) a cluster's target is turned into per-point copy counts.
 
-This module is the pure-numpy kernel of that procedure. The Spark jobs call
-:func:`water_fill` once per parent group (inside a grouped pandas UDF) and do
-leaf allocation with window functions; :func:`leaf_copies` is the reference
-those window functions are tested against, and is used directly for small
-groups.
+This module is the pure-numpy kernel of that procedure. :mod:`curation_spark.sampling`
+calls :func:`water_fill` once per parent group (in a grouped pandas UDF, or in the
+driver for small hierarchies) and allocates a leaf's copies with a ``row_number()``
+window (``t // s`` copies each, one more for the first ``t % s`` rows).
+:func:`leaf_copies` states that rule in numpy and :func:`water_fill_cut` the cut
+water-filling finds; both are the specification the tests check, not called by the
+Spark code.
 
 Everything is integer (``int64``) arithmetic: the budget and the capacities are
 counts of points, and exactness (the targets sum to exactly the budget) is a
@@ -123,7 +125,7 @@ def water_fill_cut(capacities: np.ndarray, budget: int) -> int:
     """Return the water-filling cut: the largest ``x >= 0`` with ``sum(min(x, cap)) <= budget``.
 
     This is the deterministic part of :func:`water_fill`, exposed so it can be
-    tested against a brute-force oracle and reused by the Spark code.
+    tested against a brute-force oracle.
 
     Parameters
     ----------

@@ -79,6 +79,7 @@ def test_bad_input_is_one_line_exit_2(spark, capsys, argv, message):
     assert err.count("\n") == 0 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bad_table_and_overlapping_output(spark, capsys, tmp_dir):
     path = os.path.join(tmp_dir, "emb")
     df = spark.createDataFrame([(1, [1.0, 2.0]), (2, [1.0])], "id long, embedding array<float>")
@@ -90,6 +91,7 @@ def test_bad_table_and_overlapping_output(spark, capsys, tmp_dir):
     assert "run" not in os.listdir(path)  # nothing written
 
 
+@pytest.mark.slow
 def test_generated_mixture_table_equals_the_in_memory_pool(spark, tmp_dir):
     out = os.path.join(tmp_dir, "mix_sharded")
     pipeline.write_mixture(spark, out, 1_003, 6, 7, seed=3, alpha=1.5, n_files=3, partition_by_shard=True)

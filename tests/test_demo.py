@@ -3,10 +3,14 @@ run writes (so the README table's "flat k-means" row is the pipeline's)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from curation_spark import demo, synth
 from curation_spark.config import load_config
 from curation_spark.tables import read_table
+
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
 
 
 def test_flat_selection_equals_the_pipelines_flat_run(spark, rings_path, flat_run):

@@ -12,6 +12,9 @@ from curation_spark import hierarchy, inprocess, kmeans, pipeline, synth
 from curation_spark.config import load_config
 from curation_spark.tables import read_table, to_points
 
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
+
 N, DIM = 3000, 8
 SPARK_PATH = ["clustering.in_process_max_mb=0"]
 # Two levels: level 1 with `c` resampling on a hashed init sample (init_sample_size < the

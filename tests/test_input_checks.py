@@ -12,6 +12,9 @@ from curation_spark.config import load_config
 from curation_spark.errors import InputError
 from curation_spark.tables import validate_embeddings, write_table
 
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
+
 GOOD = [(i, [float(i % 5), float(i % 3)]) for i in range(100, 140)]
 ON_SPARK = ["clustering.n_levels=1", "clustering.n_clusters=[3]", "clustering.n_iters=2",
             "clustering.n_resampling_steps=0", "clustering.in_process_max_mb=0", "clustering.init=kmeans++"]

@@ -29,7 +29,7 @@ def _objective(x, centroids, distance="l2"):
 
 
 @pytest.mark.parametrize("distance", ["l2", "cosine"])
-@pytest.mark.parametrize("engine", ["barrier", "passes"])
+@pytest.mark.parametrize("engine", ["barrier", pytest.param("passes", marks=pytest.mark.slow)])
 def test_same_objective_as_numpy_lloyd_and_faiss(mixture, distance, engine):
     import faiss
 
@@ -55,6 +55,7 @@ def test_same_objective_as_numpy_lloyd_and_faiss(mixture, distance, engine):
     result.unpersist()
 
 
+@pytest.mark.slow
 def test_deterministic_and_engines_agree(mixture):
     df, _, _ = mixture
     runs = [kmeans.fit(df, KMeansParams(n_clusters=25, n_iters=5, seed=7, engine=e), stage="det")

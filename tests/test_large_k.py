@@ -8,6 +8,9 @@ import pytest
 from curation_spark import centroid_index as ci
 from curation_spark import kernels, synth
 
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
+
 
 def _mixture(n: int, dim: int, comps: int, seed: int = 0) -> np.ndarray:
     t = synth.make_gaussian_mixture(n, dim, comps, seed=seed)

@@ -18,6 +18,9 @@ import pytest
 
 import cluster_utils as cu
 
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
+
 NOTEBOOKS = cu.REPO / "notebooks"
 ORDER = ("01_cluster.py", "02_sample.py", "03_inspect_run.py")
 RING_SIZES = (600, 20, 60, 40, 280)  # 1,000 points

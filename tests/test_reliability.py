@@ -5,9 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from curation_spark import pipeline, synth
 from curation_spark.config import load_config
 from curation_spark.tables import read_table
+
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
 
 SETTINGS = ["clustering.n_levels=1", "clustering.n_clusters=[20]", "clustering.n_iters=8", "clustering.seed=11",
             "clustering.in_process_max_mb=0"]  # tiny: force the Spark engine whose task retry is tested

@@ -17,6 +17,9 @@ from curation_spark import pipeline, report, synth
 from curation_spark.config import load_config
 from curation_spark.errors import ConfigError
 
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
+
 RING_SIZES = (600, 60, 200, 100, 300)
 IMG_RE = re.compile(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)'")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

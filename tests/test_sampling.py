@@ -9,6 +9,9 @@ from curation_spark import pipeline, synth
 from curation_spark.config import load_config
 from curation_spark.tables import read_table
 
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
+
 
 def _sample(spark, run_path, target, multiplier=1, strategy="r", seed=0, name="s"):
     config = load_config([], [f"sampling.target_size={target}", f"sampling.multiplier={multiplier}",

@@ -194,12 +194,15 @@ def test_objective_close_to_kmeans_plus_plus_at_small_k(mixture):
 
 
 def test_objective_better_than_random_at_large_k(mixture):
-    """k = n / 20 (1000 clusters on 20,000 points), 5 Lloyd iterations."""
+    """k = n / 20 (1000 clusters on 20,000 points), 5 Lloyd iterations, averaged over 5
+    seeds: on this easy mixture (30 components, K far above them) the two inits are within
+    ~1 % of each other and a single seed can go either way (seed 0: +0.2 %, seeds 1-4:
+    -0.3 to -0.8 %), so one seed would test the coin, not the init."""
     x = mixture
-    ours = kernels.lloyd(x, seeding.two_level_init(x, 1000, 0), 5).objective
-    rnd = kernels.lloyd(x, kernels.random_init(x, 1000, np.random.default_rng(0)), 5).objective
-    print(f"\nk=1000: two-level {ours:.6g}  random {rnd:.6g}")
-    assert ours < rnd
+    ours = [kernels.lloyd(x, seeding.two_level_init(x, 1000, s), 5).objective for s in range(5)]
+    rnd = [kernels.lloyd(x, kernels.random_init(x, 1000, np.random.default_rng(s)), 5).objective for s in range(5)]
+    print(f"\nk=1000: two-level {np.mean(ours):.6g}  random {np.mean(rnd):.6g}")
+    assert np.mean(ours) < np.mean(rnd)
 
 
 # --------------------------------------------------------------------------- Spark

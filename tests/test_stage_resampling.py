@@ -9,6 +9,9 @@ from curation_spark import hierarchy, pipeline, stage_resampling, synth
 from curation_spark.config import load_config
 from curation_spark.tables import read_table, to_points
 
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
+
 N, DIM, K = 4000, 8, 24
 
 

@@ -13,6 +13,9 @@ import pytest
 
 import cluster_utils as cu
 
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
+
 LAUNCHER = '''\
 """Run the wheel's `curation-spark` console-script entry point (as a python_wheel_task does)."""
 import importlib.metadata
