@@ -163,12 +163,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"report: {path}")
         return 0
     if args.command == "sample":
-        overrides = [f"sampling.target_size={args.target_size}", f"sampling.multiplier={args.multiplier}",
-                     f"sampling.strategy={args.strategy}", f"sampling.seed={args.seed}"]
+        from curation_spark.config import sampling_only_config
+
         keep = [c.strip() for c in args.keep_columns.split(",") if c.strip()]
-        if keep:
-            overrides.append("sampling.keep_columns=[" + ",".join(keep) + "]")
-        config = load_config([], overrides)  # validated before Spark starts
+        config = sampling_only_config(args.target_size, args.multiplier, args.strategy, args.seed, keep)  # before Spark
         if preflight.applies(config.spark.master):
             preflight.check_run_folder(args.run_path)
         name = args.table or f"curated_{args.target_size}_{args.strategy}_m{args.multiplier}_s{args.seed}"

@@ -297,6 +297,14 @@ def load_config(paths: Sequence[str | Path] = (), overrides: Sequence[str] = ())
     return build_config(data)
 
 
+def sampling_only_config(target_size: int, multiplier: int = 1, strategy: str = "r", seed: int = 0,
+                         keep_columns: Sequence[str] = ()) -> Config:
+    """The config of a ``sample`` over an existing run: typed arguments straight into the
+    same validation as a YAML ``sampling`` section (no ``key=value`` strings)."""
+    return build_config({"sampling": {"target_size": target_size, "multiplier": multiplier, "strategy": strategy,
+                                      "seed": seed, "keep_columns": list(keep_columns)}})
+
+
 # --------------------------------------------------------------------------- validation
 
 

@@ -44,16 +44,12 @@ keep_columns = [c.strip() for c in param("keep_columns", "CURATION_KEEP_COLUMNS"
 # COMMAND ----------
 
 from curation_spark import pipeline
-from curation_spark.config import load_config
+from curation_spark.config import sampling_only_config
 from curation_spark.session import get_spark
 
 spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
 
-overrides = [f"sampling.target_size={target_size}", f"sampling.multiplier={multiplier}",
-             f"sampling.strategy={strategy}", f"sampling.seed={seed}"]
-if keep_columns:
-    overrides.append("sampling.keep_columns=[" + ",".join(keep_columns) + "]")
-config = load_config([], overrides)
+config = sampling_only_config(target_size, multiplier, strategy, seed, keep_columns)  # validated before any job
 result = pipeline.sample(config, spark, run_path=run_path, table_name=table_name)
 print(f"curated table: {result.curated_path} ({result.curated_rows:,} rows, target {target_size:,}, "
       f"{result.seconds:.1f} s)")

@@ -107,3 +107,14 @@ def test_fingerprint_tracks_clustering_not_sampling():
     b = load_config([], ["clustering.n_clusters=[10]", "sampling.target_size=50"])
     c = load_config([], ["clustering.n_clusters=[11]", "sampling.target_size=5"])
     assert a.clustering_fingerprint() == b.clustering_fingerprint() != c.clustering_fingerprint()
+
+
+def test_sampling_only_config_equals_the_overrides_path():
+    from curation_spark.config import sampling_only_config
+
+    typed = sampling_only_config(250, 2, "c", 7, ["label", "url"])
+    strings = load_config([], ["sampling.target_size=250", "sampling.multiplier=2", "sampling.strategy=c",
+                               "sampling.seed=7", "sampling.keep_columns=[label,url]"])
+    assert typed == strings
+    with pytest.raises(ConfigError, match="sampling.multiplier"):
+        sampling_only_config(10, multiplier=0)
