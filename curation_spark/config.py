@@ -36,6 +36,10 @@ REFERENCE_IGNORED_KEYS = (
     "subset_indices_path",
 )
 
+#: Clustering keys that do not change the hierarchy (only what is reported about it): a
+#: run folder may be resumed with other values.
+NOT_IN_FINGERPRINT = ("degenerate_share",)
+
 PER_LEVEL_KEYS = ("n_clusters", "n_iters", "n_splits", "n_resampling_steps", "sample_size", "sampling_strategy")
 
 DEFAULTS: dict[str, Any] = {
@@ -65,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
         "index_neighbours": 64,
         "index_probes": 64,
         "in_process_max_mb": 256,
+        "degenerate_share": 0.5,
         "distance": "l2",
         "seed": 0,
         "tol": 0.0,
@@ -139,6 +144,7 @@ class ClusteringConfig:
     index_neighbours: int
     index_probes: int
     in_process_max_mb: int
+    degenerate_share: float
     distance: str
     seed: int
     tol: float
@@ -177,10 +183,8 @@ class Config:
 
     def clustering_fingerprint(self) -> str:
         """Hash of everything that determines the hierarchy; a run folder is tied to it."""
-        relevant = {
-            "input": asdict(self.input),
-            "clustering": asdict(self.clustering),
-        }
+        clustering = {k: v for k, v in asdict(self.clustering).items() if k not in NOT_IN_FINGERPRINT}
+        relevant = {"input": asdict(self.input), "clustering": clustering}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -315,6 +319,18 @@ def _check_known(section: str, given: Mapping[str, Any]) -> None:
             raise ConfigError(f"{section}.{key}: unknown key (known keys: {', '.join(known)})")
 
 
+def _share(key: str, value: Any) -> float:
+    """A fraction in (0, 1]."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"{key}: expected a share in (0, 1], got {value!r}")
+    return float(value)
+
+
 def _int(key: str, value: Any, minimum: int | None = None, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -416,6 +432,7 @@ def build_config(data: Mapping[str, Any]) -> Config:
         index_neighbours=_int("clustering.index_neighbours", cl["index_neighbours"], minimum=2),
         index_probes=_int("clustering.index_probes", cl["index_probes"], minimum=1),
         in_process_max_mb=_int("clustering.in_process_max_mb", cl["in_process_max_mb"], minimum=0),
+        degenerate_share=_share("clustering.degenerate_share", cl["degenerate_share"]),
         distance=_choice("clustering.distance", cl["distance"], DISTANCES),
         seed=_int("clustering.seed", cl["seed"], minimum=0),
         tol=float(tol),

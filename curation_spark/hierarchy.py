@@ -268,11 +268,18 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
     if level > 1:
         fill_parents(run, level)
     sizes, objective, info = level_tables.sizes, level_tables.objective, level_tables.info
+    stats = kernels.size_stats(sizes)
     info.update({
-        "n_clusters": int(len(sizes)), "objective": objective, "sizes": kernels.size_stats(sizes),
+        "n_clusters": int(len(sizes)), "objective": objective, "sizes": stats,
         "sizes_histogram": kernels.size_histogram(sizes),
+        "degenerate": bool(len(sizes) > 1 and stats["largest_share"] > cfg.degenerate_share),
         "seconds": time.perf_counter() - started,
     })
+    if info["degenerate"]:
+        log.warning("%s is degenerate: its largest cluster holds %.0f %% of its %d points (more than "
+                    "clustering.degenerate_share = %.2f); for L2-normalised embeddings try clustering.distance: "
+                    "cosine, or fewer clusters at this level", stage, 100 * stats["largest_share"], int(sizes.sum()),
+                    cfg.degenerate_share)
     log.info("%s done: %d clusters, objective %.6g, sizes min/median/max %s/%s/%s, gini %.3f, %.1f s", stage,
              info["n_clusters"], objective, info["sizes"]["min"], info["sizes"]["median"], info["sizes"]["max"],
              info["sizes"]["gini"], info["seconds"])

@@ -273,14 +273,16 @@ def split_cluster(points: np.ndarray, n_splits: int, n_iters: int, seed: int,
 
 
 def size_stats(sizes: np.ndarray) -> dict[str, float]:
-    """Cluster-size summary: min/median/max, and the Gini coefficient (0 = all equal)."""
+    """Cluster-size summary: min/median/max, the Gini coefficient (0 = all equal) and the
+    share of all points in the largest cluster (what flags a degenerate level)."""
     s = np.sort(np.asarray(sizes, dtype=np.float64))
     n = len(s)
     if n == 0:
-        return {"n_clusters": 0, "min": 0, "median": 0, "max": 0, "gini": 0.0}
+        return {"n_clusters": 0, "min": 0, "median": 0, "max": 0, "gini": 0.0, "largest_share": 0.0}
     total = s.sum()
     gini = 0.0 if total == 0 else float((2 * np.arange(1, n + 1) - n - 1).dot(s) / (n * total))
-    return {"n_clusters": int(n), "min": int(s[0]), "median": float(np.median(s)), "max": int(s[-1]), "gini": gini}
+    return {"n_clusters": int(n), "min": int(s[0]), "median": float(np.median(s)), "max": int(s[-1]), "gini": gini,
+            "largest_share": 0.0 if total == 0 else float(s[-1] / total)}
 
 
 def size_histogram(sizes: np.ndarray) -> dict[str, list[int]]:

@@ -1405,13 +1405,23 @@ def _levels_table(ctx: _Context) -> str:
             _num(info.get("n_points")), _num(s.get("min")), _num(s.get("median")), _num(s.get("max")),
             _num(sk.get("gini"), 3), _num(s.get("gini"), 3),
             _num(info.get("objective_kmeans")), _num(info.get("objective")), _num(len(info.get("resampling") or [])),
-            _e((info.get("split") or {}).get("n_splits", "")), _num(info.get("seconds"), 3),
+            _e((info.get("split") or {}).get("n_splits", 1)), _largest_share(info), _num(info.get("seconds"), 3),
         ])
     if not rows:
         return "<p class='note'>No complete level.</p>"
     return _table(["level", "K requested", "clusters", "points", "size min", "size median", "size max",
                    "Gini (k-means)", "Gini (final)", "objective (k-means)", "objective (final)", "resampling steps",
-                   "splits", "seconds"], rows)
+                   "splits", "largest cluster", "seconds"], rows)
+
+
+def _largest_share(info: dict) -> str:
+    """The largest cluster's share of the level's points, flagged when the run found the
+    level degenerate (above ``clustering.degenerate_share``)."""
+    share = (info.get("sizes") or {}).get("largest_share")
+    if share is None:
+        return ""
+    text = f"{100 * float(share):.1f} %"
+    return f"<b title='more than clustering.degenerate_share'>{text} (degenerate)</b>" if info.get("degenerate") else text
 
 
 def _samples_table(ctx: _Context) -> str:

@@ -118,3 +118,17 @@ def test_sampling_only_config_equals_the_overrides_path():
     assert typed == strings
     with pytest.raises(ConfigError, match="sampling.multiplier"):
         sampling_only_config(10, multiplier=0)
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "yes"])
+def test_degenerate_share_must_be_a_share(value):
+    with pytest.raises(ConfigError, match="clustering.degenerate_share"):
+        load_config([], [f"clustering.degenerate_share={value}"])
+
+
+def test_degenerate_share_does_not_tie_the_run_folder():
+    """A reporting threshold: changing it must not refuse resuming the run."""
+    a = load_config([], ["input.path=/in", "clustering.degenerate_share=0.5"])
+    b = load_config([], ["input.path=/in", "clustering.degenerate_share=0.9"])
+    c = load_config([], ["input.path=/in", "clustering.seed=3"])
+    assert a.clustering_fingerprint() == b.clustering_fingerprint() != c.clustering_fingerprint()

@@ -32,20 +32,27 @@ def six_points(spark, tmp_path_factory):
 
 # in_process_max_mb=0 sends both levels through the Spark barrier engine; the default
 # clusters these tiny levels in the driver. Both must give the hand-computed numbers.
-@pytest.mark.parametrize("in_process_max_mb", [pytest.param(0, marks=pytest.mark.slow), 256])
-def test_six_points_exact_hierarchy_and_sample(spark, six_points, tmp_path, in_process_max_mb):
+@pytest.mark.parametrize("in_process_max_mb,degenerate_share", [pytest.param(0, 0.5, marks=pytest.mark.slow),
+                                                                  (256, 0.4)])
+def test_six_points_exact_hierarchy_and_sample(spark, six_points, tmp_path, caplog, in_process_max_mb,
+                                               degenerate_share):
     out = str(tmp_path / "run")
     config = load_config([], [
         f"input.path={six_points}", "input.format=parquet", f"output.path={out}",
         "clustering.n_levels=2", "clustering.n_clusters=[2,1]", "clustering.n_iters=[10,10]",
         "clustering.n_resampling_steps=[0,0]", f"clustering.in_process_max_mb={in_process_max_mb}",
-        "sampling.target_size=2", "sampling.strategy=c",
+        f"clustering.degenerate_share={degenerate_share}", "sampling.target_size=2", "sampling.strategy=c",
     ])
-    summary = pipeline.run(config, spark)
+    with caplog.at_level("WARNING", logger="curation_spark.hierarchy"):
+        summary = pipeline.run(config, spark)
     meta = json.loads(Path(out, "run.json").read_text())
     level1, level2 = meta["levels"]["1"], meta["levels"]["2"]
     assert level1["objective"] == pytest.approx(8 / 3, rel=1e-6)
     assert level2["objective"] == pytest.approx(100.0, rel=1e-6)
+    # half the points in the largest level-1 cluster: degenerate only below a 0.5 threshold
+    assert level1["sizes"]["largest_share"] == 0.5
+    assert level1["degenerate"] is (degenerate_share < 0.5) and level2["degenerate"] is False  # K = 1 never
+    assert ("level 1 is degenerate" in caplog.text) is (degenerate_share < 0.5)
 
     cents = read_table(spark, f"{out}/level_1/centroids", "delta").orderBy("size", "cluster_id").collect()
     got = sorted((tuple(np.round(r["centroid"], 5)), r["size"], r["flat_size"]) for r in cents)
