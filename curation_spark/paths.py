@@ -11,6 +11,8 @@ import shutil
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
+from curation_spark.errors import ConfigError
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -32,6 +34,14 @@ def normalise(path: str) -> str:
         local = parsed.path if parsed.scheme == "file" else path
         return "file://" + os.path.abspath(os.path.expanduser(local)).rstrip("/")
     return path.rstrip("/")
+
+
+def check_not_overlapping(out: str, src: str) -> None:
+    """The run folder must not be, contain, or lie inside the input (one message for the
+    check before Spark starts and the one after)."""
+    if is_same_or_inside(out, src) or is_same_or_inside(src, out):
+        raise ConfigError(f"output.path: {out} overlaps the input {src}; the input is never written to, "
+                          "choose a folder outside it")
 
 
 def is_same_or_inside(child: str, parent: str) -> bool:

@@ -48,9 +48,8 @@ def check_config_paths(config: "Config") -> None:
         if local is not None and not os.path.exists(local):
             raise InputError(f"input.path: {source} does not exist")
     out = config.output.path
-    if source and out and (paths.is_same_or_inside(out, source) or paths.is_same_or_inside(source, out)):
-        raise ConfigError(f"output.path: {out} overlaps the input {source}; the input is never written to, "
-                          "choose a folder outside it")
+    if source and out:
+        paths.check_not_overlapping(out, source)
 
 
 def check_run_folder(run_path: str) -> None:
