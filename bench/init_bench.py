@@ -10,7 +10,7 @@ assignment made with the centroids after ``i`` updates), hence ``niter = max(ite
 
 (b) small K, run first: K in ``--ks`` on ``--n-small`` points. Per K and seed: greedy
     k-means++ (``kernels.kmeans_plus_plus`` on the default init sample, as
-    ``kmeans.init_from_sample`` does), two-level init (``allocation="gain"`` and
+    ``lloyd.init_from_sample`` does), two-level init (``allocation="gain"`` and
     ``"size"``) on the same sample, and faiss's random init; init seconds and the
     objective after 0, 1, 3, 5 iterations.
 (a) large K: ``--k-large`` on ``--n-large`` points: two-level init seconds (both
@@ -70,7 +70,9 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent))
-from curation_spark import kernels, kmeans, seeding, synth  # noqa: E402
+from curation_spark.method import kernels, seeding
+from curation_spark.method import lloyd
+from curation_spark import synth  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -90,7 +92,7 @@ def mixture(n: int) -> np.ndarray:
 
 def init_sample(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     """The default init sample size of the engine; a seeded subset kept in row (id) order."""
-    size = max(kmeans.default_init_sample_size(k, len(x), x.shape[1]), k)
+    size = max(lloyd.default_init_sample_size(k, len(x), x.shape[1]), k)
     if size >= len(x):
         return x
     rows = np.sort(np.random.default_rng([seed, 0xB5]).choice(len(x), size=size, replace=False))

@@ -10,8 +10,8 @@ reused) it measures, in one process and in this order:
 2. faiss ``IndexFlatL2.search(k=1)`` throughput at the same shape (1 thread, all cores);
    (1 and 2 are measured at the start and again at the end of the run; best rate kept)
 3. single-process ``faiss.Kmeans`` on the same data loaded into numpy (1 and all threads),
-   then ``curation_spark.kernels.assign`` + ``partial_sums`` alone on one task's block;
-4. ``curation_spark.kmeans.fit`` with ``engine="barrier"`` (all iterations) and
+   then ``curation_spark.method.kernels.assign`` + ``partial_sums`` alone on one task's block;
+4. ``curation_spark.engine.kmeans.fit`` with ``engine="barrier"`` (all iterations) and
    ``engine="passes"`` (``--passes-iters``, default 3: its steady per-iteration cost is the
    figure) on the Parquet table read by Spark (``local[*]``, after an untimed warm-up
    job), with RSS of the driver, the JVM and the Python workers sampled every 0.2 s and
@@ -534,9 +534,9 @@ def release_memory() -> None:
 
 
 def run_kernels(x: np.ndarray, k: int, seed: int, n_tasks: int, repeats: int = 3) -> dict[str, Any]:
-    """curation_spark.kernels.assign + partial_sums on one task's block (N / slots rows),
+    """curation_spark.method.kernels.assign + partial_sums on one task's block (N / slots rows),
     one thread, no Spark: what a barrier iteration costs per task when nothing else runs."""
-    from curation_spark import kernels
+    from curation_spark.method import kernels
 
     rows = int(math.ceil(len(x) / n_tasks))
     block = np.ascontiguousarray(x[:rows])
@@ -569,13 +569,13 @@ def run_kernels(x: np.ndarray, k: int, seed: int, n_tasks: int, repeats: int = 3
 
 
 class Timed:
-    """Wraps functions of curation_spark.kmeans (in this process only) to time the phases
+    """Wraps functions of curation_spark.engine.kmeans (in this process only) to time the phases
     of ``fit`` that its history does not cover: count/dim, init and the engine run."""
 
     NAMES = ("embedding_dim", "initial_centroids", "_fit_barrier", "_fit_passes")
 
     def __init__(self) -> None:
-        import curation_spark.kmeans as km
+        import curation_spark.engine.kmeans as km
 
         self.km = km
         self.spans: dict[str, list[tuple[float, float]]] = {}
@@ -662,9 +662,9 @@ def summarise_history(history: list[dict[str, Any]], skip_first: bool) -> dict[s
 def run_curation(spark, path: Path, args: argparse.Namespace, engine: str, iters: int, n: int) -> dict[str, Any]:
     from pyspark.sql import functions as F  # noqa: F401
 
-    from curation_spark import kmeans
-    from curation_spark.kmeans import KMeansParams
-    from curation_spark.tables import to_points
+    from curation_spark.engine import kmeans
+    from curation_spark.method.lloyd import KMeansParams
+    from curation_spark.io.tables import to_points
 
     points = to_points(spark.read.parquet(str(path)), "id", "embedding")
     params = KMeansParams(n_clusters=args.k, n_iters=iters, engine=engine, init="random", seed=args.seed)
@@ -1082,7 +1082,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = None
     if not args.skip_spark and not (args.skip_barrier and args.skip_passes and args.skip_mllib):
         from curation_spark.config import SparkSettings
-        from curation_spark.session import get_spark
+        from curation_spark.io.session import get_spark
 
         conf = {"spark.driver.memory": args.driver_memory, "spark.ui.enabled": "false",
                 "spark.ui.showConsoleProgress": "false"}

@@ -35,7 +35,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from curation_spark import kmeans  # noqa: E402
+from curation_spark.engine import kmeans  # noqa: E402
+from curation_spark.method import lloyd  # noqa: E402
 from kmeans_bench import (ensure_table, load_numpy, machine_info, make_sampler, release_memory,  # noqa: E402
                           run_faiss_kmeans, table_dir)
 
@@ -58,8 +59,8 @@ def exchange_bytes_per_task(k: int, dim: int, n_tasks: int, touched: int) -> int
 
 def run_engine(spark, path: str, k: int, iters: int, assignment: str, seed: int, dim: int, n: int,
                n_tasks: int) -> dict[str, Any]:
-    from curation_spark.kmeans import KMeansParams
-    from curation_spark.tables import read_table, to_points
+    from curation_spark.method.lloyd import KMeansParams
+    from curation_spark.io.tables import read_table, to_points
 
     points = to_points(read_table(spark, path, "parquet"), "id", "embedding")
     params = KMeansParams(n_clusters=k, n_iters=iters, seed=seed, assignment=assignment, init="auto")
@@ -95,14 +96,14 @@ def run_engine(spark, path: str, k: int, iters: int, assignment: str, seed: int,
 def init_as_jobs(spark, path: str, k: int, seed: int, dim: int, n: int) -> dict[str, Any]:
     """Seconds of the same init run as Spark jobs before the stage (what the passes
     engine does, and what the barrier engine did before it computed the init in-stage)."""
-    from curation_spark.kmeans import KMeansParams
-    from curation_spark.tables import read_table, to_points
+    from curation_spark.method.lloyd import KMeansParams
+    from curation_spark.io.tables import read_table, to_points
 
     points = to_points(read_table(spark, path, "parquet"), "id", "embedding")
     params = KMeansParams(n_clusters=k, n_iters=1, seed=seed, init="auto")
     t0 = now()
     init = kmeans.initial_centroids(points, params, n, dim)
-    out = {"method": kmeans.init_method(params), "seconds": round(now() - t0, 2), "k": len(init)}
+    out = {"method": lloyd.init_method(params), "seconds": round(now() - t0, 2), "k": len(init)}
     log(f"K={k}: init as Spark jobs {out['seconds']:.1f} s")
     return out
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ks = [int(v) for v in args.ks.split(",")]
 
     from curation_spark.config import SparkSettings
-    from curation_spark.session import get_spark
+    from curation_spark.io.session import get_spark
 
     path = table_dir(Path(args.data_dir), args.n, args.dim, args.components, args.seed, 8)
     meta = ensure_table(path, args.n, args.dim, args.components, args.seed, 8, 1.0)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             modes = ["exact"] if k < 4096 else ["index"] + (["exact"] if (args.exact_full or not big) else [])
             if k <= 1000:
                 modes = ["exact", "index"]
-            if args.init_jobs and r == 0 and k >= kmeans.TWO_LEVEL_MIN_CLUSTERS:
+            if args.init_jobs and r == 0 and k >= lloyd.TWO_LEVEL_MIN_CLUSTERS:
                 entry["init_as_spark_jobs"] = init_as_jobs(spark, str(path), k, args.seed, args.dim, args.n)
                 release_memory()
             for mode in modes:

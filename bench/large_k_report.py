@@ -9,7 +9,7 @@ exact assignment runs at the measured per-core GEMM rate of the exact runs; the 
 path's per-point cost is the measured seconds per point of the prior path (the path of
 the steady iterations) scaled linearly in D; the neighbour graph and coarse lists are
 split over the tasks; the exchange volume is the reduce-scatter + all-gather formula of
-:mod:`curation_spark.reduce`, at an assumed 80 MB/s of network per core (10 Gbit/s
+:mod:`curation_spark.method.reduce`, at an assumed 80 MB/s of network per core (10 Gbit/s
 shared by 16 cores).
 """
 from __future__ import annotations

@@ -142,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from curation_spark import pipeline, preflight
+    from curation_spark.curation import commands as pipeline
+    from curation_spark.io import preflight
     from curation_spark.config import load_config
 
     if args.command == "synth":
@@ -204,8 +205,8 @@ def _print_levels(summary) -> None:
 
 def _synth(args: argparse.Namespace) -> int:
     from curation_spark import synth
-    from curation_spark.pipeline import write_mixture, write_synthetic
-    from curation_spark.session import get_spark
+    from curation_spark.curation.commands import write_mixture, write_synthetic
+    from curation_spark.io.session import get_spark
 
     out = str(Path(args.out)) if "://" not in args.out else args.out
     if args.kind == "rings":

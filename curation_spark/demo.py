@@ -22,10 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from curation_spark import hierarchy, inprocess, kmeans, paths, pipeline, sampling, synth
+from curation_spark.curation import hierarchy, commands as pipeline, sampling
+from curation_spark.method import inprocess
+from curation_spark.method import lloyd
+from curation_spark.io import paths
+from curation_spark import synth
 from curation_spark.config import load_config
-from curation_spark.session import get_spark
-from curation_spark.tables import read_input, read_table, to_points
+from curation_spark.io.session import get_spark
+from curation_spark.io.tables import read_input, read_table, to_points
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ def flat_selection(spark, config, n_points: int, dim: int):
     params = sampling.SamplingParams(sc.target_size, sc.multiplier, sc.strategy, sc.seed)
     sampling.check_params(params)
     stage = "flat k-means"
-    k = kmeans.clamp_clusters(cfg.n_clusters[0], n_points, stage)
+    k = lloyd.clamp_clusters(cfg.n_clusters[0], n_points, stage)
     plan = hierarchy.level_plan(cfg, 1, k)
     seeds = sorted(set(plan.hash_seeds(n_points, dim)) | ({sc.seed} if sc.strategy == "r" else set()))
     points = to_points(read_input(spark, config.input), config.input.id_col, config.input.embedding_col)

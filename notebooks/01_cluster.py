@@ -56,7 +56,7 @@ overwrite = param("overwrite", "CURATION_OVERWRITE", "false", ["false", "true"])
 
 from curation_spark import pipeline
 from curation_spark.config import load_config
-from curation_spark.session import get_spark
+from curation_spark.io.session import get_spark
 
 spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
 
@@ -94,8 +94,8 @@ print(f"run folder: {summary.run_path}")
 
 # COMMAND ----------
 
-from curation_spark.runfolder import open_existing  # noqa: E402
-from curation_spark.tables import read_table  # noqa: E402
+from curation_spark.io.runfolder import open_existing  # noqa: E402
+from curation_spark.io.tables import read_table  # noqa: E402
 
 run = open_existing(spark, run_path)
 level_tables = {}

@@ -45,7 +45,7 @@ keep_columns = [c.strip() for c in param("keep_columns", "CURATION_KEEP_COLUMNS"
 
 from curation_spark import pipeline
 from curation_spark.config import sampling_only_config
-from curation_spark.session import get_spark
+from curation_spark.io.session import get_spark
 
 spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
 
@@ -65,7 +65,7 @@ print(f"curated table: {result.curated_path} ({result.curated_rows:,} rows, targ
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from curation_spark.tables import read_table  # noqa: E402
+from curation_spark.io.tables import read_table  # noqa: E402
 
 curated = read_table(spark, result.curated_path)
 show(curated)

@@ -38,9 +38,9 @@ report_dir = param("report_dir", "CURATION_REPORT_DIR", "").strip() or None
 
 import pandas as pd
 
-from curation_spark.runfolder import open_existing
-from curation_spark.session import get_spark
-from curation_spark.tables import read_table
+from curation_spark.io.runfolder import open_existing
+from curation_spark.io.session import get_spark
+from curation_spark.io.tables import read_table
 
 spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
 run = open_existing(spark, run_path)

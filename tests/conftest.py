@@ -17,7 +17,7 @@ os.environ.setdefault("CURATION_SPARK_PROGRESS", "off")
 @pytest.fixture(scope="session")
 def spark():
     from curation_spark.config import SparkSettings
-    from curation_spark.session import get_spark
+    from curation_spark.io.session import get_spark
 
     settings = SparkSettings(
         master="local[2]",

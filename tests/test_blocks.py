@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation_spark.blocks import batches_to_block, float_matrix_to_list_array
+from curation_spark.io.blocks import batches_to_block, float_matrix_to_list_array
 
 
 def _batches(ids: np.ndarray, x: np.ndarray, sizes: list[int], value_type=pa.float32()) -> list[pa.RecordBatch]:

@@ -1,4 +1,4 @@
-"""Exact assignment with bounds (curation_spark.bounded_assign): numpy/faiss only, no Spark.
+"""Exact assignment with bounds (curation_spark.method.bounded_assign): numpy/faiss only, no Spark.
 
 The result must be the nearest centroid of every point (checked in float64 against brute
 force, up to float32 near-ties), while most points are settled without a full search.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation_spark import bounded_assign, kernels
+from curation_spark.method import bounded_assign, kernels
 
 N, DIM, K = 6000, 16, 200
 

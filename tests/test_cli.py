@@ -10,7 +10,7 @@ import pytest
 
 from curation_spark import pipeline, synth
 from curation_spark.cli import main
-from curation_spark.tables import read_table
+from curation_spark.io.tables import read_table
 
 
 def test_help_lists_the_commands(capsys):

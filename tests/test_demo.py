@@ -7,7 +7,7 @@ import pytest
 
 from curation_spark import demo, synth
 from curation_spark.config import load_config
-from curation_spark.tables import read_table
+from curation_spark.io.tables import read_table
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow

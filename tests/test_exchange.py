@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from curation_spark.exchange import TaskGroup
-from curation_spark.reduce import all_gather_rows, all_gather_values, owner_bounds, reduce_scatter
+from curation_spark.engine.exchange import TaskGroup
+from curation_spark.method.reduce import all_gather_rows, all_gather_values, owner_bounds, reduce_scatter
 
 SECRET = b"0123456789abcdef"
 
@@ -299,8 +299,8 @@ def test_in_a_spark_barrier_stage(spark):
     def run(batches):
         from pyspark import BarrierTaskContext
 
-        from curation_spark.exchange import TaskGroup
-        from curation_spark.reduce import all_gather_rows, owner_bounds, reduce_scatter
+        from curation_spark.engine.exchange import TaskGroup
+        from curation_spark.method.reduce import all_gather_rows, owner_bounds, reduce_scatter
 
         for _ in batches:
             pass

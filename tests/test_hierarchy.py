@@ -15,7 +15,7 @@ import pytest
 
 from curation_spark import pipeline, synth
 from curation_spark.config import load_config
-from curation_spark.tables import delta_version, read_table
+from curation_spark.io.tables import delta_version, read_table
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Small levels in one process (curation_spark.inprocess): the rows it picks are the rows
+"""Small levels in one process (curation_spark.method.inprocess): the rows it picks are the rows
 Spark picks, and a run writes the same tables and run.json statistics as the Spark path."""
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation_spark import hierarchy, inprocess, kmeans, pipeline, synth
+from curation_spark.curation import hierarchy
+from curation_spark.method import inprocess
+from curation_spark.engine import kmeans
+from curation_spark.method import lloyd
+from curation_spark import pipeline, synth
 from curation_spark.config import load_config
-from curation_spark.tables import read_table, to_points
+from curation_spark.io.tables import read_table, to_points
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow
@@ -184,7 +188,7 @@ def test_cosine_kmeans_and_reassignment_equal_spark(spark, mixture):
     (hashed init sample) give the same clusters, and reassigning to other centroids (the
     resampling step) equals ``kmeans.assign_points``."""
     points = to_points(read_table(spark, mixture), "id", "embedding")
-    params = kmeans.KMeansParams(n_clusters=15, n_iters=8, distance="cosine", seed=9, init_sample_size=300)
+    params = lloyd.KMeansParams(n_clusters=15, n_iters=8, distance="cosine", seed=9, init_sample_size=300)
     ids, x, keys = hierarchy.collect_level(points, DIM, [params.seed])
     on_spark = kmeans.fit(points, params, stage="cosine", n_points=N, dim=DIM)
     in_proc = inprocess.fit_in_memory(x, params, keys, "cosine")

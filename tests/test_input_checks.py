@@ -7,10 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from curation_spark import blocks, pipeline
+from curation_spark.io import blocks
+from curation_spark import pipeline
 from curation_spark.config import load_config
 from curation_spark.errors import InputError
-from curation_spark.tables import validate_embeddings, write_table
+from curation_spark.io.tables import validate_embeddings, write_table
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ A master and two workers (1 core, 2 GB each) are started with pyspark's ``spark-
 ``jobs/curate.py`` is a separate driver process started with ``spark-submit``, with Delta
 from ``--packages``. With one core per executor, each k-means barrier stage's two tasks
 must run in the two executor JVMs and exchange partial sums over TCP
-(curation_spark.exchange) -- which local mode never exercises.
+(curation_spark.engine.exchange) -- which local mode never exercises.
 
 The submission ships what a real cluster needs, as the README ("spark-submit on a cluster") describes:
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from curation_spark import kernels
+from curation_spark.method import kernels
 
 
 def _brute_assign(x, c):

@@ -7,8 +7,10 @@ import logging
 import numpy as np
 import pytest
 
-from curation_spark import kernels, kmeans, synth
-from curation_spark.kmeans import KMeansParams
+from curation_spark.method import kernels
+from curation_spark.engine import kmeans
+from curation_spark import synth
+from curation_spark.method.lloyd import KMeansParams
 
 
 @pytest.fixture(scope="module")

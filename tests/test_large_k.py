@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation_spark import centroid_index as ci
-from curation_spark import kernels, synth
+from curation_spark.method import centroid_index as ci
+from curation_spark.method import kernels
+from curation_spark import synth
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow
@@ -108,7 +109,7 @@ def test_large_k_relative_to_n_runs_end_to_end(spark, tmp_dir):
 
     from curation_spark import pipeline
     from curation_spark.config import load_config
-    from curation_spark.tables import read_table
+    from curation_spark.io.tables import read_table
 
     data = f"{tmp_dir}/mix"
     pipeline.write_synthetic(spark, synth.make_gaussian_mixture(20_000, 8, 40, seed=5), data, "delta")

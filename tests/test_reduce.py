@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation_spark.reduce import owner_bounds, reduce_owned, split_by_owner
+from curation_spark.method.reduce import owner_bounds, reduce_owned, split_by_owner
 
 
 def sparse_partials(rank: int, n_clusters: int, dim: int, touched: int | None = None):

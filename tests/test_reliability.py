@@ -9,7 +9,7 @@ import pytest
 
 from curation_spark import pipeline, synth
 from curation_spark.config import load_config
-from curation_spark.tables import read_table
+from curation_spark.io.tables import read_table
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow
@@ -20,7 +20,8 @@ SETTINGS = ["clustering.n_levels=1", "clustering.n_clusters=[20]", "clustering.n
 
 FAIL_ONCE_SCRIPT = """
 import os, sys
-from curation_spark import cli, kmeans
+from curation_spark import cli
+from curation_spark.engine import kmeans
 
 def fail_first_attempt(partition):
     if partition != 0:

@@ -7,7 +7,7 @@ import pytest
 
 from curation_spark import pipeline, synth
 from curation_spark.config import load_config
-from curation_spark.tables import read_table
+from curation_spark.io.tables import read_table
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow
@@ -106,7 +106,7 @@ def small_runs(spark, tmp_path_factory):
     string ids (ties in the window orders are broken by id, compared as strings)."""
     from pyspark.sql import functions as F
 
-    from curation_spark.runfolder import open_existing
+    from curation_spark.io.runfolder import open_existing
 
     base = tmp_path_factory.mktemp("sampling_paths")
     rings = synth.make_rings(seed=2, sizes=(500, 40, 100, 60, 300))
@@ -131,7 +131,7 @@ def small_runs(spark, tmp_path_factory):
     ("long", 5000, 2, "r", 0),  # above the capacity (2 x 1000): every point twice
     ("string", 250, 1, "c", 0), ("string", 777, 2, "r", 5), ("string", 0, 1, "c", 0)])
 def test_in_process_sampling_equals_the_spark_path(spark, small_runs, kind, target, multiplier, strategy, seed):
-    from curation_spark import sampling
+    from curation_spark.curation import sampling
 
     run = small_runs[kind]
     params = sampling.SamplingParams(target, multiplier, strategy, seed)
@@ -153,10 +153,10 @@ def test_in_process_sampling_equals_the_spark_path(spark, small_runs, kind, targ
 def test_both_paths_refuse_a_hierarchy_without_parents(spark, small_runs, tmp_dir):
     from pyspark.sql import functions as F
 
-    from curation_spark import sampling
+    from curation_spark.curation import sampling
     from curation_spark.errors import ConfigError
-    from curation_spark.runfolder import RunFolder
-    from curation_spark.tables import write_table
+    from curation_spark.io.runfolder import RunFolder
+    from curation_spark.io.tables import write_table
 
     run = small_runs["long"]
     broken = RunFolder(spark, f"{tmp_dir}/broken", run.format)

@@ -4,7 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation_spark import kernels, kmeans, seeding, synth
+from curation_spark.method import kernels, seeding
+from curation_spark.engine import kmeans
+from curation_spark.method import lloyd
+from curation_spark import synth
 
 
 def _mixture(n, dim, components, seed=1):
@@ -221,7 +224,7 @@ def clustered_frame(spark):
     ("l2", "gain", 3000, False), ("cosine", "size", 1500, True)])
 def test_spark_equals_numpy_bit_for_bit(clustered_frame, distance, allocation, sample_size, string_ids):
     """Same sample, same coarse centroids, same groups in the same order: same bits."""
-    from curation_spark.seeding_spark import two_level_init_spark
+    from curation_spark.engine.seeding_spark import two_level_init_spark
 
     df = clustered_frame
     if string_ids:
@@ -240,7 +243,7 @@ def test_barrier_stage_init_equals_the_given_init(clustered_frame):
     (seeding_stage); it must start from exactly the centroids of the in-process init on
     the same sample, so both fits end with the same bits."""
     df = clustered_frame
-    params = kmeans.KMeansParams(n_clusters=60, n_iters=2, seed=11, init="two_level", init_sample_size=1500,
+    params = lloyd.KMeansParams(n_clusters=60, n_iters=2, seed=11, init="two_level", init_sample_size=1500,
                                  engine="barrier")
     sample = kmeans.init_sample(df, 1500, 3000, 8, 11)
     given = seeding.two_level_init(sample, 60, 11)

@@ -1,4 +1,4 @@
-"""The two-level init spread over a barrier stage's tasks (curation_spark.seeding_stage):
+"""The two-level init spread over a barrier stage's tasks (curation_spark.engine.seeding_stage):
 tasks are threads on real loopback sockets (the mesh of test_exchange); the result must be
 the in-process two-level init of the same sample, bit for bit."""
 from __future__ import annotations
@@ -7,8 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation_spark import inprocess, kmeans, seeding, synth
-from curation_spark.seeding_stage import owners_by_work, sample_rows, two_level_init_in_stage
+from curation_spark.method import inprocess, seeding
+from curation_spark.method import lloyd
+from curation_spark import synth
+from curation_spark.engine.seeding_stage import owners_by_work, sample_rows, two_level_init_in_stage
 from test_exchange import ok, run_tasks
 
 
@@ -40,7 +42,7 @@ def test_stage_init_equals_in_process_init(n_tasks, distance, allocation, n_rows
     order_ids = np.random.default_rng(1).permutation(n).astype(np.int64)
     ids = np.array([f"p{v:05d}" for v in order_ids]) if string_ids else order_ids
     keys = np.random.default_rng(3).integers(-2 ** 63, 2 ** 63 - 1, size=n, dtype=np.int64)
-    cut = kmeans.init_sample_cut(n_rows, n)
+    cut = lloyd.init_sample_cut(n_rows, n)
     blocks = _blocks(ids, n_tasks)
 
     def body(group):
@@ -60,7 +62,7 @@ def test_sample_rows_resolves_hash_collisions_by_id():
     n, n_rows, n_tasks = 600, 100, 3
     ids = np.random.default_rng(0).permutation(n).astype(np.int64) * 7
     keys = np.random.default_rng(1).integers(-2 ** 63, 2 ** 63 - 1, size=n, dtype=np.int64)
-    cut = kmeans.init_sample_cut(n_rows, n)
+    cut = lloyd.init_sample_cut(n_rows, n)
     threshold = np.sort(keys)[n_rows - 1]
     assert threshold <= cut
     tied = np.random.default_rng(2).choice(np.flatnonzero(keys > threshold), size=9, replace=False)

@@ -1,4 +1,4 @@
-"""One seed rule (curation_spark.seeds): distinct keys give distinct streams."""
+"""One seed rule (curation_spark.method.seeds): distinct keys give distinct streams."""
 from __future__ import annotations
 
 import itertools
@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from curation_spark import seeds
-from curation_spark import hierarchy
+from curation_spark.method import seeds
+from curation_spark.curation import hierarchy
 from curation_spark.config import load_config
 
 

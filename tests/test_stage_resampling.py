@@ -1,13 +1,15 @@
-"""Resampling inside the k-means barrier stage (curation_spark.stage_resampling) gives the
+"""Resampling inside the k-means barrier stage (curation_spark.engine.stage_resampling) gives the
 tables of the Spark jobs it replaces (window sample, k-means on it, full reassignment)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from curation_spark import hierarchy, pipeline, stage_resampling, synth
+from curation_spark.curation import hierarchy
+from curation_spark import pipeline, synth
+from curation_spark.engine import stage_resampling
 from curation_spark.config import load_config
-from curation_spark.tables import read_table, to_points
+from curation_spark.io.tables import read_table, to_points
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow

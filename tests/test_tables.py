@@ -9,7 +9,7 @@ import pytest
 
 from curation_spark.config import InputConfig
 from curation_spark.errors import InputError
-from curation_spark.tables import (delta_version, detect_format, read_input, read_table, table_exists, to_points,
+from curation_spark.io.tables import (delta_version, detect_format, read_input, read_table, table_exists, to_points,
                                    validate_embeddings, write_table)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from curation_spark import pipeline
 from curation_spark.config import load_config
-from curation_spark.tables import read_table
+from curation_spark.io.tables import read_table
 
 POINTS = [(1, [0.0, 0.0]), (2, [0.0, 1.0]), (3, [1.0, 0.0]), (4, [10.0, 10.0]), (5, [10.0, 11.0]), (6, [11.0, 10.0])]
 
@@ -43,7 +43,7 @@ def test_six_points_exact_hierarchy_and_sample(spark, six_points, tmp_path, capl
         "clustering.n_resampling_steps=[0,0]", f"clustering.in_process_max_mb={in_process_max_mb}",
         f"clustering.degenerate_share={degenerate_share}", "sampling.target_size=2", "sampling.strategy=c",
     ])
-    with caplog.at_level("WARNING", logger="curation_spark.hierarchy"):
+    with caplog.at_level("WARNING", logger="curation_spark.curation.hierarchy"):
         summary = pipeline.run(config, spark)
     meta = json.loads(Path(out, "run.json").read_text())
     level1, level2 = meta["levels"]["1"], meta["levels"]["2"]

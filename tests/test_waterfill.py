@@ -1,4 +1,4 @@
-"""Tests for curation_spark.waterfill: water-filling budget split and leaf copy allocation.
+"""Tests for curation_spark.method.waterfill: water-filling budget split and leaf copy allocation.
 
 Property-based tests compare against a brute-force oracle on small inputs; a few
 example tests pin edge cases, determinism, rough uniformity of the random parts,
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curation_spark.waterfill import leaf_copies, seeded_rng, water_fill, water_fill_cut
+from curation_spark.method.waterfill import leaf_copies, seeded_rng, water_fill, water_fill_cut
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

@@ -42,8 +42,10 @@ def test_wheel_contents(wheel):
     assert wheel.name.startswith("curation_spark-") and wheel.name.endswith("-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-    modules = sorted(p.name for p in (cu.REPO / "curation_spark").glob("*.py"))
-    missing = [m for m in modules if f"curation_spark/{m}" not in names]
+    package = cu.REPO / "curation_spark"
+    modules = sorted(p.relative_to(cu.REPO).as_posix() for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    assert any("/" in m.removeprefix("curation_spark/") for m in modules), "expected the layer sub-packages"
+    missing = [m for m in modules if m not in names]
     assert not missing, f"modules missing from the wheel: {missing}"
     assert not any(n.startswith(("tests/", "jobs/", "notebooks/", "bench/")) for n in names)
     entry_points = cu.wheel_entry_points(wheel)

@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from curation_spark import paths
-from curation_spark.blocks import BlockChecks
+from curation_spark.io import paths
+from curation_spark.io.blocks import BlockChecks
 from curation_spark.errors import CurationError, InputError
-from curation_spark.session import require_delta
+from curation_spark.io.session import require_delta
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -171,7 +171,7 @@ def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str) -> Emb
 def raise_for_checks(checks: BlockChecks, id_col: str, embedding_col: str, ref_dim: int) -> None:
     """The one-line :class:`InputError` for the first failed check, if any: the same
     messages whether the checks ran as a validation pass or while the k-means loaded its
-    blocks (:class:`~curation_spark.blocks.BlockChecks`)."""
+    blocks (:class:`~curation_spark.io.blocks.BlockChecks`)."""
     n = checks.rows
     if n == 0:
         raise InputError("input table is empty (0 rows)")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation_spark import centroid_index
-from curation_spark.centroid_index import exact_distances
+from curation_spark.method import centroid_index
+from curation_spark.method.centroid_index import exact_distances
 
 #: Relative slack (of |x|^2 + max |c|^2) subtracted from squared second-nearest distances
 #: from the GEMM identity before they become lower bounds: ~64 float32 ulps.
@@ -75,7 +75,7 @@ def _euclidean(dist: np.ndarray, distance: str) -> np.ndarray:
 def probe_guess(x: np.ndarray, centroids: np.ndarray, distance: str, seed: int = 0,
                 n_probes: int = GUESS_PROBES) -> np.ndarray:
     """A cheap, inexact nearest centroid for every row, for a first call with no previous
-    labels: the probe search of :mod:`curation_spark.centroid_index` (an inverted file over
+    labels: the probe search of :mod:`curation_spark.method.centroid_index` (an inverted file over
     the centroids, GEMM per list). Only a starting point: the candidate test certifies or
     corrects it and the rest is searched exactly, so the result does not depend on it."""
     coarse = centroid_index.train_coarse(centroids, n_probes, distance, seed)

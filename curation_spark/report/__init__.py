@@ -33,9 +33,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from curation_spark import paths
+from curation_spark.io import paths
 from curation_spark.errors import ConfigError, CurationError
-from curation_spark.runfolder import RunFolder, open_existing
+from curation_spark.io.runfolder import RunFolder, open_existing
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -109,7 +109,7 @@ def write_report(run_path: str, out_dir: str | None = None, table: str | None = 
         Input table to compare against (Parquet/Delta folder); default the run's input
         (``input.path`` / ``input.table`` of its config).
     spark
-        Session to use; default the active one (:func:`curation_spark.session.get_spark`).
+        Session to use; default the active one (:func:`curation_spark.io.session.get_spark`).
 
     Returns
     -------
@@ -118,7 +118,7 @@ def write_report(run_path: str, out_dir: str | None = None, table: str | None = 
     """
     started = time.perf_counter()
     if spark is None:
-        from curation_spark.session import get_spark
+        from curation_spark.io.session import get_spark
 
         spark = get_spark()
     run = open_existing(spark, run_path)
@@ -253,7 +253,7 @@ def _open_context(spark: "SparkSession", run: RunFolder, table: str | None, inpu
 
 def _choose_curated(ctx: _Context, table: str | None) -> None:
     """``table`` if given (an error if it does not exist), else the newest curated table."""
-    from curation_spark.tables import read_table, table_exists
+    from curation_spark.io.tables import read_table, table_exists
 
     spark, run = ctx.spark, ctx.run
     samples: dict[str, Any] = run.meta.get("samples") or {}
@@ -333,7 +333,7 @@ def _mtime(spark: "SparkSession", path: str) -> float | None:
 def _open_input(ctx: _Context, input_path: str | None, in_cfg: Mapping[str, Any],
                 meta_input: Mapping[str, Any]) -> None:
     """The input table (``input_path`` or the run's own input), or a note why there is none."""
-    from curation_spark.tables import read_input, read_table
+    from curation_spark.io.tables import read_input, read_table
 
     spark = ctx.spark
     try:
@@ -373,7 +373,7 @@ def _centroid_dim(ctx: _Context) -> int | None:
 
 
 def _read_level_table(ctx: _Context, level: int, kind: str) -> "DataFrame":
-    from curation_spark.tables import read_table
+    from curation_spark.io.tables import read_table
 
     path = ctx.run.centroids_path(level) if kind == "centroids" else ctx.run.assignments_path(level)
     return read_table(ctx.spark, path, ctx.run.format)
@@ -405,7 +405,7 @@ def _small_input(ctx: _Context) -> "pa.Table | None":
     when it has at most :data:`SMALL_TABLE_ROWS` rows; None otherwise."""
     from pyspark.sql import functions as F
 
-    from curation_spark.tables import embedding_array_column
+    from curation_spark.io.tables import embedding_array_column
 
     if "input" not in ctx.small:
         table = None
@@ -646,7 +646,7 @@ def _section_objective(ctx: _Context) -> _Drawn:
 
 
 def _section_resampling(ctx: _Context) -> _Drawn:
-    from curation_spark.kernels import size_histogram
+    from curation_spark.method.kernels import size_histogram
 
     infos = {lvl: dict(ctx.level_info(lvl)) for lvl in ctx.levels if ctx.level_info(lvl).get("resampling")}
     if not infos:
@@ -742,7 +742,7 @@ def _section_per_cluster(ctx: _Context) -> _Drawn:
 def _section_scatter(ctx: _Context) -> _Drawn:
     from pyspark.sql import functions as F
 
-    from curation_spark.tables import embedding_array_column
+    from curation_spark.io.tables import embedding_array_column
 
     if ctx.dim is None:
         return _Drawn(None, notes=["The embedding dimension is unknown (no input information in run.json)."])
@@ -1336,7 +1336,7 @@ def _label_palette(n: int) -> list:
 
 
 def _gini(sizes: np.ndarray) -> float:
-    from curation_spark.kernels import size_stats
+    from curation_spark.method.kernels import size_stats
 
     return float(size_stats(np.asarray(sizes))["gini"])
 

@@ -1,6 +1,6 @@
 """Numeric kernels of k-means: plain numpy/faiss on in-memory blocks, no Spark.
 
-The Spark layer (:mod:`curation_spark.kmeans`) calls these on each partition's block;
+The Spark layer (:mod:`curation_spark.engine.kmeans`) calls these on each partition's block;
 tests call them with small arrays and compare against brute force.
 
 Conventions: points and centroids are C-contiguous float32 ``(n, d)`` arrays; for the
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation_spark.seeds import seeded_rng
+from curation_spark.method.seeds import seeded_rng
 
 #: Rows per chunk when accumulating partial sums (bounds the float64 scratch space).
 SUM_CHUNK_ROWS = 65536

@@ -1,12 +1,12 @@
 """The two-level init inside the k-means barrier stage, its per-group work spread over the
 stage's tasks (numpy/faiss and the task mesh; no Spark job).
 
-:func:`curation_spark.seeding_spark.two_level_init_spark` runs the same init as Spark
+:func:`curation_spark.engine.seeding_spark.two_level_init_spark` runs the same init as Spark
 jobs before the k-means stage: a sort of the sample rows, a persisted sample, two
 shuffles of it and a separate read of the input. At K = 100,000 on 2M x 128 points that
 took 98 s, of which ~60 s were those jobs rather than arithmetic. Here the blocks are
 already loaded, so the tasks exchange only what the init needs over the stage's sockets
-(:class:`curation_spark.exchange.TaskGroup`):
+(:class:`curation_spark.engine.exchange.TaskGroup`):
 
 1. *sample*: every task has the ``xxhash64(point_id, seed)`` key of its rows; the keys
    under the init cut are all-gathered (8 bytes a row), so each task knows which of its
@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from curation_spark import seeding
-from curation_spark.blocks import float_matrix_to_list_array, from_ipc, to_ipc
+from curation_spark.method import seeding
+from curation_spark.io.blocks import float_matrix_to_list_array, from_ipc, to_ipc
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from curation_spark.exchange import TaskGroup
+    from curation_spark.engine.exchange import TaskGroup
 
 __all__ = ["sample_rows", "owners_by_work", "two_level_init_in_stage"]
 

@@ -9,7 +9,7 @@ own small server. After that every pair of tasks shares one persistent TCP conne
 the collectives (:meth:`TaskGroup.all_to_all`, :meth:`~TaskGroup.all_gather`,
 :meth:`~TaskGroup.gather`, :meth:`~TaskGroup.broadcast`) move bytes directly between the
 tasks that need them, so no task has to receive everyone's full message (see
-:mod:`curation_spark.reduce` for the reduce-scatter built on top).
+:mod:`curation_spark.method.reduce` for the reduce-scatter built on top).
 
 Messages are length-prefixed frames. All transfers of one collective run in one thread on
 non-blocking sockets driven by :mod:`selectors`: a task writes to and reads from all its

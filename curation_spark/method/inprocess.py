@@ -4,7 +4,7 @@ Upper levels and resampling samples hold thousands of points, yet on Spark each 
 dozens of small jobs. When a level's embeddings fit comfortably in the driver
 (``clustering.in_process_max_mb``), :func:`cluster_level_in_memory` runs its k-means,
 resampling steps and splits on one float32 block with the same kernels, seeds and rules
-as the Spark path (:func:`curation_spark.hierarchy.run_level`), so both write the same
+as the Spark path (:func:`curation_spark.curation.hierarchy.run_level`), so both write the same
 tables up to float rounding.
 
 Two conventions make the in-process choices equal Spark's:
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from curation_spark import centroid_index, kernels, kmeans, seeds
-from curation_spark.kmeans import KMeansParams
+from curation_spark.method import centroid_index, kernels, lloyd, seeds
+from curation_spark.method.lloyd import KMeansParams
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class LevelPlan:
 
 @dataclass
 class KMeansRun:
-    """One in-memory k-means: what :func:`curation_spark.kmeans.fit` reports, with the
+    """One in-memory k-means: what :func:`curation_spark.engine.kmeans.fit` reports, with the
     assignment as arrays aligned with the input rows."""
 
     centroids: np.ndarray
@@ -199,8 +199,8 @@ class LevelResult:
 
 
 def init_sample_size(params: KMeansParams, n_total: int, dim: int) -> int:
-    """Rows :func:`curation_spark.kmeans.initial_centroids` asks ``init_sample`` for."""
-    size = params.init_sample_size or kmeans.default_init_sample_size(params.n_clusters, n_total, dim)
+    """Rows :func:`curation_spark.engine.kmeans.initial_centroids` asks ``init_sample`` for."""
+    size = params.init_sample_size or lloyd.default_init_sample_size(params.n_clusters, n_total, dim)
     return max(size, params.n_clusters)
 
 
@@ -216,7 +216,7 @@ def init_sample_rows(n_rows: int, n_total: int, key: np.ndarray | None) -> np.nd
         return np.arange(n_total)
     if key is None:
         raise ValueError("init sample smaller than the points needs the hash keys")
-    cut = kmeans.init_sample_cut(n_rows, n_total)  # the cut of kmeans.init_sample's filter
+    cut = lloyd.init_sample_cut(n_rows, n_total)  # the cut of kmeans.init_sample's filter
     below = np.flatnonzero(key <= np.int64(cut))
     order = np.lexsort((below, key[below]))  # by key, then id
     return np.sort(below[order[:n_rows]])
@@ -225,7 +225,7 @@ def init_sample_rows(n_rows: int, n_total: int, key: np.ndarray | None) -> np.nd
 def first_per_cluster(labels: np.ndarray, order_key: np.ndarray, sample_size: int) -> np.ndarray:
     """Positions (ascending) of the first ``sample_size`` rows of every cluster, ordered
     by ``order_key`` then id: ``row_number() OVER (PARTITION BY cluster_id ORDER BY key,
-    point_id) <= sample_size`` of :func:`curation_spark.hierarchy.resampling_sample`."""
+    point_id) <= sample_size`` of :func:`curation_spark.curation.hierarchy.resampling_sample`."""
     n = len(labels)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -271,8 +271,8 @@ NUMPY_BLAS_THREADS = 1
 
 def fit_in_memory(x: np.ndarray, params: KMeansParams, keys: Mapping[int, np.ndarray],
                   stage: str = "k-means") -> KMeansRun:
-    """k-means on an id-ordered block with :func:`curation_spark.kmeans.fit`'s rules: init
-    from the rows ``init_sample`` would gather (through ``kmeans.init_from_sample``), then
+    """k-means on an id-ordered block with :func:`curation_spark.engine.kmeans.fit`'s rules: init
+    from the rows ``init_sample`` would gather (through ``lloyd.init_from_sample``), then
     the barrier engine's Lloyd loop (:func:`_lloyd`); numpy's BLAS on one thread."""
     with numpy_blas_threads(NUMPY_BLAS_THREADS):
         return _fit_in_memory(x, params, keys, stage)
@@ -285,14 +285,14 @@ def _fit_in_memory(x: np.ndarray, params: KMeansParams, keys: Mapping[int, np.nd
         raise ValueError(f"{stage}: no points to cluster")
     k = params.n_clusters
     if k > n:
-        k = kmeans.clamp_clusters(k, n, stage)
+        k = lloyd.clamp_clusters(k, n, stage)
         params = replace(params, n_clusters=k)
     size = init_sample_size(params, n, dim)
     if size >= n:
         sample = x
     else:
         sample = x[init_sample_rows(size, n, _key(keys, params.seed, f"{stage} · init sample"))]
-    c = kmeans.init_from_sample(sample, params)
+    c = lloyd.init_from_sample(sample, params)
     if len(c) != k:
         raise ValueError(f"{stage}: expected {k} initial centroids, got {len(c)}")
     c = np.ascontiguousarray(c, dtype=np.float32)
@@ -302,7 +302,7 @@ def _fit_in_memory(x: np.ndarray, params: KMeansParams, keys: Mapping[int, np.nd
 
 def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, started: float) -> KMeansRun:
     """The barrier engine's loop with the whole level as its one block, through the
-    engine's own block half (``kmeans.BlockLloyd``: exact or index-assisted assignment,
+    engine's own block half (``lloyd.BlockLloyd``: exact or index-assisted assignment,
     sums kept across iterations): assign, sums, update (empty clusters keep their
     centroid), stop at ``n_iters``, zero shift or ``shift <= tol``; a last assignment
     gives labels, sizes and the objective.
@@ -313,8 +313,8 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
     """
     k, dim = c.shape
     xw = kernels.normalize_rows(x) if params.distance == "cosine" else np.ascontiguousarray(x, dtype=np.float32)
-    block = kmeans.BlockLloyd(xw, params, k)
-    index_mode = kmeans.uses_index(params, k)
+    block = lloyd.BlockLloyd(xw, params, k)
+    index_mode = lloyd.uses_index(params, k)
     history: list[dict[str, Any]] = []
     for it in range(1, params.n_iters + 1):
         t0 = time.perf_counter()
@@ -331,13 +331,13 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
                  "exchange_s": time.perf_counter() - t1, "empty_clusters": int((dense_counts == 0).sum()),
                  "assignment": "index" if index_mode else "exact"}
         if not index_mode:
-            entry["settled"] = kmeans.settled_shares(np.asarray(timings[5:8]))
+            entry["settled"] = lloyd.settled_shares(np.asarray(timings[5:8]))
         if index_mode:
             entry["agreement"] = float(timings[2] / max(1.0, timings[3]))
             entry["prior_blocks"] = int(timings[4])
             entry["n_probes"] = block.index.n_probes  # type: ignore[union-attr]
         history.append(entry)
-        kmeans.log_iteration(stage, entry)
+        lloyd.log_iteration(stage, entry)
         if shift == 0.0 or (params.tol > 0 and shift <= params.tol):
             break
     labels, dist = block.assign(c)
@@ -347,13 +347,13 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
 
 
 def reassign(x: np.ndarray, centroids: np.ndarray, distance: str,
-             params: "kmeans.KMeansParams | None" = None) -> tuple[np.ndarray, np.ndarray]:
+             params: "KMeansParams | None" = None) -> tuple[np.ndarray, np.ndarray]:
     """``kmeans.assign_points`` on a block: both sides normalised for cosine (the
     centroids again, as there, so the same float32 values are searched); through the
     centroid index (probe path) where ``params`` pick it for this K, as there."""
     c = kernels.normalize_rows(centroids) if distance == "cosine" else np.ascontiguousarray(centroids, np.float32)
     xw = kernels.normalize_rows(x) if distance == "cosine" else x
-    if params is None or not kmeans.uses_index(params, len(c)):
+    if params is None or not lloyd.uses_index(params, len(c)):
         return kernels.assign(xw, c, distance)
     coarse = centroid_index.train_coarse(c, params.index_probes, distance, params.seed)
     return centroid_index.assign_fresh(xw, c, coarse, distance, params.index_probes, params.index_neighbours)
@@ -361,7 +361,7 @@ def reassign(x: np.ndarray, centroids: np.ndarray, distance: str,
 
 def split_in_memory(x: np.ndarray, labels: np.ndarray, n_splits: int, n_iters: int, seed: int,
                     distance: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`curation_spark.hierarchy.split_clusters` on a block: every non-empty cluster
+    """:func:`curation_spark.curation.hierarchy.split_clusters` on a block: every non-empty cluster
     (its rows in id order) split by ``kernels.split_cluster`` with seed ``seeds.for_parent(seed, parent)``;
     dense ids ordered by parent, then sub-cluster.
 
@@ -429,7 +429,7 @@ def _cluster_level(x: np.ndarray, keys: Mapping[int, np.ndarray], plan: LevelPla
         rows = first_per_cluster(labels, order_key, plan.sample_size)
         n_sample = len(rows)
         # A fresh k-means (new init) on the per-cluster sample, as on Spark.
-        k = kmeans.clamp_clusters(k, n_sample, substage)
+        k = lloyd.clamp_clusters(k, n_sample, substage)
         step_res = fit_in_memory(x[rows], replace(plan.kmeans_params[step], n_clusters=k), _RowKeys(keys, rows),
                                  substage)
         centroids = step_res.centroids

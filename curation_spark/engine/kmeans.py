@@ -1,13 +1,13 @@
 """Distributed k-means on Spark: Lloyd iterations as map-reduce over numpy blocks.
 
-Two engines share the kernels of :mod:`curation_spark.kernels`:
+Two engines share the kernels of :mod:`curation_spark.method.kernels`:
 
 ``barrier`` (default)
     One barrier stage. Each task turns its partition into a float32 block **once**, then
     runs all Lloyd iterations in place: assign (exact faiss search, or the centroid index
-    of :mod:`curation_spark.centroid_index` for large K), per-cluster float64 partial sums
+    of :mod:`curation_spark.method.centroid_index` for large K), per-cluster float64 partial sums
     kept across iterations, a reduce-scatter of the sparse sums over a TCP mesh between
-    the tasks (:mod:`curation_spark.reduce`, :mod:`curation_spark.exchange`: each task
+    the tasks (:mod:`curation_spark.method.reduce`, :mod:`curation_spark.engine.exchange`: each task
     owns a range of cluster ids and computes their centroids), then an all-gather of the
     float32 centroids. Moving the embedding column from the JVM to Python costs more than
     an iteration's GEMM, so it is paid once per k-means instead of once per iteration
@@ -34,47 +34,24 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import numpy as np
 
-from curation_spark import bounded_assign, centroid_index, kernels, reduce
-from curation_spark.blocks import (BlockChecks, assignment_batches, batches_to_block, float_matrix_to_list_array,
+from curation_spark.method import centroid_index, kernels, reduce
+from curation_spark.io.blocks import (BlockChecks, assignment_batches, batches_to_block, float_matrix_to_list_array,
                                    from_ipc, to_ipc)
 from curation_spark.errors import InputError
-from curation_spark.exchange import TaskGroup
-from curation_spark.progress import IterationProgress
-from curation_spark.seeds import seeded_rng
-from curation_spark.tables import EMBEDDING, POINT_ID
+from curation_spark.engine.exchange import TaskGroup
+from curation_spark.io.progress import IterationProgress
+from curation_spark.method.lloyd import (BlockLloyd, KMeansParams, clamp_clusters, default_init_sample_size,
+                                          init_from_sample, init_method, init_sample_cut, log_iteration,
+                                          settled_shares, uses_index)
+from curation_spark.io.tables import EMBEDDING, POINT_ID
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
-#: Largest sample gathered to the driver for k-means++ (bytes of float32 embeddings).
-INIT_SAMPLE_MAX_BYTES = 256 * 1024 * 1024
-#: ``init: auto`` uses the two-level init from this many clusters on (bench/init_bench.py).
-TWO_LEVEL_MIN_CLUSTERS = 2048
-#: Points per cluster in the default k-means++ sample.
-INIT_SAMPLE_PER_CLUSTER = 20
 #: Point sets larger than this (float32 embeddings) are cached on disk only.
 MEMORY_CACHE_MAX_BYTES = 1024 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class KMeansParams:
-    """What one k-means run needs; see ``clustering`` in the config for meanings."""
-
-    n_clusters: int
-    n_iters: int
-    distance: str = "l2"
-    init: str = "auto"
-    seed: int = 0
-    tol: float = 0.0
-    init_sample_size: int | None = None
-    engine: str = "barrier"
-    num_partitions: int | None = None
-    assignment: str = "auto"
-    index_min_clusters: int = 4096
-    index_neighbours: int = 64
-    index_probes: int = 64
 
 
 #: Test hook: called in every barrier task with its partition id once its block is loaded
@@ -167,7 +144,7 @@ def embedding_dim(points: "DataFrame") -> int:
 
 
 def slots(spark: "SparkSession") -> int:
-    from curation_spark.session import default_parallelism, task_cpus
+    from curation_spark.io.session import default_parallelism, task_cpus
 
     return max(1, default_parallelism(spark) // task_cpus(spark))
 
@@ -183,7 +160,7 @@ def layout(points: "DataFrame", n_partitions: int) -> "DataFrame":
 def init_sample(points: "DataFrame", n_rows: int, n_total: int, dim: int, seed: int) -> np.ndarray:
     """A seeded sample of about ``n_rows`` points gathered to the driver, independent of
     partitioning: the rows with the smallest ``xxhash64(point_id, seed)``."""
-    from curation_spark.seeding_spark import sample_frame  # one definition of the sample rule
+    from curation_spark.engine.seeding_spark import sample_frame  # one definition of the sample rule
 
     frame = sample_frame(points, n_rows, n_total, seed)
     table = frame.select(POINT_ID, EMBEDDING).toArrow()
@@ -191,54 +168,16 @@ def init_sample(points: "DataFrame", n_rows: int, n_total: int, dim: int, seed: 
     return x
 
 
-def init_sample_cut(n_rows: int, n_total: int) -> int:
-    """The ``xxhash64`` cut of the init sample: rows with a key at most this are the
-    candidates, about twice the ``n_rows`` wanted (the ``n_rows`` smallest are kept)."""
-    threshold_fraction = min(1.0, 2.0 * n_rows / n_total + 1e-3)
-    return min(int(-(2 ** 63) + threshold_fraction * (2 ** 64 - 1)), 2 ** 63 - 1)
-
-
-def default_init_sample_size(n_clusters: int, n_total: int, dim: int) -> int:
-    """k-means++ sample bound: 20 points per cluster (at least 10,000), at most 256 MB."""
-    wanted = max(INIT_SAMPLE_PER_CLUSTER * n_clusters, 10_000)
-    return int(min(n_total, wanted, max(n_clusters, INIT_SAMPLE_MAX_BYTES // (4 * dim))))
-
-
 def initial_centroids(points: "DataFrame", params: KMeansParams, n_total: int, dim: int) -> np.ndarray:
     """k-means++ (greedy, 2 + ln K trials) or random rows, on a bounded driver-side sample."""
     size = params.init_sample_size or default_init_sample_size(params.n_clusters, n_total, dim)
     size = max(size, params.n_clusters)
     if init_method(params) == "two_level":
-        from curation_spark.seeding_spark import two_level_init_spark
+        from curation_spark.engine.seeding_spark import two_level_init_spark
 
         return two_level_init_spark(points, params.n_clusters, n_total, dim, params.seed, params.distance, size)
     sample = init_sample(points, size, n_total, dim, params.seed)
     return init_from_sample(sample, params)
-
-
-def init_method(params: KMeansParams) -> str:
-    """The init a k-means uses: ``auto`` is k-means++ up to ``TWO_LEVEL_MIN_CLUSTERS``
-    clusters (where it is affordable and as good), two-level init above."""
-    if params.init != "auto":
-        return params.init
-    return "two_level" if params.n_clusters >= TWO_LEVEL_MIN_CLUSTERS else "kmeans++"
-
-
-def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
-    """The initial centroids from an (id-ordered) in-memory sample: the numeric half of
-    :func:`initial_centroids`, shared with the in-process path for small levels."""
-    k = min(params.n_clusters, len(sample))
-    method = init_method(params)
-    if method == "two_level":  # normalises itself (twice would change bits vs the Spark path)
-        from curation_spark.seeding import two_level_init
-
-        return two_level_init(sample, k, params.seed, params.distance)
-    if params.distance == "cosine":
-        sample = kernels.normalize_rows(sample)
-    rng = seeded_rng(params.seed, 0x5EED)
-    if method == "random":
-        return kernels.random_init(sample, k, rng)
-    return kernels.kmeans_plus_plus(sample, k, rng)
 
 
 # --------------------------------------------------------------------------- engines
@@ -253,7 +192,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     Parameters
     ----------
     points
-        Normalised point frame (see :func:`curation_spark.tables.to_points`).
+        Normalised point frame (see :func:`curation_spark.io.tables.to_points`).
     params
         Clusters, iterations, distance, init, seed, tolerance, engine.
     stage
@@ -266,11 +205,11 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
         Embedding dimension if already known (saves a job).
     follow_up
         Work to run on the loaded blocks after the last iteration, inside the barrier stage
-        (a level's resampling steps, :mod:`curation_spark.stage_resampling`); its labels and
+        (a level's resampling steps, :mod:`curation_spark.engine.stage_resampling`); its labels and
         centroids become the result's, its ``info`` is ``result.follow_up_info``. Only the
         barrier engine runs it; check ``result.follow_up_info is not None``.
     input_check
-        Count the input checks of :func:`curation_spark.tables.validate_embeddings` while
+        Count the input checks of :func:`curation_spark.io.tables.validate_embeddings` while
         the blocks load, and raise its :class:`~curation_spark.errors.InputError` before any
         iteration (the caller skipped the validation pass); only where
         :func:`validates_while_loading` says so.
@@ -337,7 +276,7 @@ class InputCheck:
 def choose_engine(spark: "SparkSession", params: KMeansParams, k: int, dim: int) -> str:
     """The requested engine, unless barrier mode cannot run here (then ``passes``).
 
-    The barrier engine's exchange is a reduce-scatter (:mod:`curation_spark.reduce`): a
+    The barrier engine's exchange is a reduce-scatter (:mod:`curation_spark.method.reduce`): a
     task receives at most K x (8D + 12) bytes per iteration in total whatever the task
     count, so K alone never forces the fallback any more.
     """
@@ -364,56 +303,6 @@ def _result_schema(points: "DataFrame"):
     ])
 
 
-def uses_index(params: KMeansParams, k: int) -> bool:
-    """Whether this k-means assigns through the centroid index (``assignment: auto`` picks
-    it from ``index_min_clusters`` clusters on; see README, "Large K")."""
-    return params.assignment == "index" or (params.assignment == "auto" and k >= params.index_min_clusters)
-
-
-class BlockLloyd:
-    """One block's side of the Lloyd iterations (numpy/faiss only): assignment (exact with
-    the bounds of :class:`~curation_spark.bounded_assign.BoundedAssigner`, or through
-    :class:`~curation_spark.centroid_index.IndexAssigner` for large K) and sparse partial
-    sums kept across iterations (:class:`~curation_spark.kernels.BlockSums`)."""
-
-    def __init__(self, x: np.ndarray, params: KMeansParams, k: int, group: TaskGroup | None = None) -> None:
-        self.x = x
-        self.group = group
-        self.distance = params.distance
-        self.seed = params.seed
-        self.sums = kernels.BlockSums(x, k)
-        self.index = (centroid_index.IndexAssigner(x, params.distance, params.index_probes, params.index_neighbours)
-                      if uses_index(params, k) else None)
-        self.exact = bounded_assign.BoundedAssigner(x, params.distance) if self.index is None else None
-        self.last_stats: centroid_index.AssignStats | None = None
-
-    def assign(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and exact distances to the given centroids."""
-        if self.exact is not None:
-            return self.exact.assign(centroids)
-        shared = None
-        if self.group is not None:  # split the per-centroid work over the stage's tasks
-            shared = centroid_index.SharedWork(self.group.rank, self.group.size, self.group.all_gather)
-        labels, self.last_stats = self.index.assign(centroids, self.seed, shared)  # type: ignore[union-attr]
-        return labels, centroid_index.exact_distances(self.x, centroids, labels, self.distance)
-
-    def step(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, list[float]]:
-        """Assign, then this block's sparse partial sums: (idx, counts, sums, objective, [assign
-        seconds, sums seconds, agreement hits, agreement rows, prior path used, rows settled by
-        the bound, by the candidates, by a full search])."""
-        t0 = time.perf_counter()
-        labels, dist = self.assign(centroids)
-        t1 = time.perf_counter()
-        idx, counts, sums = self.sums.update(labels)
-        obj = kernels.objective_terms(dist, self.distance)
-        t2 = time.perf_counter()
-        st = self.last_stats
-        settled = self.exact.counts if self.exact is not None else bounded_assign.AssignCounts()
-        return idx, counts, sums, obj, [t1 - t0, t2 - t1, float(st.agreement_hits if st else 0),
-                                        float(st.agreement_rows if st else 0), float(st is not None and st.path == "prior"),
-                                        float(settled.by_bound), float(settled.by_candidates), float(settled.searched)]
-
-
 def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
                  n_part: int, stage: str, on_block_loaded: "Callable[[int], None] | None" = None,
                  follow_up: BlockFollowUp | None = None, n_total: int = 0,
@@ -427,7 +316,7 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     arrow_schema = pa.schema([pa.field(f.name, _arrow_type(f.dataType)) for f in schema.fields])
     init_bc = sc.broadcast(centroids)
     k, n_iters, distance, tol = params.n_clusters, params.n_iters, params.distance, params.tol
-    from curation_spark.session import task_cpus
+    from curation_spark.io.session import task_cpus
 
     threads = task_cpus(spark)
     progress = IterationProgress(stage, n_iters, local=sc.master.startswith("local"))
@@ -596,7 +485,7 @@ def _info_batch(arrow_schema: "pa.Schema", kind: str, info: str) -> "pa.RecordBa
 def _judge_checks(group: TaskGroup, checks: BlockChecks, input_check: InputCheck, dim: int) -> str | None:
     """All blocks' input checks added up (the same on every task): the validation error's
     message, or None when the input is fine."""
-    from curation_spark.tables import raise_for_checks
+    from curation_spark.io.tables import raise_for_checks
 
     total = BlockChecks.from_arrays(np.frombuffer(p, dtype=np.int64) for p in group.all_gather(checks.as_array().tobytes()))
     try:
@@ -610,17 +499,17 @@ def init_from_blocks(group: TaskGroup, ids: Any, x: np.ndarray, key: np.ndarray 
                      n_rows: int, n_total: int) -> np.ndarray:
     """The initial centroids from the blocks themselves, the same rows and centroids as the
     init job it replaces, without a pass over the input. Two-level init: spread over the
-    tasks (:func:`curation_spark.seeding_stage.two_level_init_in_stage`). Otherwise every
+    tasks (:func:`curation_spark.engine.seeding_stage.two_level_init_in_stage`). Otherwise every
     task sends task 0 its rows under the hash cut of :func:`init_sample` (all rows when
     the sample is the whole input), task 0 keeps the ``n_rows`` smallest
     ``xxhash64(point_id, seed)`` (then id), runs :func:`init_from_sample` on them in id
     order and broadcasts the centroids."""
     import pyarrow as pa
 
-    from curation_spark import inprocess
+    from curation_spark.method import inprocess
 
     if init_method(params) == "two_level":
-        from curation_spark.seeding_stage import two_level_init_in_stage
+        from curation_spark.engine.seeding_stage import two_level_init_in_stage
 
         return two_level_init_in_stage(group, ids, x, key, params.n_clusters, params.seed, params.distance, n_rows,
                                        n_total, init_sample_cut(n_rows, n_total))
@@ -661,7 +550,7 @@ def _split_off(batches: Iterator["pa.RecordBatch"], names: list[str],
 
 def _aligned_keys(chunks: list["pa.RecordBatch"], seeds: tuple[int, ...]) -> dict[int, np.ndarray]:
     """The split-off key columns in the block's row order (ascending id, as
-    :func:`~curation_spark.blocks.batches_to_block` sorts)."""
+    :func:`~curation_spark.io.blocks.batches_to_block` sorts)."""
     if not seeds:
         return {}
     import pyarrow as pa
@@ -678,7 +567,7 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
                 n_part: int, stage: str, n_points: int) -> KMeansResult:
     """One Spark job per iteration over the cached points (no barrier stage needed).
 
-    Each task splits its sparse partial sums by owner range (:mod:`curation_spark.reduce`);
+    Each task splits its sparse partial sums by owner range (:mod:`curation_spark.method.reduce`);
     a shuffle by owner brings each range's payloads together and ``applyInPandas`` sums
     them in partition order (deterministic) and computes the range's new centroids. The
     driver receives only the K new centroids and one small statistics row per task; it
@@ -694,7 +583,7 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
     spark = points.sparkSession
     sc = spark.sparkContext
     k, distance = params.n_clusters, params.distance
-    from curation_spark.session import task_cpus
+    from curation_spark.io.session import task_cpus
 
     threads = task_cpus(spark)
     cached = layout(points.select(POINT_ID, EMBEDDING), n_part).persist(points_storage_level(n_points, dim))
@@ -793,7 +682,7 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
     import pyarrow as pa
 
     spark = points.sparkSession
-    from curation_spark.session import task_cpus
+    from curation_spark.io.session import task_cpus
 
     threads = task_cpus(spark)
     dim = int(centroids.shape[1])
@@ -835,34 +724,9 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
     return points.select(POINT_ID, EMBEDDING).mapInArrow(run if index_params is None else run_index, schema)
 
 
-def settled_shares(counts: np.ndarray) -> dict[str, float]:
-    """Shares of the points that exact assignment settled by the bound, by the candidate
-    test and by a full search (:class:`~curation_spark.bounded_assign.BoundedAssigner`)."""
-    total = max(1.0, float(np.sum(counts)))
-    return {name: round(float(v) / total, 6) for name, v in zip(("bound", "candidates", "searched"), counts)}
-
-
-def log_iteration(stage: str, entry: dict[str, Any]) -> None:
-    # One line per iteration of every k-means (dozens per level) drowns the log: DEBUG
-    # (--debug); the live progress bar and one summary line per k-means are at INFO.
-    level = logging.DEBUG
-    settled = entry.get("settled")
-    searched = f", searched {100 * settled['searched']:.1f}% of points" if settled else ""
-    log.log(level, "%s · iteration %d: objective=%.6g shift=%.3g seconds=%.2f (assign %.2f, sums %.2f, exchange %.2f%s)",
-             stage, entry["iteration"], entry["objective"], entry["shift"], entry["seconds"],
-             entry["assign_s"], entry["sums_s"], entry["exchange_s"], searched)
-
-
 def _arrow_type(dtype):
     from pyspark.sql.pandas.types import to_arrow_type
 
     return to_arrow_type(dtype)
 
 
-def clamp_clusters(requested: int, available: int, stage: str) -> int:
-    """K larger than the points available is clamped with a warning (as the reference does)."""
-    if requested > available:
-        log.warning("%s: n_clusters=%d is more than the %d points available; using %d clusters", stage, requested,
-                    available, available)
-        return available
-    return requested

@@ -13,12 +13,12 @@ the steps itself, on the blocks it holds:
 2. the candidates go to the owner of their cluster's id range (all-to-all), which keeps
    the first ``sample_size`` per cluster (same order: key, then id), and task 0 gathers
    the sample: ``row_number() OVER (PARTITION BY cluster_id ORDER BY key, point_id) <=
-   sample_size`` of :func:`curation_spark.hierarchy.resampling_sample`, exactly;
+   sample_size`` of :func:`curation_spark.curation.hierarchy.resampling_sample`, exactly;
 3. task 0 runs the step's fresh k-means on the sample with
-   :func:`curation_spark.inprocess.fit_in_memory` (the Spark path's init rules and seeds)
+   :func:`curation_spark.method.inprocess.fit_in_memory` (the Spark path's init rules and seeds)
    and broadcasts the centroids;
 4. every task reassigns its block exactly (bounds started from each point's old cluster,
-   :class:`~curation_spark.bounded_assign.BoundedAssigner`), or through the centroid
+   :class:`~curation_spark.method.bounded_assign.BoundedAssigner`), or through the centroid
    index for large K, as ``kmeans.assign_points`` does.
 
 The tables are the Spark path's up to float rounding (the sample k-means runs on one block
@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from curation_spark import bounded_assign, centroid_index, inprocess, kernels, kmeans, reduce
-from curation_spark.blocks import float_matrix_to_list_array, from_ipc, to_ipc
-from curation_spark.inprocess import LevelPlan
+from curation_spark.method import bounded_assign, centroid_index, inprocess, kernels, reduce
+from curation_spark.method import lloyd
+from curation_spark.io.blocks import float_matrix_to_list_array, from_ipc, to_ipc
+from curation_spark.method.inprocess import LevelPlan
 
 if TYPE_CHECKING:
-    from curation_spark.exchange import TaskGroup
+    from curation_spark.engine.exchange import TaskGroup
 
 #: Bytes per sampled row besides its embedding (cluster, key, id, hash keys), for the bound.
 ROW_OVERHEAD_BYTES = 48
@@ -66,7 +67,7 @@ def _first_per_cluster_table(table: pa.Table, sample_size: int) -> pa.Table:
 
 @dataclass(frozen=True)
 class StageResampling:
-    """The resampling steps of one level, run by :func:`curation_spark.kmeans.fit` inside its
+    """The resampling steps of one level, run by :func:`curation_spark.engine.kmeans.fit` inside its
     barrier stage (the ``follow_up`` hook). ``key_seeds``: the seeds whose
     ``xxhash64(point_id, seed)`` the stage must carry as columns."""
 
@@ -154,7 +155,7 @@ class StageResampling:
         dim = len(values) // max(1, n_sample)
         xs = values.reshape(n_sample, dim)
         sample_keys = {seed: sample.column(f"k{seed}").to_numpy() for seed in self.key_seeds}
-        k_step = kmeans.clamp_clusters(k, n_sample, substage)
+        k_step = lloyd.clamp_clusters(k, n_sample, substage)
         res = inprocess.fit_in_memory(xs, replace(plan.kmeans_params[step], n_clusters=k_step), sample_keys, substage)
         return np.ascontiguousarray(res.centroids, dtype=np.float32), {"step": step, "sample_points": n_sample}
 
@@ -171,13 +172,13 @@ def _global_sizes(group: "TaskGroup", labels: np.ndarray, k: int) -> np.ndarray:
     return full
 
 
-def reassign_block(x: np.ndarray, centroids: np.ndarray, params: "kmeans.KMeansParams",
+def reassign_block(x: np.ndarray, centroids: np.ndarray, params: "lloyd.KMeansParams",
                    guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest new centroid of every row of a (normalised, for cosine) block, as
     ``kmeans.assign_points`` finds it: exact (bounded search started from ``guess``), or
     the centroid index's probe path where ``params`` pick it for this K."""
     c = kernels.normalize_rows(centroids) if params.distance == "cosine" else np.ascontiguousarray(centroids, np.float32)
-    if not kmeans.uses_index(params, len(c)):
+    if not lloyd.uses_index(params, len(c)):
         return bounded_assign.BoundedAssigner(x, params.distance).assign(c, guess=guess)
     coarse = centroid_index.train_coarse(c, params.index_probes, params.distance, params.seed)
     return centroid_index.assign_fresh(x, c, coarse, params.distance, params.index_probes, params.index_neighbours)

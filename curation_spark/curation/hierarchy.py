@@ -13,7 +13,7 @@ from their table, never collected). Per level:
    with fresh dense ids.
 
 A level whose embeddings fit in ``clustering.in_process_max_mb`` (upper levels, toy data)
-is collected once and clustered in the driver by :mod:`curation_spark.inprocess`, with the
+is collected once and clustered in the driver by :mod:`curation_spark.method.inprocess`, with the
 same seeds and rules; larger levels run as Spark jobs (``kmeans.fit`` barrier stages,
 windows, ``applyInPandas``). Both paths write the same tables and run.json statistics.
 
@@ -29,13 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curation_spark import inprocess, kernels, kmeans, seeds, stage_resampling
-from curation_spark.blocks import batches_to_block
-from curation_spark.blocks import float_matrix_to_list_array  # noqa: F401  (re-exported for notebooks)
-from curation_spark.inprocess import LevelPlan
-from curation_spark.kmeans import KMeansParams
-from curation_spark.runfolder import RunFolder
-from curation_spark.tables import EMBEDDING, POINT_ID, read_table, write_table
+from curation_spark.method import inprocess, kernels, seeds
+from curation_spark.engine import kmeans, stage_resampling
+from curation_spark.method import lloyd
+from curation_spark.io.blocks import batches_to_block
+from curation_spark.io.blocks import float_matrix_to_list_array  # noqa: F401  (re-exported for notebooks)
+from curation_spark.method.inprocess import LevelPlan
+from curation_spark.method.lloyd import KMeansParams
+from curation_spark.io.runfolder import RunFolder
+from curation_spark.io.tables import EMBEDDING, POINT_ID, read_table, write_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -253,7 +255,7 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
     :func:`level_one_checks_input`)."""
     stage = f"level {level}"
     started = time.perf_counter()
-    k = kmeans.clamp_clusters(cfg.n_clusters[level - 1], n_points, stage)
+    k = lloyd.clamp_clusters(cfg.n_clusters[level - 1], n_points, stage)
     dim = dim or kmeans.embedding_dim(points)
     in_process, why = in_process_decision(cfg, n_points, dim)
     log.info("%s: %s (%s)", stage, "in-process (numpy/faiss in the driver)" if in_process else "on Spark", why)
@@ -290,7 +292,7 @@ def collect_level(points: "DataFrame", dim: int,
                   seeds: list[int]) -> tuple["pa.Array", np.ndarray, dict[int, np.ndarray]]:
     """The level's points in the driver, in ascending id order, with ``xxhash64(point_id,
     seed)`` for every seed: one Spark job, one Arrow transfer. Spark computes the keys, so
-    the in-process row choices are Spark's (see :mod:`curation_spark.inprocess`)."""
+    the in-process row choices are Spark's (see :mod:`curation_spark.method.inprocess`)."""
     import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
@@ -416,7 +418,7 @@ def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, po
     # A fresh k-means (new init) on the per-cluster sample: the sample holds about the
     # same number of points per cluster, so the new centroids follow the clusters, not
     # the density, which is what pulls them toward a uniform cover of the support.
-    k = kmeans.clamp_clusters(k, n_sample, f"{stage} · resampling {step}")
+    k = lloyd.clamp_clusters(k, n_sample, f"{stage} · resampling {step}")
     step_params = _params(cfg, level, k, seed_offset=step)
     res = kmeans.fit(sample, step_params, stage=f"{stage} · resampling {step}", n_points=n_sample, dim=dim)
     sample.unpersist()

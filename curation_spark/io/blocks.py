@@ -19,7 +19,7 @@ OUTPUT_BATCH_ROWS = 65536
 
 @dataclass
 class BlockChecks:
-    """The input checks of :func:`curation_spark.tables.validate_embeddings`, counted on one
+    """The input checks of :func:`curation_spark.io.tables.validate_embeddings`, counted on one
     block while it loads (so a large input needs no separate validation pass). Rows with a
     null embedding or another dimension are counted and left out of the block; the counts
     of all blocks are added up (:meth:`as_array` / :meth:`from_arrays`) before judging."""

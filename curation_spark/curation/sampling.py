@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from curation_spark.errors import ConfigError
-from curation_spark.runfolder import RunFolder
-from curation_spark.tables import POINT_ID, read_table
-from curation_spark.waterfill import seeded_rng, water_fill
+from curation_spark.io.runfolder import RunFolder
+from curation_spark.io.tables import POINT_ID, read_table
+from curation_spark.method.waterfill import seeded_rng, water_fill
 
 if TYPE_CHECKING:
     import pyarrow as pa

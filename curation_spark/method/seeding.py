@@ -1,6 +1,6 @@
 """Two-level k-means initialisation: an init whose cost grows like K^1.5, not K^2.
 
-Greedy k-means++ (:func:`curation_spark.kernels.kmeans_plus_plus`) costs
+Greedy k-means++ (:func:`curation_spark.method.kernels.kmeans_plus_plus`) costs
 O(K * trials * n * D) on an n-point sample, and the sample itself grows with K (about 20
 points per cluster), so it is O(K^2) in practice: more than 13 minutes at K = 20,000.
 
@@ -52,7 +52,7 @@ uses ``seeds.seeded_rng(seed, 0x2E1, c)``, so a group's result depends only on
 processed. The coarse label of a row (:func:`coarse_labels`) is a function of the row
 alone (faiss proposes candidates, a row-by-row float64 distance picks the winner), so it
 does not depend on how rows are batched. That is what lets
-:func:`curation_spark.seeding_spark.two_level_init_spark` run the per-group work on Spark
+:func:`curation_spark.engine.seeding_spark.two_level_init_spark` run the per-group work on Spark
 executors and return the same centroids, bit for bit, as :func:`two_level_init` on the
 same sample.
 
@@ -79,8 +79,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from curation_spark import kernels
-from curation_spark.seeds import seeded_rng
+from curation_spark.method import kernels
+from curation_spark.method.seeds import seeded_rng
 
 #: Coarse k-means runs on at most this many sample points per coarse cluster.
 COARSE_POINTS_PER_CLUSTER = 256
@@ -567,7 +567,7 @@ def two_level_init(sample: np.ndarray, k: int, seed: int, distance: str = "l2", 
 
     Parameters
     ----------
-    sample : (n, d) points in point_id order (as :func:`curation_spark.kmeans.init_sample`
+    sample : (n, d) points in point_id order (as :func:`curation_spark.engine.kmeans.init_sample`
         returns them); for cosine they are L2-normalised here
     k : number of centroids, ``1 <= k <= n``
     seed : non-negative integer; the result depends only on (sample, k, seed, distance,

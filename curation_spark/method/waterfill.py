@@ -6,7 +6,7 @@ as evenly as their capacities allow ("water-filling"): small clusters are taken
 whole, and what they cannot absorb goes to the larger ones. At the bottom
 (level-1 clusters) a cluster's target is turned into per-point copy counts.
 
-This module is the pure-numpy kernel of that procedure. :mod:`curation_spark.sampling`
+This module is the pure-numpy kernel of that procedure. :mod:`curation_spark.curation.sampling`
 calls :func:`water_fill` once per parent group (in a grouped pandas UDF, or in the
 driver for small hierarchies) and allocates a leaf's copies with a ``row_number()``
 window (``t // s`` copies each, one more for the first ``t % s`` rows).
@@ -29,7 +29,7 @@ import operator
 
 import numpy as np
 
-from curation_spark.seeds import seeded_rng  # noqa: F401 -- re-exported: its first home
+from curation_spark.method.seeds import seeded_rng  # noqa: F401 -- re-exported: its first home
 
 __all__ = ["water_fill", "water_fill_cut", "seeded_rng", "leaf_copies"]
 

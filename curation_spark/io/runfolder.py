@@ -18,7 +18,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from curation_spark import paths
+from curation_spark.io import paths
 from curation_spark.errors import ConfigError
 
 if TYPE_CHECKING:

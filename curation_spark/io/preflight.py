@@ -14,9 +14,9 @@ import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from curation_spark import paths
+from curation_spark.io import paths
 from curation_spark.errors import ConfigError, InputError
-from curation_spark.runfolder import METADATA
+from curation_spark.io.runfolder import METADATA
 
 if TYPE_CHECKING:
     from curation_spark.config import Config
@@ -26,7 +26,7 @@ __all__ = ["applies", "check_config_paths", "check_run_folder"]
 
 def applies(master: str) -> bool:
     """Whether this process will start a local session on this machine's file system."""
-    from curation_spark.session import _launched_by_spark_submit
+    from curation_spark.io.session import _launched_by_spark_submit
 
     remote = os.environ.get("SPARK_REMOTE") or os.environ.get("SPARK_CONNECT_MODE_ENABLED")
     return (str(master).startswith("local") and not remote and not os.environ.get("DATABRICKS_RUNTIME_VERSION")

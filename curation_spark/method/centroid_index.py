@@ -24,7 +24,7 @@ widens ``n_probes`` when the probe path falls short (:class:`IndexAssigner`). Th
 distance recorded for a point is always its exact distance to the centroid it got
 (:func:`exact_distances`).
 
-Conventions as in :mod:`curation_spark.kernels`: float32 C-contiguous arrays; for
+Conventions as in :mod:`curation_spark.method.kernels`: float32 C-contiguous arrays; for
 ``cosine`` both sides are L2-normalised, the search maximises the inner product and the
 reported distance is ``1 - cos``.
 """
@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from curation_spark.reduce import owner_bounds
+from curation_spark.method.reduce import owner_bounds
 
 #: Agreement with exact search the index path keeps (measured on a sample every iteration).
 TARGET_AGREEMENT = 0.99

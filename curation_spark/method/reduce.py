@@ -6,7 +6,7 @@ x 8 bytes), cluster ids are split into T contiguous ranges and task r *owns* ran
 
 1. every task sends each owner only the touched clusters in the owner's range
    (:func:`split_by_owner`, then :meth:`TaskGroup.all_to_all
-   <curation_spark.exchange.TaskGroup.all_to_all>`);
+   <curation_spark.engine.exchange.TaskGroup.all_to_all>`);
 2. each owner sums what it received, in rank order, into dense arrays of its range
    (:func:`reduce_owned`) and computes the new centroids of its range;
 3. the float32 centroid rows are all-gathered (:func:`all_gather_rows`) so every task
@@ -20,18 +20,29 @@ to every peer and receives the other (K - K/T) rows. No task ever receives K x D
 bytes from one peer, and the load is the same on every task.
 
 The module is numpy only (no Spark, no sockets): the socket half is
-:mod:`curation_spark.exchange`; :func:`reduce_scatter` and :func:`all_gather_rows` only
+:mod:`curation_spark.engine.exchange`; :func:`reduce_scatter` and :func:`all_gather_rows` only
 glue the two together.
 """
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence, Union
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from curation_spark.exchange import BytesLike, TaskGroup
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+class Collective(Protocol):
+    """The collectives of a group of tasks these functions need (a barrier stage's
+    :class:`~curation_spark.engine.exchange.TaskGroup`, or threads in tests)."""
+
+    rank: int
+    size: int
+
+    def all_to_all(self, payloads: Sequence[BytesLike]) -> list[BytesLike]: ...
+
+    def all_gather(self, payload: BytesLike) -> list[BytesLike]: ...
 
 # Payload layout: header (m, d) as two int64, then sums (m, d) float64, counts (m,) int64,
 # idx (m,) int32 -- widest types first so every array starts 8-byte aligned.
@@ -133,7 +144,7 @@ def reduce_owned(payloads: Sequence["BytesLike"], lo: int, hi: int, dim: int) ->
     return total_sums, total_counts
 
 
-def reduce_scatter(group: "TaskGroup", idx: np.ndarray, counts: np.ndarray, sums: np.ndarray, n_clusters: int,
+def reduce_scatter(group: Collective, idx: np.ndarray, counts: np.ndarray, sums: np.ndarray, n_clusters: int,
                    dim: int) -> tuple[int, int, np.ndarray, np.ndarray]:
     """Sum every task's sparse partials; this task gets the dense totals of its own range.
 
@@ -152,7 +163,7 @@ def reduce_scatter(group: "TaskGroup", idx: np.ndarray, counts: np.ndarray, sums
     return lo, hi, total_sums, total_counts
 
 
-def all_gather_rows(group: "TaskGroup", owned_rows: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+def all_gather_rows(group: Collective, owned_rows: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """The full (K, D) float32 array from every task's owned rows; identical on every task.
 
     Parameters
@@ -173,7 +184,7 @@ def all_gather_rows(group: "TaskGroup", owned_rows: np.ndarray, bounds: np.ndarr
     return full
 
 
-def all_gather_values(group: "TaskGroup", values: Sequence[float]) -> np.ndarray:
+def all_gather_values(group: Collective, values: Sequence[float]) -> np.ndarray:
     """Small per-task float64 statistics (objective terms, timings) from every task.
 
     Returns

@@ -1,13 +1,13 @@
 """Two-level k-means init with the per-group work on Spark executors.
 
-:func:`two_level_init_spark` is :func:`curation_spark.seeding.two_level_init` with the
+:func:`two_level_init_spark` is :func:`curation_spark.method.seeding.two_level_init` with the
 sample left in Spark:
 
-1. the seeded sample (same rule as :func:`curation_spark.kmeans.init_sample`: the rows
+1. the seeded sample (same rule as :func:`curation_spark.engine.kmeans.init_sample`: the rows
    with the smallest ``xxhash64(point_id, seed)``) stays a DataFrame, persisted for the
    few jobs below;
 2. its ``point_id`` column alone comes to the driver, which sorts it (as
-   :func:`curation_spark.blocks.batches_to_block` does) and picks the coarse sub-sample
+   :func:`curation_spark.io.blocks.batches_to_block` does) and picks the coarse sub-sample
    positions exactly as the numpy version does; only those rows' embeddings are gathered
    (``toArrow``, at most 256 per coarse cluster) and the coarse centroids are computed on
    the driver;
@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from curation_spark import kernels, seeding
-from curation_spark.blocks import batches_to_block, float_matrix_to_list_array
-from curation_spark.tables import EMBEDDING, POINT_ID
+from curation_spark.method import kernels, seeding
+from curation_spark.io.blocks import batches_to_block, float_matrix_to_list_array
+from curation_spark.io.tables import EMBEDDING, POINT_ID
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -47,7 +47,7 @@ COARSE = "coarse"
 
 
 def sample_frame(points: "DataFrame", n_rows: int, n_total: int, seed: int) -> "DataFrame":
-    """The seeded sample of :func:`curation_spark.kmeans.init_sample` as a DataFrame
+    """The seeded sample of :func:`curation_spark.engine.kmeans.init_sample` as a DataFrame
     (``point_id``, ``embedding``): the ``n_rows`` rows with the smallest
     ``xxhash64(point_id, seed)``, or every row when ``n_rows >= n_total``."""
     from pyspark.sql import functions as F
@@ -55,7 +55,7 @@ def sample_frame(points: "DataFrame", n_rows: int, n_total: int, seed: int) -> "
     points = points.select(POINT_ID, EMBEDDING)
     if n_rows >= n_total:
         return points
-    from curation_spark.kmeans import init_sample_cut
+    from curation_spark.method.lloyd import init_sample_cut
 
     # A 2x margin over the expected count, then exactly the n smallest keys.
     key = F.xxhash64(F.col(POINT_ID), F.lit(seed))
@@ -79,7 +79,7 @@ def two_level_init_spark(points: "DataFrame", k: int, n_total: int, dim: int, se
     import pyarrow.compute as pc
     from pyspark.sql.types import IntegerType, StructField, StructType
 
-    from curation_spark.session import task_cpus
+    from curation_spark.io.session import task_cpus
 
     if allocation not in seeding.ALLOCATIONS:
         raise ValueError(f"allocation: unknown value {allocation!r} (choose {' or '.join(seeding.ALLOCATIONS)})")

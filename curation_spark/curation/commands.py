@@ -1,0 +1,227 @@
+"""The commands as Python functions: validate, cluster, sample, run (= cluster + sample).
+
+Each takes a validated :class:`Config` and an optional SparkSession (the active one is used
+where there is one), checks inputs and paths before heavy work, and writes tables into the
+run folder. The CLI, the spark-submit jobs and the notebooks all call these.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from curation_spark.curation import hierarchy, sampling
+from curation_spark.io import paths
+from curation_spark.errors import ConfigError, CurationError
+from curation_spark.io.runfolder import RunFolder, open_existing
+from curation_spark.io.session import get_spark, require_delta
+from curation_spark.engine.kmeans import InputCheck
+from curation_spark.io.tables import (EmbeddingStats, delta_version, has_delta_commit, input_location, quick_stats,
+                                   read_input, to_points, validate_embeddings, write_table)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from curation_spark.config import Config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What a command did, for printing and for tests."""
+
+    run_path: str
+    stats: EmbeddingStats | None = None
+    levels: list[dict[str, Any]] = field(default_factory=list)
+    curated_path: str | None = None
+    curated_rows: int | None = None
+    seconds: float = 0.0
+
+
+def session_for(config: "Config", spark: "SparkSession | None" = None) -> "SparkSession":
+    return spark if spark is not None else get_spark(config.spark)
+
+
+def check_output_path(spark: "SparkSession", config: "Config") -> str:
+    """The run folder must not be, contain, or lie inside the input."""
+    out = config.output.require_path()
+    src = input_location(spark, config.input)
+    if src:
+        paths.check_not_overlapping(out, src)
+    if config.output.format == "delta":
+        require_delta(spark, "output.format=delta")
+    return out
+
+
+def input_version(spark: "SparkSession", config: "Config") -> int | None:
+    """The input's Delta version (None for Parquet or when it cannot be read): a resumed run
+    checks that its input has not changed since the run started."""
+    location = input_location(spark, config.input)
+    if location is None or not has_delta_commit(spark, location):
+        return None  # Parquet, or a catalog table without a path: no version to compare
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        return delta_version(spark, location)
+    except (PySparkException, Py4JJavaError, ImportError) as exc:
+        # Never None here: None would switch off the guard that refuses to resume a run
+        # over an input that changed since it started.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CurationError(f"input: could not read the Delta version of {location}, which a resumed run "
+                            f"compares with the one it started from: {first}") from exc
+
+
+def load_and_validate(spark: "SparkSession", config: "Config",
+                      raw: "DataFrame | None" = None) -> tuple["DataFrame", EmbeddingStats]:
+    """Read the input table (unless given) and validate it in one pass (errors name column
+    and bad-row count)."""
+    raw = raw if raw is not None else read_input(spark, config.input)
+    spark.sparkContext.setJobDescription("validate input")
+    stats = validate_embeddings(raw, config.input.id_col, config.input.embedding_col)
+    log.info("input: %d rows, dimension %d", stats.n_rows, stats.dim)
+    return raw, stats
+
+
+def validate(config: "Config", spark: "SparkSession | None" = None) -> EmbeddingStats:
+    """``curation-spark validate``: check the input table only."""
+    spark = session_for(config, spark)
+    _, stats = load_and_validate(spark, config)
+    return stats
+
+
+def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> RunSummary:
+    """``curation-spark cluster``: build (or resume) the hierarchy in ``output.path``.
+
+    A large input whose level 1 reads it first in a barrier stage is not validated in a
+    pass of its own: the schema, row count and dimension are checked up front, the values
+    (null or repeated ids, null or wrong-sized embeddings, NaN/Inf) while level 1 loads its
+    blocks, with the same one-line errors before any iteration or table write.
+    """
+    started = time.perf_counter()
+    spark = session_for(config, spark)
+    out = check_output_path(spark, config)
+    raw = read_input(spark, config.input)
+    quick = quick_stats(raw, config.input.id_col, config.input.embedding_col)
+    input_check = None
+    if hierarchy.level_one_checks_input(spark, config.clustering, quick.n_rows, quick.dim):
+        stats = quick
+        input_check = InputCheck(config.input.id_col, config.input.embedding_col)
+        log.info("input: %d rows, dimension %d (values are checked while level 1 loads)", stats.n_rows, stats.dim)
+    else:
+        raw, stats = load_and_validate(spark, config, raw)
+    run = RunFolder(spark, out, config.output.format)
+    run.open_for(config, overwrite, {"n_rows": stats.n_rows, "dim": stats.dim,
+                                     "delta_version": input_version(spark, config)})
+    points = to_points(raw, config.input.id_col, config.input.embedding_col)
+    levels = hierarchy.cluster(run, config.clustering, points, stats.n_rows, input_check)
+    spark.sparkContext.setJobDescription(None)
+    return RunSummary(out, stats, levels, seconds=time.perf_counter() - started)
+
+
+def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str | None = None,
+           table_name: str | None = None, input_df: "DataFrame | None" = None) -> RunSummary:
+    """``curation-spark sample``: balanced sampling over an existing hierarchy.
+
+    Writes ``<run>/<table_name>`` atomically and returns its row count.
+    """
+    started = time.perf_counter()
+    spark = session_for(config, spark)
+    sc = config.sampling
+    if sc.target_size is None:
+        raise ConfigError("sampling.target_size: required (how many samples the curated set should hold)")
+    path = run_path or config.output.require_path()
+    run = open_existing(spark, path)
+    n_levels = run.n_levels_done()
+    expected = int(run.meta.get("config", {}).get("clustering", {}).get("n_levels", n_levels))
+    if n_levels == 0 or n_levels < expected:
+        raise ConfigError(f"--run: {path} has {n_levels} of {expected} levels complete; run `curation-spark cluster` first")
+    name = table_name or sc.table_name
+    if sc.keep_columns and input_df is None:
+        in_cfg = run.meta["config"]["input"]
+        from curation_spark.config import InputConfig
+
+        input_df = read_input(spark, InputConfig(**in_cfg))
+    params = sampling.SamplingParams(sc.target_size, sc.multiplier, sc.strategy, sc.seed)
+    selection, summary = sampling.curate(run, n_levels, params)
+    if sc.keep_columns:
+        id_col = run.meta["config"]["input"]["id_col"]
+        selection = sampling.with_input_columns(selection, input_df, id_col, sc.keep_columns)
+    target = run.table_path(name)
+    spark.sparkContext.setJobDescription(f"sampling · write {name}")
+    write_table(selection, target, run.format)
+    from curation_spark.io.tables import read_table
+
+    n_rows = read_table(spark, target, run.format).count()
+    summary.update({"rows": n_rows, "path": target, "seconds": round(time.perf_counter() - started, 1)})
+    run.mark_sample(name, summary)
+    log.info("curated table %s: %d rows (target %d)", target, n_rows, sc.target_size)
+    spark.sparkContext.setJobDescription(None)
+    return RunSummary(path, None, [], target, n_rows, time.perf_counter() - started)
+
+
+def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> RunSummary:
+    """``curation-spark run``: cluster (or resume), then sample into ``sampling.table_name``."""
+    if config.sampling.target_size is None:
+        raise ConfigError("sampling.target_size: required for `run` (or use `cluster` alone)")
+    spark = session_for(config, spark)
+    raw = read_input(spark, config.input)
+    check_keep_columns(raw, config)
+    summary = cluster(config, spark, overwrite=overwrite)
+    sampled = sample(config, spark, run_path=summary.run_path, input_df=raw)
+    summary.curated_path, summary.curated_rows = sampled.curated_path, sampled.curated_rows
+    summary.seconds += sampled.seconds
+    return summary
+
+
+def check_keep_columns(raw: "DataFrame", config: "Config") -> None:
+    """Fail before clustering if a column to carry into the curated table is missing."""
+    for col in config.sampling.keep_columns:
+        if col not in raw.columns:
+            raise ConfigError(f"sampling.keep_columns: column {col!r} is not in the input table "
+                              f"(columns: {', '.join(raw.columns)})")
+
+
+def write_synthetic(spark: "SparkSession", table, path: str, fmt: str = "delta", n_files: int = 4) -> None:
+    """Write a generated Arrow table (from :mod:`curation_spark.synth`) as a Spark table."""
+    df = spark.createDataFrame(table).repartition(n_files)
+    write_table(df, path, fmt)
+
+
+def write_mixture(spark: "SparkSession", path: str, n: int, dim: int, n_components: int, *, seed: int = 0,
+                  alpha: float = 1.0, n_files: int = 4, fmt: str = "delta", partition_by_shard: bool = False) -> None:
+    """Generate the long-tailed mixture of :func:`synth.iter_gaussian_mixture_batches` on the
+    executors, one contiguous id range per file, and write it as a table.
+
+    Memory is bounded by one batch per task whatever ``n`` is, and the rows equal
+    ``synth.make_gaussian_mixture(n, ...)``'s. With ``partition_by_shard`` the table is
+    partitioned by an extra ``shard`` column (the file index).
+    """
+    import pyarrow as pa
+
+    from curation_spark import synth
+
+    # Argument errors (n, dim, ...) raise here, on the driver, before any job starts.
+    synth.iter_gaussian_mixture_batches(n, dim, n_components, seed=seed, alpha=alpha)
+    n_files = max(1, min(int(n_files), n))
+    batch_rows = max(1, min(65_536, (1 << 26) // dim))  # <= 256 MB of float32 per batch
+
+    def generate(batches):
+        for batch in batches:
+            for shard in batch.column(0).to_pylist():
+                lo, hi = n * shard // n_files, n * (shard + 1) // n_files
+                for out in synth.iter_gaussian_mixture_batches(hi, dim, n_components, seed=seed, alpha=alpha,
+                                                               batch_size=batch_rows, start=lo):
+                    yield pa.RecordBatch.from_arrays(
+                        [*out.columns, pa.array(np.full(out.num_rows, shard, np.int32))],
+                        names=[*out.schema.names, "shard"])
+
+    schema = "id long, embedding array<float>, label int, shard int"
+    df = spark.range(0, n_files, 1, n_files).mapInArrow(generate, schema)
+    if not partition_by_shard:
+        df = df.drop("shard")
+    write_table(df, path, fmt, partition_by=["shard"] if partition_by_shard else None)

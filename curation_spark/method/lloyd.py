@@ -1,0 +1,168 @@
+"""The numeric rules of one k-means, shared by the Spark engine and the in-process path.
+
+What a k-means needs (:class:`KMeansParams`), how its init is chosen and computed from an
+in-memory sample, how many clusters a level can have, and one block's side of a Lloyd
+iteration (:class:`BlockLloyd`). numpy/faiss only: the barrier stage of
+:mod:`curation_spark.engine.kmeans` and the driver-side levels of
+:mod:`curation_spark.method.inprocess` both call these, so both follow the same rules bit
+for bit.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from curation_spark.method import bounded_assign, centroid_index, kernels, reduce
+from curation_spark.method.seeds import seeded_rng
+
+log = logging.getLogger("curation_spark.engine.kmeans")  # the engine's logger: one place to turn iterations on
+
+
+#: Largest sample gathered to the driver for k-means++ (bytes of float32 embeddings).
+INIT_SAMPLE_MAX_BYTES = 256 * 1024 * 1024
+
+
+#: ``init: auto`` uses the two-level init from this many clusters on (bench/init_bench.py).
+TWO_LEVEL_MIN_CLUSTERS = 2048
+
+
+#: Points per cluster in the default k-means++ sample.
+INIT_SAMPLE_PER_CLUSTER = 20
+
+
+@dataclass(frozen=True)
+class KMeansParams:
+    """What one k-means run needs; see ``clustering`` in the config for meanings."""
+
+    n_clusters: int
+    n_iters: int
+    distance: str = "l2"
+    init: str = "auto"
+    seed: int = 0
+    tol: float = 0.0
+    init_sample_size: int | None = None
+    engine: str = "barrier"
+    num_partitions: int | None = None
+    assignment: str = "auto"
+    index_min_clusters: int = 4096
+    index_neighbours: int = 64
+    index_probes: int = 64
+
+
+def init_sample_cut(n_rows: int, n_total: int) -> int:
+    """The ``xxhash64`` cut of the init sample: rows with a key at most this are the
+    candidates, about twice the ``n_rows`` wanted (the ``n_rows`` smallest are kept)."""
+    threshold_fraction = min(1.0, 2.0 * n_rows / n_total + 1e-3)
+    return min(int(-(2 ** 63) + threshold_fraction * (2 ** 64 - 1)), 2 ** 63 - 1)
+
+
+def default_init_sample_size(n_clusters: int, n_total: int, dim: int) -> int:
+    """k-means++ sample bound: 20 points per cluster (at least 10,000), at most 256 MB."""
+    wanted = max(INIT_SAMPLE_PER_CLUSTER * n_clusters, 10_000)
+    return int(min(n_total, wanted, max(n_clusters, INIT_SAMPLE_MAX_BYTES // (4 * dim))))
+
+
+def init_method(params: KMeansParams) -> str:
+    """The init a k-means uses: ``auto`` is k-means++ up to ``TWO_LEVEL_MIN_CLUSTERS``
+    clusters (where it is affordable and as good), two-level init above."""
+    if params.init != "auto":
+        return params.init
+    return "two_level" if params.n_clusters >= TWO_LEVEL_MIN_CLUSTERS else "kmeans++"
+
+
+def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
+    """The initial centroids from an (id-ordered) in-memory sample: the numeric half of
+    :func:`initial_centroids`, shared with the in-process path for small levels."""
+    k = min(params.n_clusters, len(sample))
+    method = init_method(params)
+    if method == "two_level":  # normalises itself (twice would change bits vs the Spark path)
+        from curation_spark.method.seeding import two_level_init
+
+        return two_level_init(sample, k, params.seed, params.distance)
+    if params.distance == "cosine":
+        sample = kernels.normalize_rows(sample)
+    rng = seeded_rng(params.seed, 0x5EED)
+    if method == "random":
+        return kernels.random_init(sample, k, rng)
+    return kernels.kmeans_plus_plus(sample, k, rng)
+
+
+def uses_index(params: KMeansParams, k: int) -> bool:
+    """Whether this k-means assigns through the centroid index (``assignment: auto`` picks
+    it from ``index_min_clusters`` clusters on; see README, "Large K")."""
+    return params.assignment == "index" or (params.assignment == "auto" and k >= params.index_min_clusters)
+
+
+class BlockLloyd:
+    """One block's side of the Lloyd iterations (numpy/faiss only): assignment (exact with
+    the bounds of :class:`~curation_spark.method.bounded_assign.BoundedAssigner`, or through
+    :class:`~curation_spark.method.centroid_index.IndexAssigner` for large K) and sparse partial
+    sums kept across iterations (:class:`~curation_spark.method.kernels.BlockSums`)."""
+
+    def __init__(self, x: np.ndarray, params: KMeansParams, k: int, group: reduce.Collective | None = None) -> None:
+        self.x = x
+        self.group = group
+        self.distance = params.distance
+        self.seed = params.seed
+        self.sums = kernels.BlockSums(x, k)
+        self.index = (centroid_index.IndexAssigner(x, params.distance, params.index_probes, params.index_neighbours)
+                      if uses_index(params, k) else None)
+        self.exact = bounded_assign.BoundedAssigner(x, params.distance) if self.index is None else None
+        self.last_stats: centroid_index.AssignStats | None = None
+
+    def assign(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and exact distances to the given centroids."""
+        if self.exact is not None:
+            return self.exact.assign(centroids)
+        shared = None
+        if self.group is not None:  # split the per-centroid work over the stage's tasks
+            shared = centroid_index.SharedWork(self.group.rank, self.group.size, self.group.all_gather)
+        labels, self.last_stats = self.index.assign(centroids, self.seed, shared)  # type: ignore[union-attr]
+        return labels, centroid_index.exact_distances(self.x, centroids, labels, self.distance)
+
+    def step(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, list[float]]:
+        """Assign, then this block's sparse partial sums: (idx, counts, sums, objective, [assign
+        seconds, sums seconds, agreement hits, agreement rows, prior path used, rows settled by
+        the bound, by the candidates, by a full search])."""
+        t0 = time.perf_counter()
+        labels, dist = self.assign(centroids)
+        t1 = time.perf_counter()
+        idx, counts, sums = self.sums.update(labels)
+        obj = kernels.objective_terms(dist, self.distance)
+        t2 = time.perf_counter()
+        st = self.last_stats
+        settled = self.exact.counts if self.exact is not None else bounded_assign.AssignCounts()
+        return idx, counts, sums, obj, [t1 - t0, t2 - t1, float(st.agreement_hits if st else 0),
+                                        float(st.agreement_rows if st else 0), float(st is not None and st.path == "prior"),
+                                        float(settled.by_bound), float(settled.by_candidates), float(settled.searched)]
+
+
+def settled_shares(counts: np.ndarray) -> dict[str, float]:
+    """Shares of the points that exact assignment settled by the bound, by the candidate
+    test and by a full search (:class:`~curation_spark.method.bounded_assign.BoundedAssigner`)."""
+    total = max(1.0, float(np.sum(counts)))
+    return {name: round(float(v) / total, 6) for name, v in zip(("bound", "candidates", "searched"), counts)}
+
+
+def log_iteration(stage: str, entry: dict[str, Any]) -> None:
+    # One line per iteration of every k-means (dozens per level) drowns the log: DEBUG
+    # (--debug); the live progress bar and one summary line per k-means are at INFO.
+    level = logging.DEBUG
+    settled = entry.get("settled")
+    searched = f", searched {100 * settled['searched']:.1f}% of points" if settled else ""
+    log.log(level, "%s · iteration %d: objective=%.6g shift=%.3g seconds=%.2f (assign %.2f, sums %.2f, exchange %.2f%s)",
+             stage, entry["iteration"], entry["objective"], entry["shift"], entry["seconds"],
+             entry["assign_s"], entry["sums_s"], entry["exchange_s"], searched)
+
+
+def clamp_clusters(requested: int, available: int, stage: str) -> int:
+    """K larger than the points available is clamped with a warning (as the reference does)."""
+    if requested > available:
+        log.warning("%s: n_clusters=%d is more than the %d points available; using %d clusters", stage, requested,
+                    available, available)
+        return available
+    return requested
