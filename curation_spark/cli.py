@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from curation_spark.curation import commands as pipeline
+    from curation_spark import pipeline
     from curation_spark.io import preflight
     from curation_spark.config import load_config
 
@@ -196,10 +196,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _print_levels(summary) -> None:
     for info in summary.levels:
-        s = info.get("sizes", {})
-        print(f"level {info['level']}: {info['n_clusters']} clusters over {info['n_points']} points, "
-              f"sizes min/median/max {s.get('min')}/{s.get('median')}/{s.get('max')}, gini {s.get('gini', 0):.3f}, "
-              f"objective {info.get('objective', 0):.6g}, {info.get('seconds', 0):.1f} s")
+        s = info.sizes
+        print(f"level {info.level}: {info.n_clusters} clusters over {info.n_points} points, "
+              f"sizes min/median/max {s['min']}/{s['median']}/{s['max']}, gini {s['gini']:.3f}, "
+              f"objective {info.objective:.6g}, {info.seconds:.1f} s")
+    if summary.distance is not None:
+        print(f"distance: {summary.distance}")
     print(f"run folder: {summary.run_path}")
 
 

@@ -70,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "index_probes": 64,
         "in_process_max_mb": 256,
         "degenerate_share": 0.5,
-        "distance": "l2",
+        "distance": "auto",
         "seed": 0,
         "tol": 0.0,
         "engine": "barrier",
@@ -92,7 +92,20 @@ DEFAULTS: dict[str, Any] = {
 }
 
 STRATEGIES = ("c", "r")
-DISTANCES = ("l2", "cosine")
+DISTANCES = ("auto", "l2", "cosine")
+#: ``distance: auto`` picks cosine when every measured embedding norm is within this of 1.
+UNIT_NORM_TOLERANCE = 1e-2
+
+
+def resolve_distance(requested: str, norm_min: float | None, norm_max: float | None) -> str:
+    """The distance a run uses: ``auto`` is cosine (spherical k-means) for unit-norm
+    embeddings (CLIP, DINOv2, sentence-transformers: L2 on them degenerates upper levels)
+    and l2 otherwise; an explicit ``l2`` / ``cosine`` is kept."""
+    if requested != "auto":
+        return requested
+    unit = (norm_min is not None and norm_max is not None and abs(norm_min - 1.0) <= UNIT_NORM_TOLERANCE
+            and abs(norm_max - 1.0) <= UNIT_NORM_TOLERANCE)
+    return "cosine" if unit else "l2"
 INITS = ("auto", "kmeans++", "two_level", "random")
 ASSIGNMENTS = ("auto", "exact", "index")
 INPUT_FORMATS = ("auto", "delta", "parquet")

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from curation_spark.curation import hierarchy, commands as pipeline, sampling
-from curation_spark.method import inprocess
-from curation_spark.method import lloyd
+from curation_spark import pipeline, synth
+from curation_spark.curation import hierarchy, sampling
 from curation_spark.io import paths
-from curation_spark import synth
-from curation_spark.config import load_config
+from curation_spark.method import inprocess, lloyd
+from curation_spark.method.balance import label_entropy
+from curation_spark.config import load_config, resolve_distance
 from curation_spark.io.session import get_spark
 from curation_spark.io.tables import read_input, read_table, to_points
 
@@ -56,7 +56,7 @@ DEMO_SPARK_CONF = {
 }
 
 
-def flat_selection(spark, config, n_points: int, dim: int):
+def flat_selection(spark, config, stats):
     """The flat baseline's curated ids (copies repeated): one k-means level and
     water-filling over its clusters, computed in the driver.
 
@@ -66,9 +66,14 @@ def flat_selection(spark, config, n_points: int, dim: int):
     k-means (``inprocess.cluster_level_in_memory`` with ``hierarchy.level_plan``'s
     parameters and seeds) and the same sampling (``sampling.top_targets``,
     ``sampling.leaf_rows``); only the tables are not written (tests/test_demo.py checks
-    that the rows equal those of the pipeline's curated table).
+    that the rows equal those of the pipeline's curated table). ``stats``: the input's
+    :class:`~curation_spark.io.tables.EmbeddingStats` (rows, dimension, norms for
+    ``distance: auto``) from a run over the same input.
     """
-    cfg, sc = config.clustering, config.sampling
+    n_points, dim = stats.n_rows, stats.dim
+    sc = config.sampling
+    cfg = replace(config.clustering, distance=resolve_distance(config.clustering.distance, stats.norm_min,
+                                                               stats.norm_max))
     if cfg.n_levels != 1 or cfg.n_splits[0] > 1:
         raise ValueError("flat_selection: a one-level run without splits")
     params = sampling.SamplingParams(sc.target_size, sc.multiplier, sc.strategy, sc.seed)
@@ -140,7 +145,7 @@ def run_demo(out: str, fmt: str = "delta", target_size: int = 1000) -> dict[str,
     phases.done("rings table")
     summary = pipeline.run(config, spark)
     phases.done("2-level hierarchy and curated set")
-    flat_labels = labels_of(rings, flat_selection(spark, flat_config, summary.stats.n_rows, summary.stats.dim))
+    flat_labels = labels_of(rings, flat_selection(spark, flat_config, summary.stats))
     phases.done("flat k-means comparison (in-process)")
     rng = np.random.default_rng(0)
     random_labels = labels[rng.choice(len(labels), size=target_size, replace=False)]
@@ -150,7 +155,7 @@ def run_demo(out: str, fmt: str = "delta", target_size: int = 1000) -> dict[str,
         "flat k-means, equal per cluster": ring_counts(flat_labels),
         "curated (curation-spark)": ring_counts(curated_labels(spark, summary.curated_path, fmt)),
     }
-    entropy = {name: synth.label_entropy(np.repeat(np.arange(5), counts), n_labels=5) for name, counts in rows.items()}
+    entropy = {name: label_entropy(np.repeat(np.arange(5), counts), n_labels=5) for name, counts in rows.items()}
     phases.done("per-ring counts")
     print()
     print(f"{'':34s}" + "".join(f"ring {i} ".rjust(9) for i in range(5)) + "   entropy")

@@ -2,7 +2,8 @@
 
 The curation algorithm only reads ``id`` and ``embedding``; the ``label``
 column is the ground truth used by tests and experiments to measure how
-balanced a curated subset is (see :func:`label_entropy`).
+balanced a curated subset is (see
+:func:`curation_spark.method.balance.label_entropy`).
 
 Two generators are provided:
 
@@ -26,6 +27,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
+# Re-exported for existing callers; it lives in the method layer so the report and the demo
+# can measure balance without importing this generator.
+
 __all__ = [
     "RING_SIZES",
     "RING_CENTERS",
@@ -33,7 +37,6 @@ __all__ = [
     "make_rings",
     "make_gaussian_mixture",
     "iter_gaussian_mixture_batches",
-    "label_entropy",
 ]
 
 RING_SIZES: tuple[int, ...] = (20000, 200, 1000, 500, 8000)
@@ -392,51 +395,3 @@ def make_gaussian_mixture(
         n, dim, n_components, seed=seed, alpha=alpha, spread=spread, noise=noise
     )
     return pa.Table.from_batches(list(batches), schema=SCHEMA)
-
-
-# --------------------------------------------------------------------------
-# evaluation
-# --------------------------------------------------------------------------
-
-
-def label_entropy(labels: np.ndarray, n_labels: int | None = None) -> float:
-    """Normalised Shannon entropy of the label histogram, in ``[0, 1]``.
-
-    Measures how balanced a (curated) set is over the ground-truth labels:
-    1.0 means every label is equally represented, 0.0 means a single label.
-    Labels of ``n_labels`` classes that never occur count as empty bins, so
-    pass ``n_labels`` explicitly to penalise missing classes.
-
-    Parameters
-    ----------
-    labels : array-like
-        Ground-truth labels (any hashable dtype numpy can sort).
-    n_labels : int, optional
-        Number of possible labels; defaults to the number of distinct values
-        in ``labels``.  Must be >= that number.
-
-    Returns
-    -------
-    float
-        ``H / log(n_labels)`` with ``H`` the natural-log entropy of the
-        counts.  When ``n_labels <= 1`` the normalisation is undefined
-        (0 / 0) and 1.0 is returned: a distribution over one class is
-        trivially uniform.
-    """
-    arr = np.asarray(labels).reshape(-1)
-    if arr.size == 0:
-        raise ValueError("labels must be non-empty")
-    _, counts = np.unique(arr, return_counts=True)
-    if n_labels is None:
-        k = len(counts)
-    else:
-        k = _positive_int("n_labels", n_labels)
-        if k < len(counts):
-            raise ValueError(
-                f"n_labels={k} is smaller than the {len(counts)} distinct labels present"
-            )
-    if k <= 1:
-        return 1.0
-    p = counts / counts.sum()
-    h = float(-(p * np.log(p)).sum())
-    return float(min(1.0, max(0.0, h / math.log(k))))

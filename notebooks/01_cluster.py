@@ -78,9 +78,10 @@ summary = pipeline.cluster(config, spark, overwrite=overwrite)
 import pandas as pd  # noqa: E402
 
 levels = pd.DataFrame([{
-    "level": info["level"], "points": info["n_points"], "clusters": info["n_clusters"],
-    "min size": info["sizes"]["min"], "median size": info["sizes"]["median"], "max size": info["sizes"]["max"],
-    "gini": round(info["sizes"]["gini"], 3), "objective": info["objective"], "seconds": round(info.get("seconds", 0), 1),
+    "level": info.level, "points": info.n_points, "clusters": info.n_clusters,
+    "min size": info.sizes["min"], "median size": info.sizes["median"], "max size": info.sizes["max"],
+    "gini": round(info.sizes["gini"], 3), "objective": info.objective, "seconds": round(info.seconds, 1),
+    "distance": summary.distance,
 } for info in summary.levels])
 show(levels)
 print(f"run folder: {summary.run_path}")

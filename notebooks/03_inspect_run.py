@@ -44,24 +44,25 @@ from curation_spark.io.tables import read_table
 
 spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
 run = open_existing(spark, run_path)
-meta = run.meta
+meta = run.metadata  # typed and validated (curation_spark.io.run_metadata)
 n_levels = run.n_levels_done()
-print(f"run {run.path}: {n_levels} complete level(s), format {run.format}, input {meta.get('input')}, "
-      f"updated {meta.get('updated')}")
+print(f"run {run.path}: {n_levels} complete level(s), format {run.format}, input {meta.input}, "
+      f"distance {meta.distance}, updated {meta.updated}")
 
 level_stats = pd.DataFrame([{
-    "level": lv, "points": info.get("n_points"), "clusters": info.get("n_clusters"),
-    "requested": info.get("n_clusters_requested"), "engine": info.get("engine"),
-    "k-means iterations": len(info.get("kmeans_history", [])), "resampling steps": len(info.get("resampling", [])),
-    "min size": info.get("sizes", {}).get("min"), "median size": info.get("sizes", {}).get("median"),
-    "max size": info.get("sizes", {}).get("max"), "gini": round(info.get("sizes", {}).get("gini", 0.0), 3),
-    "gini before resampling": round(info.get("sizes_kmeans", {}).get("gini", 0.0), 3),
-    "objective": info.get("objective"), "seconds": round(info.get("seconds", 0.0), 1),
-} for lv, info in ((lv, run.level_info(lv)) for lv in range(1, n_levels + 1))])
+    "level": lv, "points": info.n_points, "clusters": info.n_clusters,
+    "requested": info.n_clusters_requested, "engine": info.engine,
+    "k-means iterations": len(info.kmeans_history), "resampling steps": len(info.resampling),
+    "min size": info.sizes["min"], "median size": info.sizes["median"],
+    "max size": info.sizes["max"], "gini": round(info.sizes["gini"], 3),
+    "gini before resampling": round(info.sizes_kmeans["gini"], 3), "degenerate": info.degenerate,
+    "objective": info.objective, "seconds": round(info.seconds, 1),
+} for lv, info in ((lv, run.level_stats(lv)) for lv in range(1, n_levels + 1))])
 show(level_stats)
 
-samples = pd.DataFrame([{"table": name, **{k: v for k, v in s.items() if not isinstance(v, (dict, list))}}
-                        for name, s in (meta.get("samples") or {}).items()])
+samples = pd.DataFrame([{"table": name, "rows": s.rows, "target size": s.target_size, "strategy": s.strategy,
+                         "multiplier": s.multiplier, "seed": s.seed, "seconds": s.seconds}
+                        for name, s in meta.samples.items()])
 show(samples if len(samples) else pd.DataFrame({"table": ["(no curated table yet: run 02_sample)"]}))
 
 # COMMAND ----------
@@ -120,7 +121,7 @@ if write_report is None:
     for lv, tables in level_tables.items():
         sizes = tables["centroids"].select("size").toPandas()["size"].sort_values(ascending=False).to_numpy()
         axes[0].plot(range(1, len(sizes) + 1), sizes, marker=".", label=f"level {lv}")
-        history = run.level_info(lv).get("kmeans_history", [])
+        history = run.level_stats(lv).kmeans_history
         axes[1].plot([h["iteration"] for h in history], [h["objective"] for h in history], marker=".",
                      label=f"level {lv}")
     axes[0].set(title="Cluster sizes (sorted)", xlabel="rank", ylabel="points", yscale="log")
@@ -134,7 +135,7 @@ if write_report is None:
 
     if len(samples):
         name = table or samples["table"].iloc[-1]
-        curated = read_table(spark, meta["samples"].get(name, {}).get("path") or run.table_path(name))
+        curated = read_table(spark, meta.samples[name].path if name in meta.samples else run.table_path(name))
         per_cluster = curated.groupBy("cluster_id").count().toPandas()["count"].sort_values(ascending=False)
         fig2, ax = plt.subplots(figsize=(6, 4))
         ax.bar(range(len(per_cluster)), per_cluster.to_numpy())

@@ -19,7 +19,7 @@ def test_flat_selection_equals_the_pipelines_flat_run(spark, rings_path, flat_ru
     mine = load_config([], [f"input.path={rings_path}", "output.path=unused", *demo.FLAT_CLUSTERING,
                             "sampling.target_size=1000", "sampling.keep_columns=[label]"])
     assert mine.clustering == flat_config.clustering and mine.sampling == flat_config.sampling
-    ids = demo.flat_selection(spark, mine, flat_summary.stats.n_rows, flat_summary.stats.dim)
+    ids = demo.flat_selection(spark, mine, flat_summary.stats)
     curated = read_table(spark, flat_summary.curated_path).select("id", "label").toArrow()
     assert sorted(ids.to_pylist()) == sorted(curated.column("id").to_pylist())
     rings = synth.make_rings(seed=0)

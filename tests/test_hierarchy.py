@@ -91,7 +91,7 @@ def test_splitting_gives_dense_nonempty_subclusters(spark, small_mixture, tmp_di
     assert min(r["size"] for r in c) > 0 and sum(r["size"] for r in c) == 3000
     sizes = {r["cluster_id"]: r["count"] for r in a.groupBy("cluster_id").count().collect()}
     assert sizes == {r["cluster_id"]: r["size"] for r in c}
-    assert summary.levels[0]["split"]["n_clusters"] == len(ids)
+    assert summary.levels[0].split["n_clusters"] == len(ids)
 
 
 def test_reference_two_level_config_runs_end_to_end(spark, small_mixture, tmp_dir):
@@ -100,7 +100,7 @@ def test_reference_two_level_config_runs_end_to_end(spark, small_mixture, tmp_di
         "clustering.n_clusters=[40,8]", "clustering.n_iters=5", "clustering.n_resampling_steps=[2,2]",
         "clustering.sample_size=[5,2]", "sampling.target_size=300"])
     summary = pipeline.run(config, spark)
-    assert [lvl["n_clusters"] for lvl in summary.levels] == [40, 8]
+    assert [lvl.n_clusters for lvl in summary.levels] == [40, 8]
     assert summary.curated_rows == 300
     assert os.path.exists(f"{tmp_dir}/ref/level_2/centroids/_SUCCESS")
 
@@ -113,7 +113,7 @@ def test_different_config_on_existing_run_is_refused(spark, small_mixture, tmp_d
     with pytest.raises(ConfigError, match="different config"):
         pipeline.cluster(load_config([], base + ["clustering.n_clusters=[6]"]), spark)
     summary = pipeline.cluster(load_config([], base + ["clustering.n_clusters=[6]"]), spark, overwrite=True)
-    assert summary.levels[0]["n_clusters"] == 6
+    assert summary.levels[0].n_clusters == 6
 
 
 def test_changed_input_on_existing_run_is_refused(spark, tmp_dir):
@@ -126,7 +126,7 @@ def test_changed_input_on_existing_run_is_refused(spark, tmp_dir):
     base = [f"input.path={data}", f"output.path={tmp_dir}/r", "clustering.n_clusters=[5]", "clustering.n_iters=3"]
     pipeline.cluster(load_config([], base), spark)
     assert json.loads(Path(tmp_dir, "r", "run.json").read_text())["input"] == {"n_rows": 600, "dim": 4,
-                                                                               "delta_version": 0}
+                                                                               "delta_version": 0, "distance": "l2"}
     pipeline.cluster(load_config([], base), spark)  # unchanged input: resumes (nothing to do)
 
     more = synth.make_gaussian_mixture(700, 4, 3, seed=1).slice(600)
@@ -186,7 +186,7 @@ def test_resume_after_kill_during_level_2(spark, small_mixture, tmp_dir):
     history = DeltaTable.forPath(spark, f"{run}/level_1/centroids").history().collect()
     later = [h["operation"] for h in history if h["version"] > v_cent]
     assert later == ["MERGE"]  # only level 2 filling parent_id, no rewrite of level 1
-    assert resumed.levels[0]["seconds"] == meta["levels"]["1"]["seconds"]  # level 1 was skipped
+    assert resumed.levels[0].seconds == meta["levels"]["1"]["seconds"]  # level 1 was skipped
 
     fresh = f"{tmp_dir}/fresh"
     pipeline.cluster(load_config([], overrides + [f"output.path={fresh}"]), spark)

@@ -73,20 +73,21 @@ def test_path_decision_counts_float32_embeddings():
 
 def test_plan_asks_for_every_hash_key_it_uses():
     cfg = load_config([], ["clustering.n_clusters=[20]", "clustering.n_resampling_steps=3", "clustering.sample_size=30",
-                           "clustering.sampling_strategy=r", "clustering.init_sample_size=400"]).clustering
+                           "clustering.sampling_strategy=r", "clustering.init_sample_size=400", "clustering.distance=l2"]).clustering
     plan = hierarchy.level_plan(cfg, 1, 20)
     seeds = plan.hash_seeds(N, DIM)
     assert seeds == sorted({plan.kmeans_params[0].seed, *(p.seed for p in plan.kmeans_params[1:]),
                             *plan.resampling_seeds})
     # Small levels with the default init sample and `c` resampling need no key at all.
     cfg = load_config([], ["clustering.n_clusters=[20]", "clustering.n_resampling_steps=3",
-                           "clustering.sample_size=30"]).clustering
+                           "clustering.sample_size=30", "clustering.distance=l2"]).clustering
     assert hierarchy.level_plan(cfg, 1, 20).hash_seeds(N, DIM) == []
     rng = np.random.default_rng(0)
     x = rng.normal(size=(N, DIM)).astype(np.float32)
     with pytest.raises(KeyError, match="no xxhash64 keys for seed"):
         inprocess.cluster_level_in_memory(x, {}, hierarchy.level_plan(
-            load_config([], ["clustering.n_clusters=[20]", "clustering.init_sample_size=100"]).clustering, 1, 20))
+            load_config([], ["clustering.n_clusters=[20]", "clustering.init_sample_size=100",
+                              "clustering.distance=l2"]).clustering, 1, 20))
 
 
 # ----------------------------------------------------------------------------- against Spark

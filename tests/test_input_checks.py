@@ -48,7 +48,7 @@ def test_good_input_runs_with_checks_while_loading(spark, tmp_dir):
     write_table(spark.createDataFrame(GOOD, "id long, embedding array<float>"), data, "delta")
     cfg = load_config([], [f"input.path={data}", f"output.path={tmp_dir}/run", *ON_SPARK])
     summary = pipeline.cluster(cfg, spark)
-    assert summary.stats.n_rows == len(GOOD) and summary.levels[0]["n_points"] == len(GOOD)
+    assert summary.stats.n_rows == len(GOOD) and summary.levels[0].n_points == len(GOOD)
 
 
 def test_block_checks_add_up_across_blocks():

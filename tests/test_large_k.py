@@ -121,11 +121,11 @@ def test_large_k_relative_to_n_runs_end_to_end(spark, tmp_dir):
                               "clustering.n_resampling_steps=1", "clustering.sample_size=3"])
     summary = pipeline.cluster(config, spark)
     info = summary.levels[0]
-    assert info["engine"] == "barrier" and info["n_clusters"] == 5000
-    history = info["kmeans_history"]
+    assert info.engine == "barrier" and info.n_clusters == 5000
+    history = info.kmeans_history
     assert all(h["assignment"] == "index" for h in history)
     assert all(0.9 <= h["agreement"] <= 1.0 for h in history), history
-    assert len(info["resampling"]) == 1 and info["resampling"][0]["sample_points"] >= 5000
+    assert len(info.resampling) == 1 and info.resampling[0]["sample_points"] >= 5000
     cents = read_table(spark, f"{run}/level_1/centroids").toPandas()
     assign = read_table(spark, f"{run}/level_1/assignments")
     assert len(cents) == 5000 and int(cents["size"].sum()) == 20_000

@@ -15,7 +15,10 @@ import pytest
 
 from curation_spark import pipeline, report, synth
 from curation_spark.config import load_config
+from curation_spark.method.balance import label_entropy
 from curation_spark.errors import ConfigError
+from curation_spark.report import html as report_html
+from curation_spark.report import plots, run_data
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow
@@ -80,6 +83,16 @@ def test_report_is_written_next_to_the_run_and_self_contained(report_run, defaul
 
 
 @slow
+def test_config_is_a_collapsed_table_of_dotted_keys(report_run, default_report):
+    text = default_report[1]
+    details = re.findall(r"<details>(.*?)</details>", text, flags=re.S)
+    assert len(details) == 1
+    assert "<td class='l'>clustering.n_resampling_steps</td><td class='l'>[2, 1]</td>" in details[0]
+    assert f"<td class='l'>input.path</td><td class='l'>{report_run['rings']}</td>" in details[0]
+    assert "<pre>" not in text  # no vertical JSON any more
+
+
+@slow
 def test_every_figure_is_a_real_picture(default_report):
     out_dir = os.path.dirname(default_report[0])
     for name in report.FIGURES:
@@ -95,8 +108,8 @@ def test_label_entropy_matches_the_tables(spark, report_run, default_report):
     """The entropies in the report are synth.label_entropy of the input and curated labels."""
     curated = spark.read.format("delta").load(report_run["curated"]).select("label").toPandas()["label"].to_numpy()
     n = len(RING_SIZES)
-    e_in = synth.label_entropy(report_run["labels"], n_labels=n)
-    e_cur = synth.label_entropy(curated, n_labels=n)
+    e_in = label_entropy(report_run["labels"], n_labels=n)
+    e_cur = label_entropy(curated, n_labels=n)
     text = default_report[1]
     assert f"Input {e_in:.3f}, curated {e_cur:.3f}" in text
     assert e_cur > e_in  # balanced sampling flattens the rings
@@ -132,7 +145,7 @@ def test_shared_small_tables_draw_the_same_report_as_per_section_queries(spark, 
 
     shared = str(report_run["base"] / "report_shared")
     path_shared = report.write_report(report_run["run"], out_dir=shared, spark=spark)
-    monkeypatch.setattr(report, "SMALL_TABLE_ROWS", 0)
+    monkeypatch.setattr(run_data, "SMALL_TABLE_ROWS", 0)  # the module that reads it
     queried = str(report_run["base"] / "report_queried")
     path_queried = report.write_report(report_run["run"], out_dir=queried, spark=spark)
     assert strip(open(path_shared, encoding="utf-8").read()) == strip(open(path_queried, encoding="utf-8").read())
@@ -163,16 +176,16 @@ def test_missing_run_folder_is_a_config_error_naming_the_path(spark, tmp_path):
 
 def _save(fig, tmp_path, name: str) -> str:
     path = str(tmp_path / name)
-    report._save_figure(fig, str(tmp_path), name)
+    plots.save_figure(fig, str(tmp_path), name)
     return path
 
 
 def test_entropy_from_counts_is_synth_label_entropy():
     counts = np.array([20000, 200, 1000, 500, 8000])
     labels = np.repeat(np.arange(5), counts)
-    assert report.entropy_from_counts(counts, 5) == pytest.approx(synth.label_entropy(labels, n_labels=5))
+    assert report.entropy_from_counts(counts, 5) == pytest.approx(label_entropy(labels, n_labels=5))
     # missing classes are penalised when n_labels says they exist
-    assert report.entropy_from_counts([10, 10, 0], 3) == pytest.approx(synth.label_entropy(np.repeat([0, 1], 10), 3))
+    assert report.entropy_from_counts([10, 10, 0], 3) == pytest.approx(label_entropy(np.repeat([0, 1], 10), 3))
     big = np.array([10_000_000, 3_000_000, 1])  # computed from the counts, not expanded
     p = big / big.sum()
     assert report.entropy_from_counts(big, 3) == pytest.approx(-(p * np.log(p)).sum() / np.log(3))
@@ -206,4 +219,64 @@ def test_resampling_plot_aligns_histograms_of_different_lengths(tmp_path):
     }
     old = {k: v for k, v in info.items() if k != "sizes_kmeans_histogram"}  # an older run.json
     _assert_real_png(_save(report.plot_resampling({1: info, 2: old}), tmp_path, "resampling.png"))
-    assert report._pow2_labels([0, 1, 2, 4, 8]) == ["0", "1", "2-3", "4-7"]
+    assert plots._pow2_labels([0, 1, 2, 4, 8]) == ["0", "1", "2-3", "4-7"]
+
+
+def test_config_table_flattens_to_dotted_keys():
+    config = {"clustering": {"n_levels": 2, "n_clusters": [40, 8], "tol": None}, "input": {"path": "/data/a<b"},
+              "sampling": {"keep_columns": [], "extra": {}}}
+    assert report_html.flatten_config(config) == [
+        ("clustering.n_levels", 2), ("clustering.n_clusters", [40, 8]), ("clustering.tol", None),
+        ("input.path", "/data/a<b"), ("sampling.keep_columns", []), ("sampling.extra", {})]
+    text = report_html.config_html(config)
+    assert text.startswith("<details>") and text.endswith("</details>") and "<summary>6 settings" in text
+    assert "<td class='l'>clustering.n_clusters</td><td class='l'>[40, 8]</td>" in text
+    assert "<td class='l'>clustering.tol</td><td class='l'>null</td>" in text
+    assert "<td class='l'>input.path</td><td class='l'>/data/a&lt;b</td>" in text  # escaped
+
+
+def test_per_cluster_scatter_is_jittered_and_its_bins_hold_whole_numbers():
+    s = np.array([1, 1, 1, 2, 2, 5, 5, 5, 300, 300])
+    c = np.array([1, 1, 1, 2, 2, 3, 3, 0, 3, 3])
+    order = np.lexsort((c, s))
+    x, y = plots.jittered_points(s, c)
+    # equal points are pulled apart, by a few per cent (small counts stay nearest their integer),
+    # along the diagonal: rows / size is exact, so no point crosses the rows = multiplier x size line
+    assert len(np.unique(x)) == len(np.unique(y)) == len(s)
+    pos = c[order] > 0
+    np.testing.assert_allclose((y / x)[pos], (c[order] / s[order])[pos])
+    for jittered, exact in ((x, s[order]), (y, c[order])):
+        pos = exact > 0
+        ratio = jittered[pos] / exact[pos]
+        assert ratio.min() >= np.exp(-plots.JITTER_REL) and ratio.max() <= np.exp(plots.JITTER_REL)
+        assert np.abs(jittered[~pos]).max(initial=0) <= plots.JITTER_ZERO
+        np.testing.assert_array_equal(np.rint(jittered[exact <= 4]), exact[exact <= 4])
+    # seeded, and the same whatever order the clusters come in
+    perm = np.random.default_rng(1).permutation(len(s))
+    x2, y2 = plots.jittered_points(s[perm], c[perm])
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    fig = plots.plot_curated_per_cluster(s, c, 1)
+    scatter_ax, hist_ax = fig.axes[:2]
+    np.testing.assert_allclose(scatter_ax.collections[0].get_offsets(), np.c_[x, y])
+    lefts = np.array([p.get_x() for p in hist_ax.patches])
+    np.testing.assert_allclose(lefts, np.arange(0, 4) - 0.5)  # one bar per count 0..3, centred on it
+    for counts in (c, np.random.default_rng(2).zipf(1.5, 500)):  # narrow and log-spaced bins
+        edges, _ = plots.count_edges(counts)
+        np.testing.assert_array_equal(edges + 0.5, np.rint(edges + 0.5))
+        assert edges[0] == -0.5 and edges[-1] > counts.max()
+        assert np.histogram(counts, edges)[0].sum() == len(counts)
+
+
+def test_scatter_panels_have_axis_labels_and_the_legend_is_outside():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    pts = pd.DataFrame({"x": rng.normal(size=300), "y": rng.normal(size=300), "label": rng.integers(0, 5, 300)})
+    cur = pts.iloc[:40].assign(copies=1)
+    fig = plots.plot_scatter_2d(pts, {1: rng.normal(size=(20, 2)), 2: rng.normal(size=(4, 2))}, cur)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 4
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in panels)
+    assert all(ax.get_legend() is None for ax in panels)  # no legend over the points
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == 5

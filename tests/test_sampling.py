@@ -7,6 +7,7 @@ import pytest
 
 from curation_spark import pipeline, synth
 from curation_spark.config import load_config
+from curation_spark.method.balance import label_entropy
 from curation_spark.io.tables import read_table
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
@@ -26,7 +27,7 @@ def test_curated_rings_are_balanced(spark, toy_run, flat_run):
     random_labels = labels[np.random.default_rng(0).choice(len(labels), 1000, replace=False)]
     ours = np.array([r["label"] for r in read_table(spark, toy_run[1].curated_path).select("label").collect()])
     flat = np.array([r["label"] for r in read_table(spark, flat_run[1].curated_path).select("label").collect()])
-    h = {name: synth.label_entropy(v, n_labels=5) for name, v in
+    h = {name: label_entropy(v, n_labels=5) for name, v in
          [("curation-spark", ours), ("flat k-means", flat), ("uniform random", random_labels)]}
     for name, v in [("curation-spark", ours), ("flat k-means", flat), ("uniform random", random_labels)]:
         print(f"\n{name:16s} per-ring counts {np.bincount(v, minlength=5).tolist()}  entropy {h[name]:.3f}", end="")
@@ -160,7 +161,7 @@ def test_both_paths_refuse_a_hierarchy_without_parents(spark, small_runs, tmp_di
 
     run = small_runs["long"]
     broken = RunFolder(spark, f"{tmp_dir}/broken", run.format)
-    broken.meta = dict(run.meta)
+    broken.metadata = run.metadata
     for level in (1, 2):
         for table in ("centroids", "assignments"):
             df = read_table(spark, f"{run.path}/level_{level}/{table}")

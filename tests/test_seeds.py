@@ -30,7 +30,7 @@ def test_hierarchy_seeds_no_longer_collide():
     """The old offsets gave a level-1 split of parent 31 and a level-2 split of parent 0
     the same seed (seed + 31 * level + parent)."""
     cfg = load_config(overrides=["input.path=/tmp/in", "output.path=/tmp/out", "clustering.n_levels=2", "clustering.n_clusters=[40,4]",
-                                 "clustering.seed=0"]).clustering
+                                 "clustering.seed=0", "clustering.distance=l2"]).clustering
     level1 = seeds.for_parent(hierarchy.split_seed(cfg, 1), 31)
     level2 = seeds.for_parent(hierarchy.split_seed(cfg, 2), 0)
     assert level1 != level2

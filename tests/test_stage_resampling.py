@@ -27,7 +27,8 @@ def points(spark, tmp_path_factory):
 def _level(points, settings):
     cfg = load_config([], ["clustering.n_levels=1", f"clustering.n_clusters=[{K}]", "clustering.n_iters=8",
                            "clustering.n_resampling_steps=2", "clustering.sample_size=25",
-                           "clustering.init_sample_size=500", "clustering.seed=2", *settings]).clustering
+                           "clustering.init_sample_size=500", "clustering.seed=2", "clustering.distance=l2",
+                           *settings]).clustering
     tables = hierarchy._level_on_spark(cfg, 1, points, N, K, DIM, "level 1")
     a = tables.assignments.toPandas().sort_values("point_id", ignore_index=True)
     c = tables.centroids.toPandas().sort_values("cluster_id", ignore_index=True)
@@ -46,8 +47,8 @@ def test_in_stage_equals_spark_jobs(points, strategy, distance):
     common = [f"clustering.sampling_strategy={strategy}", f"clustering.distance={distance}"]
     a_jobs, c_jobs, jobs = _level(points, [*common, "clustering.in_process_max_mb=0"])
     a_stage, c_stage, stage = _level(points, [*common, "clustering.in_process_max_mb=1"])
-    assert all(e.get("in_stage") for e in stage.info["resampling"]) and len(stage.info["resampling"]) == 2
-    assert not any(e.get("in_stage") for e in jobs.info["resampling"])
+    assert all(e.get("in_stage") for e in stage.info.resampling) and len(stage.info.resampling) == 2
+    assert not any(e.get("in_stage") for e in jobs.info.resampling)
     assert np.array_equal(a_jobs["point_id"], a_stage["point_id"])
     assert np.array_equal(a_jobs["cluster_id"], a_stage["cluster_id"])
     np.testing.assert_allclose(a_stage["distance"], a_jobs["distance"], rtol=1e-5, atol=1e-6)
@@ -55,8 +56,8 @@ def test_in_stage_equals_spark_jobs(points, strategy, distance):
     np.testing.assert_allclose(np.stack(c_stage["centroid"]), np.stack(c_jobs["centroid"]), rtol=1e-5, atol=1e-6)
     assert stage.objective == pytest.approx(jobs.objective, rel=1e-5)
     for key in ("sizes_kmeans", "sizes_kmeans_histogram"):
-        assert stage.info[key] == jobs.info[key], key
-    assert stage.info["objective_kmeans"] == pytest.approx(jobs.info["objective_kmeans"], rel=1e-5)
-    for s, j in zip(stage.info["resampling"], jobs.info["resampling"]):
+        assert getattr(stage.info, key) == getattr(jobs.info, key), key
+    assert stage.info.objective_kmeans == pytest.approx(jobs.info.objective_kmeans, rel=1e-5)
+    for s, j in zip(stage.info.resampling, jobs.info.resampling):
         assert s["sample_points"] == j["sample_points"] and s["sizes"] == j["sizes"]
         assert s["objective"] == pytest.approx(j["objective"], rel=1e-5)

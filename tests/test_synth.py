@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from curation_spark.method.balance import label_entropy
 from curation_spark.synth import (
     RING_CENTERS,
     RING_SIZES,
     SCHEMA,
     iter_gaussian_mixture_batches,
-    label_entropy,
     make_gaussian_mixture,
     make_rings,
 )

@@ -69,3 +69,51 @@ def test_six_points_exact_hierarchy_and_sample(spark, six_points, tmp_path, capl
 
     curated = sorted(r["id"] for r in read_table(spark, summary.curated_path, "delta").collect())
     assert curated == [1, 4]
+
+
+# Six unit vectors: A at 0 and +-20 degrees (ids 1-3), B at 90 and 90 +- 20 degrees (ids
+# 4-6). ``distance: auto`` finds them unit-norm and clusters by cosine: the centres are the
+# re-normalised means, exactly (1, 0) and (0, 1), and the off-axis points are 1 - cos 20
+# degrees from theirs. Scaled by 3 the same points are not unit-norm: auto is l2.
+ANGLES = [(1, 0.0), (2, 20.0), (3, -20.0), (4, 90.0), (5, 110.0), (6, 70.0)]
+
+
+@pytest.mark.parametrize("scale,expected", [(1.0, "cosine"), (3.0, "l2")])
+def test_distance_auto_follows_the_norms(spark, tmp_path, scale, expected):
+    rows = [(i, [scale * float(np.cos(np.radians(a))), scale * float(np.sin(np.radians(a)))]) for i, a in ANGLES]
+    data = str(tmp_path / "points")
+    spark.createDataFrame(rows, "id long, embedding array<float>").write.parquet(data)
+    out = str(tmp_path / "run")
+    config = load_config([], [f"input.path={data}", f"output.path={out}", "clustering.n_levels=1",
+                              "clustering.n_clusters=[2]", "clustering.n_iters=[10]",
+                              "clustering.n_resampling_steps=[0]"])
+    assert config.clustering.distance == "auto"  # the default
+    summary = pipeline.cluster(config, spark)
+    meta = json.loads(Path(out, "run.json").read_text())
+    assert summary.distance == meta["input"]["distance"] == expected
+    assert meta["config"]["clustering"]["distance"] == "auto"  # the fingerprint keeps what the user asked
+    assign = {r["point_id"]: r for r in read_table(spark, f"{out}/level_1/assignments", "delta").collect()}
+    off_axis = assign[2]["distance"]
+    if expected == "cosine":
+        cents = sorted(tuple(np.round(r["centroid"], 5)) for r in read_table(spark, f"{out}/level_1/centroids").collect())
+        assert cents == [(0.0, 1.0), (1.0, 0.0)]
+        assert off_axis == pytest.approx(1 - np.cos(np.radians(20)), rel=1e-5)
+    else:  # l2: centre (3 (1 + 2 cos 20) / 3, 0); the point at 20 degrees is its Euclidean distance away
+        centre = np.array([(1 + 2 * np.cos(np.radians(20))), 0.0])
+        point = 3 * np.array([np.cos(np.radians(20)), np.sin(np.radians(20))])
+        assert off_axis == pytest.approx(float(np.linalg.norm(point - centre)), rel=1e-5)
+    # a resume of the same config over the same input resolves the same way: nothing to do
+    assert pipeline.cluster(config, spark).levels[0].seconds == summary.levels[0].seconds
+
+
+def test_explicit_distance_is_kept(spark, tmp_path):
+    rows = [(i, [float(np.cos(np.radians(a))), float(np.sin(np.radians(a)))]) for i, a in ANGLES]
+    data = str(tmp_path / "points")
+    spark.createDataFrame(rows, "id long, embedding array<float>").write.parquet(data)
+    out = str(tmp_path / "run")
+    config = load_config([], [f"input.path={data}", f"output.path={out}", "clustering.n_levels=1",
+                              "clustering.n_clusters=[2]", "clustering.n_iters=[10]",
+                              "clustering.n_resampling_steps=[0]", "clustering.distance=l2"])
+    summary = pipeline.cluster(config, spark)
+    meta = json.loads(Path(out, "run.json").read_text())
+    assert summary.distance == "l2" and meta["input"]["distance"] is None

@@ -6,16 +6,19 @@ run folder. The CLI, the spark-submit jobs and the notebooks all call these.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from curation_spark.curation import hierarchy, sampling
 from curation_spark.io import paths
 from curation_spark.errors import ConfigError, CurationError
+from curation_spark.config import UNIT_NORM_TOLERANCE, resolve_distance
+from curation_spark.io.run_metadata import InputIdentity, LevelStats, SampleSummary
 from curation_spark.io.runfolder import RunFolder, open_existing
 from curation_spark.io.session import get_spark, require_delta
 from curation_spark.engine.kmeans import InputCheck
@@ -32,14 +35,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunSummary:
-    """What a command did, for printing and for tests."""
+    """What a command did, for printing and for tests; ``run`` is the open run folder (so
+    ``sample`` after ``cluster`` does not open ``run.json`` again)."""
 
     run_path: str
     stats: EmbeddingStats | None = None
-    levels: list[dict[str, Any]] = field(default_factory=list)
+    levels: list[LevelStats] = field(default_factory=list)
     curated_path: str | None = None
     curated_rows: int | None = None
     seconds: float = 0.0
+    run: RunFolder | None = None
+    #: The distance the hierarchy was built with (``clustering.distance: auto`` resolved).
+    distance: str | None = None
 
 
 def session_for(config: "Config", spark: "SparkSession | None" = None) -> "SparkSession":
@@ -94,85 +101,107 @@ def validate(config: "Config", spark: "SparkSession | None" = None) -> Embedding
     return stats
 
 
-def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> RunSummary:
+def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False,
+            raw: "DataFrame | None" = None) -> RunSummary:
     """``curation-spark cluster``: build (or resume) the hierarchy in ``output.path``.
 
     A large input whose level 1 reads it first in a barrier stage is not validated in a
     pass of its own: the schema, row count and dimension are checked up front, the values
     (null or repeated ids, null or wrong-sized embeddings, NaN/Inf) while level 1 loads its
-    blocks, with the same one-line errors before any iteration or table write.
+    blocks, with the same one-line errors before any iteration or table write. ``raw``: the
+    input frame if the caller already read it (``run`` does).
     """
     started = time.perf_counter()
     spark = session_for(config, spark)
     out = check_output_path(spark, config)
-    raw = read_input(spark, config.input)
+    raw = raw if raw is not None else read_input(spark, config.input)
     quick = quick_stats(raw, config.input.id_col, config.input.embedding_col)
     input_check = None
-    if hierarchy.level_one_checks_input(spark, config.clustering, quick.n_rows, quick.dim):
+    # Whether level 1 checks the values while loading does not depend on the distance; the
+    # sampled norms give it one to build the level's parameters with.
+    provisional = dataclasses.replace(config.clustering, distance=resolve_distance(
+        config.clustering.distance, quick.norm_min, quick.norm_max))
+    if hierarchy.level_one_checks_input(spark, provisional, quick.n_rows, quick.dim):
         stats = quick
         input_check = InputCheck(config.input.id_col, config.input.embedding_col)
         log.info("input: %d rows, dimension %d (values are checked while level 1 loads)", stats.n_rows, stats.dim)
     else:
         raw, stats = load_and_validate(spark, config, raw)
+    distance = chosen_distance(config, stats)
     run = RunFolder(spark, out, config.output.format)
-    run.open_for(config, overwrite, {"n_rows": stats.n_rows, "dim": stats.dim,
-                                     "delta_version": input_version(spark, config)})
+    run.open_for(config, overwrite, InputIdentity(
+        n_rows=stats.n_rows, dim=stats.dim, delta_version=input_version(spark, config),
+        distance=distance if config.clustering.distance == "auto" else None))
     points = to_points(raw, config.input.id_col, config.input.embedding_col)
-    levels = hierarchy.cluster(run, config.clustering, points, stats.n_rows, input_check)
+    clustering = dataclasses.replace(config.clustering, distance=distance)
+    levels = hierarchy.cluster(run, clustering, points, stats.n_rows, stats.dim, input_check)
     spark.sparkContext.setJobDescription(None)
-    return RunSummary(out, stats, levels, seconds=time.perf_counter() - started)
+    return RunSummary(out, stats, levels, seconds=time.perf_counter() - started, run=run, distance=distance)
+
+
+def chosen_distance(config: "Config", stats: EmbeddingStats) -> str:
+    """``clustering.distance`` with ``auto`` resolved from the input's measured norms (logged)."""
+    requested = config.clustering.distance
+    distance = resolve_distance(requested, stats.norm_min, stats.norm_max)
+    if requested == "auto":
+        measured = (f"norms {stats.norm_min:.4f}..{stats.norm_max:.4f} over {stats.norm_rows} rows"
+                    if stats.norm_min is not None else "norms not measured")
+        log.info("clustering.distance: auto -> %s (%s; cosine when all are within %.2g of 1)", distance, measured,
+                 UNIT_NORM_TOLERANCE)
+    return distance
 
 
 def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str | None = None,
-           table_name: str | None = None, input_df: "DataFrame | None" = None) -> RunSummary:
+           table_name: str | None = None, input_df: "DataFrame | None" = None,
+           run_folder: RunFolder | None = None) -> RunSummary:
     """``curation-spark sample``: balanced sampling over an existing hierarchy.
 
-    Writes ``<run>/<table_name>`` atomically and returns its row count.
+    Writes ``<run>/<table_name>`` atomically and returns its row count. ``run_folder``: the
+    run folder ``cluster`` returned (else ``run_path`` / ``output.path`` is opened).
     """
     started = time.perf_counter()
     spark = session_for(config, spark)
     sc = config.sampling
     if sc.target_size is None:
         raise ConfigError("sampling.target_size: required (how many samples the curated set should hold)")
-    path = run_path or config.output.require_path()
-    run = open_existing(spark, path)
+    run = run_folder if run_folder is not None else open_existing(spark, run_path or config.output.require_path())
+    path = run.path
     n_levels = run.n_levels_done()
-    expected = int(run.meta.get("config", {}).get("clustering", {}).get("n_levels", n_levels))
+    expected = run.config.clustering.n_levels
     if n_levels == 0 or n_levels < expected:
         raise ConfigError(f"--run: {path} has {n_levels} of {expected} levels complete; run `curation-spark cluster` first")
     name = table_name or sc.table_name
     if sc.keep_columns and input_df is None:
-        in_cfg = run.meta["config"]["input"]
-        from curation_spark.config import InputConfig
-
-        input_df = read_input(spark, InputConfig(**in_cfg))
+        input_df = read_input(spark, run.config.input)
     params = sampling.SamplingParams(sc.target_size, sc.multiplier, sc.strategy, sc.seed)
-    selection, summary = sampling.curate(run, n_levels, params)
+    selection, plan = sampling.curate(run, n_levels, params)
     if sc.keep_columns:
-        id_col = run.meta["config"]["input"]["id_col"]
-        selection = sampling.with_input_columns(selection, input_df, id_col, sc.keep_columns)
+        selection = sampling.with_input_columns(selection, input_df, run.config.input.id_col, sc.keep_columns)
     target = run.table_path(name)
     spark.sparkContext.setJobDescription(f"sampling · write {name}")
     write_table(selection, target, run.format)
     from curation_spark.io.tables import read_table
 
+    # The written table's own count (Delta: from the commit's statistics, Parquet: the
+    # footers): what readers will see, without recomputing the selection.
     n_rows = read_table(spark, target, run.format).count()
-    summary.update({"rows": n_rows, "path": target, "seconds": round(time.perf_counter() - started, 1)})
-    run.mark_sample(name, summary)
+    run.mark_sample(name, SampleSummary(**plan, rows=n_rows, path=target,
+                                        seconds=round(time.perf_counter() - started, 1)))
     log.info("curated table %s: %d rows (target %d)", target, n_rows, sc.target_size)
     spark.sparkContext.setJobDescription(None)
-    return RunSummary(path, None, [], target, n_rows, time.perf_counter() - started)
+    return RunSummary(path, None, [], target, n_rows, time.perf_counter() - started, run=run)
 
 
 def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> RunSummary:
-    """``curation-spark run``: cluster (or resume), then sample into ``sampling.table_name``."""
+    """``curation-spark run``: cluster (or resume), then sample into ``sampling.table_name``;
+    one read of the input, one open of the run folder."""
     if config.sampling.target_size is None:
         raise ConfigError("sampling.target_size: required for `run` (or use `cluster` alone)")
     spark = session_for(config, spark)
     raw = read_input(spark, config.input)
     check_keep_columns(raw, config)
-    summary = cluster(config, spark, overwrite=overwrite)
-    sampled = sample(config, spark, run_path=summary.run_path, input_df=raw)
+    summary = cluster(config, spark, overwrite=overwrite, raw=raw)
+    sampled = sample(config, spark, input_df=raw, run_folder=summary.run)
     summary.curated_path, summary.curated_rows = sampled.curated_path, sampled.curated_rows
     summary.seconds += sampled.seconds
     return summary

@@ -36,6 +36,7 @@ from curation_spark.io.blocks import batches_to_block
 from curation_spark.io.blocks import float_matrix_to_list_array  # noqa: F401  (re-exported for notebooks)
 from curation_spark.method.inprocess import LevelPlan
 from curation_spark.method.lloyd import KMeansParams
+from curation_spark.io.run_metadata import LevelStats
 from curation_spark.io.runfolder import RunFolder
 from curation_spark.io.tables import EMBEDDING, POINT_ID, read_table, write_table
 
@@ -49,7 +50,11 @@ log = logging.getLogger(__name__)
 
 
 def level_points(run: RunFolder, level: int, base_points: "DataFrame") -> "DataFrame":
-    """The points level ``level`` clusters: the input (level 1) or level l-1's centroids."""
+    """The points level ``level`` clusters: the input (level 1) or level l-1's centroids.
+
+    Read from the written table on purpose, not kept from the level before: that frame's
+    lineage is the whole previous k-means (Spark would recompute it), the table is the
+    state a resume starts from, and it is small (K x D)."""
     if level == 1:
         return base_points
     from pyspark.sql import functions as F
@@ -218,7 +223,7 @@ class _LevelTables:
     centroids: "DataFrame"
     sizes: np.ndarray
     objective: float
-    info: dict[str, Any]
+    info: LevelStats
     #: DataFrames or k-means results: anything whose ``unpersist()`` frees a cache.
     cached: list[Any] = field(default_factory=list)
 
@@ -228,14 +233,13 @@ class _LevelTables:
 
 
 def _level_info(cfg: "ClusteringConfig", level: int, n_points: int, k: int, engine: str,
-                history: list[dict[str, Any]], objective: float, sizes: np.ndarray) -> dict[str, Any]:
+                history: list[dict[str, Any]], objective: float, sizes: np.ndarray) -> LevelStats:
     """The statistics both paths record for a level's k-means (run.json ``levels.<l>``)."""
-    return {
-        "level": level, "n_points": n_points, "n_clusters_requested": cfg.n_clusters[level - 1], "n_clusters": k,
-        "engine": engine, "kmeans_history": history, "objective_kmeans": objective,
-        "sizes_kmeans": kernels.size_stats(sizes), "sizes_kmeans_histogram": kernels.size_histogram(sizes),
-        "resampling": [],
-    }
+    return LevelStats(
+        level=level, n_points=n_points, n_clusters_requested=cfg.n_clusters[level - 1], n_clusters=k,
+        engine=engine, kmeans_history=history, objective_kmeans=objective,
+        sizes_kmeans=kernels.size_stats(sizes), sizes_kmeans_histogram=kernels.size_histogram(sizes),
+    )
 
 
 def level_one_checks_input(spark, cfg: "ClusteringConfig", n_points: int, dim: int) -> bool:
@@ -248,7 +252,7 @@ def level_one_checks_input(spark, cfg: "ClusteringConfig", n_points: int, dim: i
 
 
 def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int,
-              dim: int | None = None, input_check: "kmeans.InputCheck | None" = None) -> dict[str, Any]:
+              dim: int | None = None, input_check: "kmeans.InputCheck | None" = None) -> LevelStats:
     """Cluster one level (in the driver if small, else on Spark) and write its two tables;
     returns the level's statistics. ``dim``: the embedding dimension if known (saves a job);
     ``input_check``: count the input checks while the level's k-means loads (level 1, see
@@ -271,20 +275,17 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
         fill_parents(run, level)
     sizes, objective, info = level_tables.sizes, level_tables.objective, level_tables.info
     stats = kernels.size_stats(sizes)
-    info.update({
-        "n_clusters": int(len(sizes)), "objective": objective, "sizes": stats,
-        "sizes_histogram": kernels.size_histogram(sizes),
-        "degenerate": bool(len(sizes) > 1 and stats["largest_share"] > cfg.degenerate_share),
-        "seconds": time.perf_counter() - started,
-    })
-    if info["degenerate"]:
+    info.n_clusters, info.objective, info.sizes = int(len(sizes)), objective, stats
+    info.sizes_histogram = kernels.size_histogram(sizes)
+    info.degenerate = bool(len(sizes) > 1 and stats["largest_share"] > cfg.degenerate_share)
+    info.seconds = time.perf_counter() - started
+    if info.degenerate:
         log.warning("%s is degenerate: its largest cluster holds %.0f %% of its %d points (more than "
                     "clustering.degenerate_share = %.2f); for L2-normalised embeddings try clustering.distance: "
                     "cosine, or fewer clusters at this level", stage, 100 * stats["largest_share"], int(sizes.sum()),
                     cfg.degenerate_share)
     log.info("%s done: %d clusters, objective %.6g, sizes min/median/max %s/%s/%s, gini %.3f, %.1f s", stage,
-             info["n_clusters"], objective, info["sizes"]["min"], info["sizes"]["median"], info["sizes"]["max"],
-             info["sizes"]["gini"], info["seconds"])
+             info.n_clusters, objective, stats["min"], stats["median"], stats["max"], stats["gini"], info.seconds)
     return info
 
 
@@ -322,9 +323,8 @@ def _level_in_process(cfg: "ClusteringConfig", level: int, points: "DataFrame", 
     result = inprocess.cluster_level_in_memory(x, keys, plan, stage)
     info = _level_info(cfg, level, n_points, len(result.kmeans.centroids), "in-process", result.kmeans.history,
                        result.kmeans.objective, result.kmeans.sizes)
-    info["resampling"] = result.resampling
-    if result.split is not None:
-        info["split"] = result.split
+    info.resampling = result.resampling
+    info.split = result.split
     table = pa.table({POINT_ID: ids, "cluster_id": pa.array(result.labels, pa.int32()),
                       "distance": pa.array(result.dist, pa.float32())})
     assignments = spark.createDataFrame(table, schema=kmeans.assignment_schema(points))
@@ -360,12 +360,13 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
     centroids, assignments, sizes, objective = result.centroids, result.assignments, result.sizes, result.objective
     done_in_stage = result.follow_up_info
     if done_in_stage is not None:  # resampling ran inside the k-means stage
-        info.update({key: done_in_stage[key] for key in
-                     ("objective_kmeans", "sizes_kmeans", "sizes_kmeans_histogram", "resampling")})
+        info.objective_kmeans, info.sizes_kmeans = done_in_stage["objective_kmeans"], done_in_stage["sizes_kmeans"]
+        info.sizes_kmeans_histogram, info.resampling = (done_in_stage["sizes_kmeans_histogram"],
+                                                        done_in_stage["resampling"])
     log.info("%s: k-means K=%d on %d points, %d iterations: objective %.6g, sizes %s (%.1f s%s)", stage, k,
-             n_points, len(result.history), info["objective_kmeans"], info["sizes_kmeans"], result.seconds,
+             n_points, len(result.history), info.objective_kmeans, info.sizes_kmeans, result.seconds,
              f", with {steps} resampling step(s) in the same stage" if done_in_stage is not None else "")
-    for entry in info["resampling"] if done_in_stage is not None else []:
+    for entry in info.resampling if done_in_stage is not None else []:
         log.info("%s · resampling step %d (in the k-means stage): sample %d points, objective %.6g, sizes %s (%.1f s)",
                  stage, entry["step"], entry["sample_points"], entry["objective"], entry["sizes"], entry["seconds"])
     owner: Any = result  # what holds the current assignments' cache (the fit's, then a step's frame)
@@ -373,7 +374,7 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
         centroids, assignments, sizes, objective, entry = _resampling_step_on_spark(
             cfg, level, step, points, assignments, owner, len(centroids), dim, stage)
         owner = assignments
-        info["resampling"].append(entry)
+        info.resampling.append(entry)
     cents_df = centroids_frame(spark, centroids, sizes)
     cached = [points] if read_again else []
     if cfg.n_splits[i] > 1:
@@ -393,7 +394,7 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
         owner.unpersist()
         assignments = owner = split_assign
         cached.append(cents_df)
-        info["split"] = {"n_splits": cfg.n_splits[i], "n_clusters": int(len(sizes))}
+        info.split = {"n_splits": cfg.n_splits[i], "n_clusters": int(len(sizes))}
     cached.append(owner)
     return _LevelTables(assignments, cents_df, sizes, objective, info, cached)
 
@@ -468,7 +469,9 @@ def fill_parents(run: RunFolder, level: int) -> None:
     """Set ``parent_id`` of level ``level-1``'s clusters from level ``level``'s assignments.
 
     Delta: a MERGE commit (the level's own rows are not rewritten by a new overwrite).
-    Parquet: an atomic rewrite of the small centroids table.
+    Parquet: an atomic rewrite of the small centroids table. The assignments are read back
+    from their written table (K rows of level l-1) rather than from the frame that wrote
+    them, whose cache is released and whose lineage is the level's whole k-means.
     """
     from pyspark.sql import functions as F
 
@@ -489,24 +492,23 @@ def fill_parents(run: RunFolder, level: int) -> None:
     write_table(updated.localCheckpoint(), target, run.format)
 
 
-def cluster(run: RunFolder, cfg: "ClusteringConfig", base_points: "DataFrame", n_points: int,
-            input_check: "kmeans.InputCheck | None" = None) -> list[dict[str, Any]]:
-    """Run (or resume) all levels; returns per-level statistics. ``input_check``: level 1
-    counts the input checks while loading (the caller skipped the validation pass)."""
+def cluster(run: RunFolder, cfg: "ClusteringConfig", base_points: "DataFrame", n_points: int, dim: int,
+            input_check: "kmeans.InputCheck | None" = None) -> list[LevelStats]:
+    """Run (or resume) all levels; returns per-level statistics. ``dim``: the input's
+    embedding dimension (every level has it); ``input_check``: level 1 counts the input
+    checks while loading (the caller skipped the validation pass)."""
     infos = []
     available = n_points
-    dim = None  # every level has the input's dimension: found once, at the first level run
     for level in range(1, cfg.n_levels + 1):
-        if run.level_done(level):
-            info = run.level_info(level)
+        done = run.level_stats(level)
+        if done is not None and done.complete:
             log.info("level %d: already complete in %s, skipping (resume)", level, run.path)
-            infos.append(info)
-            available = int(info["n_clusters"])
+            infos.append(done)
+            available = done.n_clusters
             continue
         points = level_points(run, level, base_points)
-        dim = dim or kmeans.embedding_dim(points)
         info = run_level(run, cfg, level, points, available, dim, input_check if level == 1 else None)
-        run.mark_level(level, info)
+        run.mark_level(info)
         infos.append(info)
-        available = int(info["n_clusters"])
+        available = info.n_clusters
     return infos

@@ -124,10 +124,8 @@ def check_params(params: SamplingParams) -> None:
 
 def level1_points(run: RunFolder) -> int | None:
     """Points of level 1 as recorded in run.json (None if the run folder does not say)."""
-    n = run.level_info(1).get("n_points")
-    if n is None:
-        n = run.meta.get("input", {}).get("n_rows")
-    return None if n is None else int(n)
+    stats = run.level_stats(1)
+    return stats.n_points if stats is not None else run.metadata.input.n_rows if run.metadata else None
 
 
 def in_process_decision(run: RunFolder, params: SamplingParams) -> bool:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from curation_spark.method import bounded_assign, centroid_index, inprocess, kernels, reduce
+from curation_spark.method import inprocess, kernels, reduce
 from curation_spark.method import lloyd
 from curation_spark.io.blocks import float_matrix_to_list_array, from_ipc, to_ipc
 from curation_spark.method.inprocess import LevelPlan
@@ -108,7 +108,8 @@ class StageResampling:
             payload = group.broadcast(new.tobytes() if new is not None else None)
             new_c = np.frombuffer(payload, dtype=np.float32).reshape(-1, x.shape[1]).copy()
             guess = kernels.assign(centroids, new_c, distance)[0][labels]  # old cluster -> nearest new centroid
-            labels, dist = reassign_block(x, new_c, plan.kmeans_params[step], guess)
+            labels, dist = inprocess.reassign(x, new_c, distance, plan.kmeans_params[step], x_normalised=True,
+                                              guess=guess)
             centroids, k = new_c, len(new_c)
             sizes = _global_sizes(group, labels, k)
             objective = float(reduce.all_gather_values(group, [kernels.objective_terms(dist, distance)])[:, 0].sum())
@@ -172,13 +173,3 @@ def _global_sizes(group: "TaskGroup", labels: np.ndarray, k: int) -> np.ndarray:
     return full
 
 
-def reassign_block(x: np.ndarray, centroids: np.ndarray, params: "lloyd.KMeansParams",
-                   guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest new centroid of every row of a (normalised, for cosine) block, as
-    ``kmeans.assign_points`` finds it: exact (bounded search started from ``guess``), or
-    the centroid index's probe path where ``params`` pick it for this K."""
-    c = kernels.normalize_rows(centroids) if params.distance == "cosine" else np.ascontiguousarray(centroids, np.float32)
-    if not lloyd.uses_index(params, len(c)):
-        return bounded_assign.BoundedAssigner(x, params.distance).assign(c, guess=guess)
-    coarse = centroid_index.train_coarse(c, params.index_probes, params.distance, params.seed)
-    return centroid_index.assign_fresh(x, c, coarse, params.distance, params.index_probes, params.index_neighbours)

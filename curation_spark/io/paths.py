@@ -157,6 +157,19 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str | None:
+    """``path`` on the local file system (a plain path, ``file:``, ``dbfs:`` where
+    ``/dbfs`` is mounted), or None for a remote scheme (``s3a:``, ``abfss:``, ``hdfs:``, ...)."""
     parsed = urlparse(path)
-    return parsed.path if parsed.scheme == "file" else path
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):  # C:\... on Windows
+        return path
+    if parsed.scheme == "file":
+        return parsed.path
+    if parsed.scheme == "dbfs" and os.path.isdir("/dbfs"):
+        return "/dbfs" + parsed.path
+    return None
+
+
+def _local(path: str) -> str:
+    """The path for os/shutil calls when no Hadoop file system is at hand."""
+    return local_path(path) or path

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from curation_spark.io import paths
 from curation_spark.errors import ConfigError, InputError
@@ -33,18 +32,11 @@ def applies(master: str) -> bool:
             and not _launched_by_spark_submit())
 
 
-def _local(path: str) -> str | None:
-    parsed = urlparse(path)
-    if parsed.scheme == "file":
-        return parsed.path
-    return path if parsed.scheme == "" else None
-
-
 def check_config_paths(config: "Config") -> None:
     """``input.path`` exists; ``output.path`` is not, does not contain and is not inside it."""
     source = config.input.path
     if source:
-        local = _local(source)
+        local = paths.local_path(source)
         if local is not None and not os.path.exists(local):
             raise InputError(f"input.path: {source} does not exist")
     out = config.output.path
@@ -54,6 +46,6 @@ def check_config_paths(config: "Config") -> None:
 
 def check_run_folder(run_path: str) -> None:
     """``--run`` names a run folder (it holds ``run.json``)."""
-    local = _local(run_path)
+    local = paths.local_path(run_path)
     if local is not None and not os.path.isfile(os.path.join(local, METADATA)):
         raise ConfigError(f"--run: {run_path} is not a curation-spark run folder (no {METADATA})")

@@ -2,7 +2,8 @@
 
 Layout (``output.path``)::
 
-    run.json                      resolved config, its fingerprint, per-level status + metrics
+    run.json                      resolved config, its fingerprint, the input's identity, per-level
+                                  statistics, curated tables (typed: :mod:`run_metadata`)
     level_<l>/centroids           cluster_id, centroid, size, flat_size, parent_id
     level_<l>/assignments         point_id, cluster_id, distance
     <sampling.table_name>         curated selection (default ``curated``)
@@ -13,13 +14,14 @@ folder is refused unless ``overwrite`` is given.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from curation_spark.io import paths
-from curation_spark.errors import ConfigError
+from curation_spark.errors import ConfigError, CurationError
+from curation_spark.io.run_metadata import InputIdentity, LevelStats, RunMetadata, SampleSummary
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -32,13 +34,13 @@ METADATA = "run.json"
 
 
 class RunFolder:
-    """Paths and metadata of one run, backed by ``run.json``."""
+    """Paths and metadata of one run, backed by ``run.json`` (typed: :mod:`run_metadata`)."""
 
     def __init__(self, spark: "SparkSession", path: str, fmt: str) -> None:
         self.spark = spark
         self.path = path.rstrip("/")
         self.format = fmt
-        self.meta: dict[str, Any] = {}
+        self.metadata: RunMetadata | None = None
 
     # ------------------------------------------------------------------ paths
     def level_dir(self, level: int) -> str:
@@ -54,25 +56,38 @@ class RunFolder:
         return paths.join(self.path, name)
 
     # ------------------------------------------------------------------ metadata
-    def load(self) -> dict[str, Any] | None:
-        text = paths.read_text(self.spark, paths.join(self.path, METADATA))
+    @property
+    def config(self) -> "Config":
+        """The config the run was made with, validated like a fresh one."""
+        return self._require().config
+
+    def _require(self) -> RunMetadata:
+        if self.metadata is None:
+            raise CurationError(f"{self.path}: no run metadata loaded (open the run folder first)")
+        return self.metadata
+
+    def load(self) -> RunMetadata | None:
+        where = paths.join(self.path, METADATA)
+        text = paths.read_text(self.spark, where)
         if text is None:
             return None
-        self.meta = json.loads(text)
-        self.format = self.meta.get("output_format", self.format)
-        return self.meta
+        self.metadata = RunMetadata.from_json(text, where)
+        self.format = self.metadata.output_format
+        return self.metadata
 
     def save(self) -> None:
-        self.meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        paths.write_text_atomic(self.spark, paths.join(self.path, METADATA), json.dumps(self.meta, indent=2, default=float))
+        meta = self._require()
+        meta.updated = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        paths.write_text_atomic(self.spark, paths.join(self.path, METADATA), meta.to_json())
 
-    def open_for(self, config: "Config", overwrite: bool, input_identity: dict[str, Any] | None = None) -> None:
+    def open_for(self, config: "Config", overwrite: bool, input_identity: InputIdentity | None = None) -> None:
         """Start or resume a run of ``config`` here; refuse a different config, or an input
         that changed since the run started (``input_identity``: rows, dimension, Delta
-        version), unless overwriting."""
+        version, resolved distance), unless overwriting."""
         fingerprint = config.clustering_fingerprint()
+        identity = input_identity or InputIdentity()
         existing = self.load()
-        refusal = self._refusal(existing, fingerprint, input_identity or {})
+        refusal = self._refusal(existing, fingerprint, identity)
         if refusal:
             if not overwrite:
                 raise ConfigError(refusal)
@@ -80,42 +95,40 @@ class RunFolder:
             paths.delete(self.spark, self.path)
             existing = None
         if existing is None:
-            self.meta = {
-                "fingerprint": fingerprint,
-                "config": config.to_dict(),
-                "output_format": self.format,
-                "levels": {},
-                "samples": {},
-            }
+            self.metadata = RunMetadata(fingerprint=fingerprint, config=config, output_format=self.format,
+                                        input=identity)
         else:
-            self.meta["config"] = config.to_dict()
-        if input_identity:
-            self.meta["input"] = {**self.meta.get("input", {}), **input_identity}
+            existing.config = config
+            recorded = dataclasses.asdict(existing.input)
+            existing.input = InputIdentity(**{k: v if v is not None else recorded[k]
+                                              for k, v in dataclasses.asdict(identity).items()})
         self.save()
 
-    def _refusal(self, existing: dict[str, Any] | None, fingerprint: str, input_identity: dict[str, Any]) -> str:
+    def _refusal(self, existing: RunMetadata | None, fingerprint: str, identity: InputIdentity) -> str:
         """Why this folder cannot take (or resume) the run, or "" if it can."""
         if existing is None:
             if paths.exists(self.spark, self.path) and paths.has_data_files(self.spark, self.path):
                 return (f"output.path: {self.path} exists and is not a curation-spark run folder; "
                         "choose an empty or new folder (or pass --overwrite to replace it)")
             return ""
-        if existing.get("fingerprint") != fingerprint:
+        if existing.fingerprint != fingerprint:
             return (f"output.path: {self.path} holds a run with a different config "
-                    f"(fingerprint {existing.get('fingerprint')} != {fingerprint}); "
+                    f"(fingerprint {existing.fingerprint} != {fingerprint}); "
                     "choose another output.path or pass --overwrite to replace it")
-        changed = input_changes(existing.get("input", {}), input_identity)
+        changed = input_changes(dataclasses.asdict(existing.input), dataclasses.asdict(identity))
         if changed:
             return (f"input.path: the input changed since the run in {self.path} started ({changed}); "
                     "its levels would not match the input any more: pass --overwrite to start again, "
                     "or choose another output.path")
         return ""
 
-    def level_done(self, level: int) -> bool:
-        return self.meta.get("levels", {}).get(str(level), {}).get("status") == "complete"
+    def level_stats(self, level: int) -> LevelStats | None:
+        """The level's recorded statistics, or None if it was never recorded."""
+        return self._require().levels.get(level) if self.metadata is not None else None
 
-    def level_info(self, level: int) -> dict[str, Any]:
-        return self.meta.get("levels", {}).get(str(level), {})
+    def level_done(self, level: int) -> bool:
+        stats = self.level_stats(level)
+        return stats is not None and stats.complete
 
     def n_levels_done(self) -> int:
         n = 0
@@ -123,12 +136,13 @@ class RunFolder:
             n += 1
         return n
 
-    def mark_level(self, level: int, info: dict[str, Any]) -> None:
-        self.meta.setdefault("levels", {})[str(level)] = {**info, "status": "complete"}
+    def mark_level(self, stats: LevelStats) -> None:
+        stats.status = "complete"
+        self._require().levels[stats.level] = stats
         self.save()
 
-    def mark_sample(self, name: str, info: dict[str, Any]) -> None:
-        self.meta.setdefault("samples", {})[name] = info
+    def mark_sample(self, name: str, summary: SampleSummary) -> None:
+        self._require().samples[name] = summary
         self.save()
 
 

@@ -9,6 +9,7 @@ atomic, Parquet is written to a temporary sibling folder and renamed into place.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,6 +37,11 @@ class EmbeddingStats:
 
     n_rows: int
     dim: int
+    #: Smallest and largest embedding L2 norm, over ``norm_rows`` rows (all of them after a
+    #: full validation pass; a bounded sample otherwise): ``clustering.distance: auto``.
+    norm_min: float | None = None
+    norm_max: float | None = None
+    norm_rows: int = 0
 
 
 # --------------------------------------------------------------------------- reading
@@ -60,9 +66,12 @@ def read_table(spark: "SparkSession", path: str, fmt: str = "auto") -> "DataFram
         raise InputError(f"input.path: {path} does not exist")
     if fmt == "delta":
         require_delta(spark, f"reading {path}")
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
     try:
         return spark.read.format(fmt).load(path)
-    except Exception as exc:
+    except (PySparkException, Py4JError) as exc:
         raise InputError(f"input.path: {path} could not be read as {fmt}: {_first_line(exc)}") from None
 
 
@@ -81,13 +90,16 @@ def input_location(spark: "SparkSession", cfg: "InputConfig") -> str | None:
     """The storage path behind the input (for the never-write-over-the-input guard)."""
     if cfg.path:
         return cfg.path
+    from pyspark.errors import PySparkException
+
     try:
         rows = spark.sql(f"DESCRIBE TABLE EXTENDED {cfg.table}").collect()
-        for r in rows:
-            if r[0] == "Location":
-                return str(r[1])
-    except Exception:
+    except PySparkException as exc:  # a view or a catalog that does not describe locations
+        log.debug("input.table %s: no location (%s)", cfg.table, _first_line(exc))
         return None
+    for r in rows:
+        if r[0] == "Location":
+            return str(r[1])
     return None
 
 
@@ -156,6 +168,8 @@ def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str) -> Emb
         F.min(F.size("_e")).alias("min_dim"),
         F.max(F.size("_e")).alias("max_dim"),
         F.sum(F.coalesce(bad_value, F.lit(False)).cast("long")).alias("bad_values"),
+        F.min(_norm("_e")).alias("norm_min"),
+        F.max(_norm("_e")).alias("norm_max"),
     ).collect()[0]
     n = int(row["n"])
     checks = BlockChecks(rows=n, null_ids=int(row["null_ids"] or 0),
@@ -165,7 +179,19 @@ def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str) -> Emb
                          min_dim=int(row["min_dim"]) if row["min_dim"] is not None else -1,
                          max_dim=int(row["max_dim"]) if row["max_dim"] is not None else -1)
     raise_for_checks(checks, id_col, embedding_col, ref_dim)
-    return EmbeddingStats(n_rows=n, dim=ref_dim)
+    return EmbeddingStats(n_rows=n, dim=ref_dim, norm_min=float(row["norm_min"]), norm_max=float(row["norm_max"]),
+                          norm_rows=n)
+
+
+#: Rows whose norms the quick path (no validation pass) measures for ``distance: auto``.
+NORM_SAMPLE_ROWS = 10_000
+
+
+def _norm(col: str):
+    """The L2 norm of an array<float> column, in the JVM (no Python round trip)."""
+    from pyspark.sql import functions as F
+
+    return F.sqrt(F.aggregate(col, F.lit(0.0).cast("double"), lambda acc, x: acc + x.cast("double") * x))
 
 
 def raise_for_checks(checks: BlockChecks, id_col: str, embedding_col: str, ref_dim: int) -> None:
@@ -210,7 +236,14 @@ def quick_stats(df: "DataFrame", id_col: str, embedding_col: str) -> EmbeddingSt
     dim = int(first[0]["d"])
     if dim == 0:
         raise InputError(f"column {embedding_col!r}: embeddings are empty (dimension 0)")
-    return EmbeddingStats(n_rows=n, dim=dim)
+    # Norms of the first rows (cheap: no full scan); nulls and bad rows are refused later,
+    # while level 1 loads its blocks.
+    norms = (df.select(emb.alias("_e")).where(F.col("_e").isNotNull()).limit(NORM_SAMPLE_ROWS)
+             .agg(F.min(_norm("_e")).alias("lo"), F.max(_norm("_e")).alias("hi"), F.count(F.lit(1)).alias("n"))
+             .collect()[0])
+    finite = norms["lo"] is not None and all(math.isfinite(v) for v in (norms["lo"], norms["hi"]))
+    return EmbeddingStats(n_rows=n, dim=dim, norm_min=float(norms["lo"]) if finite else None,
+                          norm_max=float(norms["hi"]) if finite else None, norm_rows=int(norms["n"]) if finite else 0)
 
 
 def to_points(df: "DataFrame", id_col: str, embedding_col: str) -> "DataFrame":
@@ -292,7 +325,7 @@ def _run_write(action, path: str) -> None:
 def _is_vector(dtype) -> bool:
     try:
         from pyspark.ml.linalg import VectorUDT
-    except Exception:  # pragma: no cover - pyspark.ml always ships with pyspark
+    except ImportError:  # pragma: no cover - pyspark.ml always ships with pyspark
         return False
     return isinstance(dtype, VectorUDT)
 

@@ -4,5 +4,5 @@ Assignment, partial sums, k-means++ and Lloyd (``kernels``, ``lloyd``), exact as
 with bounds (``bounded_assign``), index-assisted assignment for large K
 (``centroid_index``), the two-level init (``seeding``), the sparse reduce arithmetic
 (``reduce``), water-filling (``waterfill``), whole levels that fit in one process
-(``inprocess``) and the one seed rule (``seeds``).
+(``inprocess``), the one seed rule (``seeds``) and the balance measure (``balance``).
 """

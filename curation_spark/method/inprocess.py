@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from curation_spark.method import centroid_index, kernels, lloyd, seeds
+from curation_spark.method import bounded_assign, centroid_index, kernels, lloyd, seeds
 from curation_spark.method.lloyd import KMeansParams
 
 log = logging.getLogger(__name__)
@@ -346,14 +346,19 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
                      time.perf_counter() - started)
 
 
-def reassign(x: np.ndarray, centroids: np.ndarray, distance: str,
-             params: "KMeansParams | None" = None) -> tuple[np.ndarray, np.ndarray]:
-    """``kmeans.assign_points`` on a block: both sides normalised for cosine (the
-    centroids again, as there, so the same float32 values are searched); through the
-    centroid index (probe path) where ``params`` pick it for this K, as there."""
+def reassign(x: np.ndarray, centroids: np.ndarray, distance: str, params: "KMeansParams | None" = None, *,
+             x_normalised: bool = False, guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``kmeans.assign_points`` on a block, the one reassignment to fresh centroids both the
+    driver-side levels and the barrier stage's resampling steps use: both sides normalised
+    for cosine (the centroids again, as there, so the same float32 values are searched;
+    ``x_normalised``: the block already is); exact (a bounded search started from ``guess``
+    when given), or through the centroid index's probe path where ``params`` pick it for
+    this K, as there."""
     c = kernels.normalize_rows(centroids) if distance == "cosine" else np.ascontiguousarray(centroids, np.float32)
-    xw = kernels.normalize_rows(x) if distance == "cosine" else x
+    xw = kernels.normalize_rows(x) if distance == "cosine" and not x_normalised else x
     if params is None or not lloyd.uses_index(params, len(c)):
+        if guess is not None:
+            return bounded_assign.BoundedAssigner(xw, distance).assign(c, guess=guess)
         return kernels.assign(xw, c, distance)
     coarse = centroid_index.train_coarse(c, params.index_probes, distance, params.seed)
     return centroid_index.assign_fresh(xw, c, coarse, distance, params.index_probes, params.index_neighbours)

@@ -52,6 +52,12 @@ class KMeansParams:
     index_neighbours: int = 64
     index_probes: int = 64
 
+    def __post_init__(self) -> None:
+        # ``clustering.distance: auto`` is resolved from the input before any k-means runs;
+        # an unresolved value here would silently cluster by l2.
+        if self.distance not in ("l2", "cosine"):
+            raise ValueError(f"KMeansParams.distance: {self.distance!r} (resolve 'auto' first; l2 or cosine)")
+
 
 def init_sample_cut(n_rows: int, n_total: int) -> int:
     """The ``xxhash64`` cut of the init sample: rows with a key at most this are the
