@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read input.path / input.table and check it in one pass.")
     _add_config_args(p)
 
+    p = sub.add_parser("dedup", help="remove near-duplicates (cosine >= dedup.threshold) into output.path",
+                       description="Semantic near-duplicate removal: coarse k-means, pairs inside each cluster and "
+                                   "its probed neighbours, the keep rule; writes dedup/duplicates (id, kept_id, "
+                                   "similarity) under output.path. `cluster` / `run` with a dedup section build the "
+                                   "hierarchy on the kept points.")
+    _add_config_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
+
     p = sub.add_parser("cluster", help="build (or resume) the hierarchical k-means in output.path",
                        description="Hierarchical k-means with resampling; writes level_<l>/centroids and "
                                    "level_<l>/assignments under output.path. Re-running resumes after the last "
@@ -182,6 +190,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         stats = pipeline.validate(config)
         print(f"ok: {stats.n_rows} rows, dimension {stats.dim}")
         return 0
+    if args.command == "dedup":
+        result = pipeline.dedup(config, overwrite=args.overwrite)
+        print(f"dedup: removed {result.removed} of {result.points_in} points ({result.groups} groups) at cosine "
+              f">= {result.threshold}, {result.pairs_compared} pairs compared, {result.seconds:.1f} s")
+        print(f"duplicates: {result.path}")
+        return 0
     if args.command == "cluster":
         summary = pipeline.cluster(config, overwrite=args.overwrite)
         _print_levels(summary)
@@ -195,6 +209,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _print_levels(summary) -> None:
+    if summary.dedup is not None:
+        d = summary.dedup
+        print(f"dedup: {d.removed} of {d.points_in} points removed as near-duplicates (cosine >= {d.threshold})")
     for info in summary.levels:
         s = info.sizes
         print(f"level {info.level}: {info.n_clusters} clusters over {info.n_points} points, "

@@ -84,6 +84,16 @@ DEFAULTS: dict[str, Any] = {
         "keep_columns": [],
         "table_name": "curated",
     },
+    "dedup": {
+        "enabled": None,
+        "threshold": 0.95,
+        "keep": "first",
+        "n_clusters": None,
+        "probes": 2,
+        "n_iters": 10,
+        "block_rows": 2048,
+        "seed": 0,
+    },
     "spark": {
         "master": "local[*]",
         "app_name": "curation-spark",
@@ -111,6 +121,7 @@ ASSIGNMENTS = ("auto", "exact", "index")
 INPUT_FORMATS = ("auto", "delta", "parquet")
 OUTPUT_FORMATS = ("delta", "parquet")
 ENGINES = ("barrier", "passes")
+KEEP_RULES = ("first", "centroid", "random")
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,25 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class DedupConfig:
+    """Near-duplicate removal before clustering (``curation-spark dedup``; ``run`` and
+    ``cluster`` dedup first when ``enabled``, which a ``dedup`` section in the config sets)."""
+
+    enabled: bool
+    #: Cosine similarity at or above which two points are near-duplicates. 0.95: near-copies
+    #: (re-encoded, resized, cropped by a few pixels, re-punctuated) sit above it in CLIP /
+    #: DINOv2 / sentence-embedding space, while distinct items of one concept mostly sit
+    #: below; SemDeDup's strongest setting (epsilon = 0.05) is the same threshold.
+    threshold: float
+    keep: str
+    n_clusters: int | None
+    probes: int
+    n_iters: int
+    block_rows: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class SparkSettings:
     master: str
     app_name: str
@@ -189,6 +219,7 @@ class Config:
     clustering: ClusteringConfig
     sampling: SamplingConfig
     spark: SparkSettings
+    dedup: DedupConfig
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable view (lists instead of tuples)."""
@@ -198,6 +229,8 @@ class Config:
         """Hash of everything that determines the hierarchy; a run folder is tied to it."""
         clustering = {k: v for k, v in asdict(self.clustering).items() if k not in NOT_IN_FINGERPRINT}
         relevant = {"input": asdict(self.input), "clustering": clustering}
+        if self.dedup.enabled:  # the hierarchy is built on the kept points only
+            relevant["dedup"] = {k: v for k, v in asdict(self.dedup).items() if k != "enabled"}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -485,4 +518,21 @@ def build_config(data: Mapping[str, Any]) -> Config:
         app_name=str(sp["app_name"]),
         conf={str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in sp["conf"].items()},
     )
-    return Config(input_cfg, output_cfg, clustering_cfg, sampling_cfg, spark_cfg)
+    dd = merged["dedup"]
+    given = data.get("dedup") or {}
+    enabled = dd["enabled"] if dd["enabled"] is not None else bool(given)  # a dedup section switches it on
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"dedup.enabled: expected true or false, got {dd['enabled']!r}")
+    dedup_cfg = DedupConfig(
+        enabled=enabled,
+        threshold=_share("dedup.threshold", dd["threshold"]),
+        keep=_choice("dedup.keep", dd["keep"], KEEP_RULES),
+        n_clusters=_int("dedup.n_clusters", dd["n_clusters"], minimum=1, allow_none=True),
+        probes=_int("dedup.probes", dd["probes"], minimum=1),
+        n_iters=_int("dedup.n_iters", dd["n_iters"], minimum=1),
+        block_rows=_int("dedup.block_rows", dd["block_rows"], minimum=16),
+        seed=_int("dedup.seed", dd["seed"], minimum=0),
+    )
+    if dedup_cfg.probes > 8:
+        raise ConfigError(f"dedup.probes: at most 8 clusters per point, got {dedup_cfg.probes}")
+    return Config(input_cfg, output_cfg, clustering_cfg, sampling_cfg, spark_cfg, dedup_cfg)

@@ -5,10 +5,11 @@ The code lives in :mod:`curation_spark.curation.commands`; this module re-export
 that users' notebooks keep one stable import whatever the package's folders look like.
 """
 from curation_spark.curation.commands import (RunSummary, check_keep_columns, check_output_path, cluster,  # noqa: F401
+                                              dedup,
                                               input_version, load_and_validate, run, sample, session_for, validate,
                                               write_mixture, write_synthetic)
 from curation_spark.config import Config, load_config  # noqa: F401
 
-__all__ = ["RunSummary", "Config", "load_config", "validate", "cluster", "sample", "run", "write_synthetic",
+__all__ = ["RunSummary", "Config", "load_config", "validate", "dedup", "cluster", "sample", "run", "write_synthetic",
            "write_mixture", "load_and_validate", "input_version", "check_output_path", "check_keep_columns",
            "session_for"]

@@ -84,6 +84,10 @@ levels = pd.DataFrame([{
     "distance": summary.distance,
 } for info in summary.levels])
 show(levels)
+if summary.dedup is not None:  # a dedup section in the config: near-duplicates removed first
+    d = summary.dedup
+    print(f"near-duplicates removed before clustering: {d.removed} of {d.points_in} ({d.groups} groups, "
+          f"cosine >= {d.threshold}); table {d.path}")
 print(f"run folder: {summary.run_path}")
 
 # COMMAND ----------

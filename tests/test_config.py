@@ -132,3 +132,30 @@ def test_degenerate_share_does_not_tie_the_run_folder():
     b = load_config([], ["input.path=/in", "clustering.degenerate_share=0.9"])
     c = load_config([], ["input.path=/in", "clustering.seed=3"])
     assert a.clustering_fingerprint() == b.clustering_fingerprint() != c.clustering_fingerprint()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("dedup.threshold=0", r"dedup.threshold: expected a share in \(0, 1\], got 0"),
+    ("dedup.threshold=1.01", r"dedup.threshold: expected a share in \(0, 1\]"),
+    ("dedup.keep=last", r"dedup.keep: .*'last'"),
+    ("dedup.probes=0", r"dedup.probes"),
+    ("dedup.probes=9", r"dedup.probes: at most 8"),
+    ("dedup.n_clusters=0", r"dedup.n_clusters"),
+    ("dedup.block_rows=4", r"dedup.block_rows"),
+    ("dedup.enabled=maybe", r"dedup.enabled: expected true or false"),
+    ("dedup.tolerance=1", r"dedup.tolerance: unknown key"),
+])
+def test_dedup_values_are_checked_before_spark(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config([], [override])
+
+
+def test_a_dedup_section_switches_dedup_on_and_ties_the_fingerprint():
+    plain = load_config([], ["input.path=/in"])
+    with_dedup = load_config([], ["input.path=/in", "dedup.threshold=0.97"])
+    assert not plain.dedup.enabled and with_dedup.dedup.enabled and with_dedup.dedup.threshold == 0.97
+    assert load_config([], ["input.path=/in", "dedup.enabled=false", "dedup.threshold=0.97"]).dedup.enabled is False
+    # the hierarchy of a deduplicated run is another hierarchy; a plain run keeps its old fingerprint
+    assert plain.clustering_fingerprint() != with_dedup.clustering_fingerprint()
+    assert plain.clustering_fingerprint() == load_config([], ["input.path=/in", "dedup.enabled=false",
+                                                              "dedup.threshold=0.97"]).clustering_fingerprint()

@@ -141,7 +141,7 @@ def test_changed_input_on_existing_run_is_refused(spark, tmp_dir):
 # On the Spark path (in_process_max_mb=0): the kill must land inside level 2's Spark jobs;
 # in-process, the 60-point level 2 would be over long before.
 RESUME_SETTINGS = ["clustering.n_levels=2", "clustering.n_clusters=[60,10]", "clustering.n_iters=10",
-                   "clustering.n_resampling_steps=[0,6]", "clustering.sample_size=[1,3]", "clustering.seed=5",
+                   "clustering.n_resampling_steps=[0,2]", "clustering.sample_size=[1,3]", "clustering.seed=5",
                    "clustering.in_process_max_mb=0"]
 
 

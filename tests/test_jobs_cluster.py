@@ -202,7 +202,9 @@ def _load_job(name: str):
 
 
 def test_job_arguments_map_to_the_cli():
-    curate, cluster, sample = (_load_job(n) for n in ("curate", "cluster", "sample"))
+    curate, cluster, sample, dedup = (_load_job(n) for n in ("curate", "cluster", "sample", "dedup"))
+    assert dedup.cli_args(["--config", "a.yaml", "--set", "dedup.threshold=0.9"]) == [
+        "dedup", "a.yaml", "--set", "dedup.threshold=0.9"]
     assert curate.cli_args(["--config", "a.yaml", "--config", "b.yaml", "--set", "x.y=1", "--overwrite"]) == [
         "run", "a.yaml", "b.yaml", "--set", "x.y=1", "--overwrite"]
     assert cluster.cli_args(["--set", "input.path=p", "--set", "output.path=o", "--debug"]) == [
@@ -216,7 +218,7 @@ def test_job_arguments_map_to_the_cli():
 
 def test_job_reports_config_error_in_one_line(capsys):
     """A bad config fails in one line with exit 2, before any Spark session is started."""
-    for name in ("curate", "cluster"):
+    for name in ("curate", "cluster", "dedup"):
         job = _load_job(name)
         code = job.main(["--set", "clustering.n_iters=zero", "--set", "input.path=/nonexistent"])
         err = capsys.readouterr().err.strip().splitlines()

@@ -20,6 +20,9 @@ from curation_spark.errors import ConfigError
 from curation_spark.report import html as report_html
 from curation_spark.report import plots, run_data
 
+#: The figures of a run without a dedup step (the report's fixture run): all but the dedup one.
+DRAWN = [name for name in report.FIGURES if name != report.FIG_DEDUP]
+
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
 pytestmark = pytest.mark.slow
 
@@ -74,7 +77,8 @@ def test_report_is_written_next_to_the_run_and_self_contained(report_run, defaul
     path, text = default_report
     assert path == os.path.join(report_run["run"], "report", report.REPORT_HTML)
     images = IMG_RE.findall(text)
-    assert len(images) == len(report.FIGURES)
+    assert len(images) == len(DRAWN)
+    assert "This run has no near-duplicate removal" in text and "(no dedup)" in text
     for data in images:
         assert base64.b64decode(data)[:8] == PNG_MAGIC
     # per-level stats table and the config
@@ -95,7 +99,7 @@ def test_config_is_a_collapsed_table_of_dotted_keys(report_run, default_report):
 @slow
 def test_every_figure_is_a_real_picture(default_report):
     out_dir = os.path.dirname(default_report[0])
-    for name in report.FIGURES:
+    for name in DRAWN:
         _assert_real_png(os.path.join(out_dir, name))
     # the paper's toy view exists for the 2-D rings
     assert os.path.isfile(os.path.join(out_dir, report.FIG_SCATTER))
@@ -149,7 +153,7 @@ def test_shared_small_tables_draw_the_same_report_as_per_section_queries(spark, 
     queried = str(report_run["base"] / "report_queried")
     path_queried = report.write_report(report_run["run"], out_dir=queried, spark=spark)
     assert strip(open(path_shared, encoding="utf-8").read()) == strip(open(path_queried, encoding="utf-8").read())
-    for name in report.FIGURES:
+    for name in DRAWN:
         a, b = mpimg.imread(os.path.join(shared, name)), mpimg.imread(os.path.join(queried, name))
         assert a.shape == b.shape, name
         if name != report.FIG_SCATTER:

@@ -104,16 +104,11 @@ def test_distance_auto_follows_the_norms(spark, tmp_path, scale, expected):
         assert off_axis == pytest.approx(float(np.linalg.norm(point - centre)), rel=1e-5)
     # a resume of the same config over the same input resolves the same way: nothing to do
     assert pipeline.cluster(config, spark).levels[0].seconds == summary.levels[0].seconds
-
-
-def test_explicit_distance_is_kept(spark, tmp_path):
-    rows = [(i, [float(np.cos(np.radians(a))), float(np.sin(np.radians(a)))]) for i, a in ANGLES]
-    data = str(tmp_path / "points")
-    spark.createDataFrame(rows, "id long, embedding array<float>").write.parquet(data)
-    out = str(tmp_path / "run")
-    config = load_config([], [f"input.path={data}", f"output.path={out}", "clustering.n_levels=1",
-                              "clustering.n_clusters=[2]", "clustering.n_iters=[10]",
-                              "clustering.n_resampling_steps=[0]", "clustering.distance=l2"])
-    summary = pipeline.cluster(config, spark)
-    meta = json.loads(Path(out, "run.json").read_text())
-    assert summary.distance == "l2" and meta["input"]["distance"] is None
+    # an explicit distance is used as given: l2 on the same unit vectors, nothing resolved
+    explicit = load_config([], [f"input.path={data}", f"output.path={tmp_path / 'explicit'}", "clustering.n_levels=1",
+                                "clustering.n_clusters=[2]", "clustering.n_iters=[10]",
+                                "clustering.n_resampling_steps=[0]", "clustering.distance=l2"])
+    if expected == "cosine":
+        kept = pipeline.cluster(explicit, spark)
+        meta = json.loads(Path(tmp_path, "explicit", "run.json").read_text())
+        assert kept.distance == "l2" and meta["input"]["distance"] is None

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from curation_spark.curation import dedup as dedup_stage
 from curation_spark.curation import hierarchy, sampling
 from curation_spark.io import paths
 from curation_spark.errors import ConfigError, CurationError
 from curation_spark.config import UNIT_NORM_TOLERANCE, resolve_distance
-from curation_spark.io.run_metadata import InputIdentity, LevelStats, SampleSummary
+from curation_spark.io.run_metadata import DedupSummary, InputIdentity, LevelStats, SampleSummary
 from curation_spark.io.runfolder import RunFolder, open_existing
 from curation_spark.io.session import get_spark, require_delta
 from curation_spark.engine.kmeans import InputCheck
@@ -47,6 +48,8 @@ class RunSummary:
     run: RunFolder | None = None
     #: The distance the hierarchy was built with (``clustering.distance: auto`` resolved).
     distance: str | None = None
+    #: The near-duplicate removal the hierarchy was built after (a ``dedup`` section).
+    dedup: DedupSummary | None = None
 
 
 def session_for(config: "Config", spark: "SparkSession | None" = None) -> "SparkSession":
@@ -121,22 +124,78 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
     # sampled norms give it one to build the level's parameters with.
     provisional = dataclasses.replace(config.clustering, distance=resolve_distance(
         config.clustering.distance, quick.norm_min, quick.norm_max))
-    if hierarchy.level_one_checks_input(spark, provisional, quick.n_rows, quick.dim):
+    if config.dedup.enabled:  # dedup reads every norm (zero vectors are refused): one full pass
+        raw, stats = load_and_validate(spark, config, raw)
+    elif hierarchy.level_one_checks_input(spark, provisional, quick.n_rows, quick.dim):
         stats = quick
         input_check = InputCheck(config.input.id_col, config.input.embedding_col)
         log.info("input: %d rows, dimension %d (values are checked while level 1 loads)", stats.n_rows, stats.dim)
     else:
         raw, stats = load_and_validate(spark, config, raw)
-    distance = chosen_distance(config, stats)
+    identity = _identity(spark, config, stats)
+    distance = identity.distance or config.clustering.distance
+    if config.dedup.enabled:  # before the run folder is touched
+        dedup_stage.check_normalisable(to_points(raw, config.input.id_col, config.input.embedding_col),
+                                       stats.norm_min, config.input.embedding_col)
     run = RunFolder(spark, out, config.output.format)
-    run.open_for(config, overwrite, InputIdentity(
-        n_rows=stats.n_rows, dim=stats.dim, delta_version=input_version(spark, config),
-        distance=distance if config.clustering.distance == "auto" else None))
+    run.open_for(config, overwrite, identity)
     points = to_points(raw, config.input.id_col, config.input.embedding_col)
+    n_points = stats.n_rows
+    if config.dedup.enabled:
+        points, n_points = _kept_points(spark, config, run, points, stats)
     clustering = dataclasses.replace(config.clustering, distance=distance)
-    levels = hierarchy.cluster(run, clustering, points, stats.n_rows, stats.dim, input_check)
+    levels = hierarchy.cluster(run, clustering, points, n_points, stats.dim, input_check)
     spark.sparkContext.setJobDescription(None)
-    return RunSummary(out, stats, levels, seconds=time.perf_counter() - started, run=run, distance=distance)
+    return RunSummary(out, stats, levels, seconds=time.perf_counter() - started, run=run, distance=distance,
+                      dedup=run.metadata.dedup if run.metadata is not None else None)
+
+
+def dedup(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> DedupSummary:
+    """``curation-spark dedup``: near-duplicate removal of the input into
+    ``<output.path>/dedup/duplicates`` (resumed: an existing dedup of the same config is
+    kept). The run folder is then the one ``cluster`` / ``run`` with this ``dedup``
+    section continue in."""
+    config = dataclasses.replace(config, dedup=dataclasses.replace(config.dedup, enabled=True))
+    spark = session_for(config, spark)
+    out = check_output_path(spark, config)
+    raw, stats = load_and_validate(spark, config, read_input(spark, config.input))
+    points = to_points(raw, config.input.id_col, config.input.embedding_col)
+    dedup_stage.check_normalisable(points, stats.norm_min, config.input.embedding_col)  # before the folder is touched
+    run = RunFolder(spark, out, config.output.format)
+    run.open_for(config, overwrite, _identity(spark, config, stats))
+    _kept_points(spark, config, run, points, stats)
+    assert run.metadata is not None and run.metadata.dedup is not None
+    return run.metadata.dedup
+
+
+def _identity(spark: "SparkSession", config: "Config", stats: EmbeddingStats) -> InputIdentity:
+    distance = chosen_distance(config, stats)
+    return InputIdentity(n_rows=stats.n_rows, dim=stats.dim, delta_version=input_version(spark, config),
+                         distance=distance if config.clustering.distance == "auto" else None)
+
+
+def _kept_points(spark: "SparkSession", config: "Config", run: RunFolder, points: "DataFrame",
+                 stats: EmbeddingStats) -> tuple["DataFrame", int]:
+    """The points without their near-duplicates (dedup run first unless the run folder
+    has it), and how many there are."""
+    from pyspark.sql import functions as F
+
+    from curation_spark.io.tables import POINT_ID, read_table
+
+    meta = run.metadata
+    assert meta is not None
+    target = run.duplicates_path()
+    if meta.dedup is None:
+        dedup_stage.check_normalisable(points, stats.norm_min, config.input.embedding_col)
+        _, summary = dedup_stage.find_duplicates(spark, points, stats.n_rows, stats.dim, config.dedup, target,
+                                                 run.format)
+        meta.dedup = summary
+        run.save()
+    else:
+        log.info("dedup: already complete in %s (%d of %d points removed), reusing it", run.path, meta.dedup.removed,
+                 meta.dedup.points_in)
+    removed = read_table(spark, target, run.format).select(F.col("id").alias(POINT_ID))
+    return points.join(removed, POINT_ID, "left_anti"), meta.dedup.kept
 
 
 def chosen_distance(config: "Config", stats: EmbeddingStats) -> str:

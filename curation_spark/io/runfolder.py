@@ -7,6 +7,7 @@ Layout (``output.path``)::
     level_<l>/centroids           cluster_id, centroid, size, flat_size, parent_id
     level_<l>/assignments         point_id, cluster_id, distance
     <sampling.table_name>         curated selection (default ``curated``)
+    dedup/duplicates              id, kept_id, similarity (a run with a ``dedup`` section)
 
 ``run.json`` is rewritten atomically after each completed step, so a run that is killed
 resumes after its last completed level; a different clustering config against an existing
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METADATA = "run.json"
+#: The table of the points a dedup step removed, inside the run folder.
+DUPLICATES = "dedup/duplicates"
 
 
 class RunFolder:
@@ -54,6 +57,10 @@ class RunFolder:
 
     def table_path(self, name: str) -> str:
         return paths.join(self.path, name)
+
+    def duplicates_path(self) -> str:
+        """The near-duplicates removed before clustering (``dedup/duplicates``)."""
+        return paths.join(self.path, DUPLICATES)
 
     # ------------------------------------------------------------------ metadata
     @property

@@ -27,8 +27,12 @@ _INT64_MIN = int(np.iinfo(np.int64).min)
 KMEANS = 1
 RESAMPLING_ORDER = 2
 SPLIT = 3
+DEDUP = 4
+DEDUP_BLOCKS = 5
+DEDUP_KEEP = 6
 
-__all__ = ["seeded_rng", "derive_seed", "for_parent", "KMEANS", "RESAMPLING_ORDER", "SPLIT"]
+__all__ = ["seeded_rng", "derive_seed", "for_parent", "KMEANS", "RESAMPLING_ORDER", "SPLIT", "DEDUP",
+           "DEDUP_BLOCKS", "DEDUP_KEEP"]
 
 
 def _int64_words(value: int, name: str) -> tuple[int, int]:

@@ -35,6 +35,7 @@ from curation_spark.report.plots import (
 )
 from curation_spark.report.run_data import entropy_from_counts
 from curation_spark.report.sections import (
+    FIG_DEDUP,
     FIG_LABELS,
     FIG_OBJECTIVE,
     FIG_PER_CLUSTER,
@@ -47,6 +48,6 @@ from curation_spark.report.write import REPORT_HTML, write_report
 
 __all__ = [
     "write_report", "REPORT_HTML", "FIGURES", "FIG_SIZES", "FIG_OBJECTIVE", "FIG_RESAMPLING", "FIG_LABELS",
-    "FIG_PER_CLUSTER", "FIG_SCATTER", "plot_cluster_sizes", "plot_objectives", "plot_resampling",
+    "FIG_PER_CLUSTER", "FIG_SCATTER", "FIG_DEDUP", "plot_cluster_sizes", "plot_objectives", "plot_resampling",
     "plot_labels", "plot_curated_per_cluster", "plot_scatter_2d", "entropy_from_counts",
 ]

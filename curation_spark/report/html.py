@@ -177,6 +177,8 @@ def render_html(ctx: "RunData", sections: Sequence[Section]) -> str:
                                                      else ""))),
         ("curated table", _e(f"{ctx.curated_name} ({ctx.curated_path})" if ctx.curated_name else "(none)")),
         ("curated rows", _num(facts_of_run["curated_rows"])),
+        ("near-duplicates removed", _e(f"{d.removed:,} of {d.points_in:,} ({d.groups:,} groups, cosine >= "
+                                      f"{d.threshold:g})" if (d := ctx.meta.dedup) is not None else "(no dedup)")),
         ("report generated", _e(generated)),
     ]
     parts = [

@@ -602,3 +602,15 @@ def _gini(sizes: np.ndarray) -> float:
     from curation_spark.method.kernels import size_stats
 
     return float(size_stats(np.asarray(sizes))["gini"])
+
+def plot_dedup(edges: np.ndarray, counts: np.ndarray, threshold: float, removed: int, points_in: int) -> "Figure":
+    """How close the removed near-duplicates were to the point kept for them."""
+    fig, axes = _figure(1, 1, 6.0, 3.6)
+    ax = axes[0][0]
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=CURATED_COLOR, edgecolor="white")
+    ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel("cosine similarity to the kept twin")
+    ax.set_ylabel("removed points")
+    ax.set_title(f"{_fmt(removed)} of {_fmt(points_in)} points removed", fontsize=10)
+    ax.legend(loc="upper left", framealpha=0.8)
+    return fig

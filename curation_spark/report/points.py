@@ -195,3 +195,24 @@ def scatter_points(ctx: RunData) -> tuple["pd.DataFrame | None", dict[int, np.nd
         if total > len(curated_pts):
             notes.append(f"Curated: a random sample of {len(curated_pts):,} of {total:,} distinct points.")
     return input_pts, centroids, curated_pts, notes
+
+
+def dedup_similarities(ctx: RunData, bin_width: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of the removed points' similarity to their kept twin (bin edges, counts):
+    one aggregate over the duplicates table, a few dozen numbers to the driver."""
+    from pyspark.sql import functions as F
+
+    from curation_spark.io.tables import read_table
+
+    summary = ctx.meta.dedup
+    assert summary is not None
+    lo = summary.threshold
+    n_bins = max(1, int(np.ceil((1.0 - lo) / bin_width - 1e-9)))
+    rows = (read_table(ctx.spark, ctx.run.duplicates_path(), ctx.run.format)  # the folder may have moved
+            .select(F.least(F.floor((F.col("similarity") - F.lit(lo)) / F.lit(bin_width)), F.lit(n_bins - 1))
+                    .cast("int").alias("bin"))
+            .groupBy("bin").count().collect())
+    counts = np.zeros(n_bins, dtype=np.int64)
+    for r in rows:
+        counts[max(0, int(r["bin"]))] += int(r["count"])
+    return lo + bin_width * np.arange(n_bins + 1), counts

@@ -17,6 +17,7 @@ from curation_spark.report.plots import (
     MAX_BAR_LABELS,
     plot_cluster_sizes,
     plot_curated_per_cluster,
+    plot_dedup,
     plot_labels,
     plot_objectives,
     plot_resampling,
@@ -33,6 +34,7 @@ FIG_RESAMPLING = "resampling_effect.png"
 FIG_LABELS = "labels.png"
 FIG_PER_CLUSTER = "curated_per_cluster.png"
 FIG_SCATTER = "scatter_2d.png"
+FIG_DEDUP = "dedup_similarity.png"
 
 
 @dataclass
@@ -144,8 +146,22 @@ def _section_scatter(ctx: RunData) -> Drawn:
     return Drawn(fig, caption, notes)
 
 
+def _section_dedup(ctx: RunData) -> Drawn:
+    summary = ctx.meta.dedup
+    if summary is None:
+        return Drawn(None, notes=["This run has no near-duplicate removal (no dedup section in its config)."])
+    edges, counts = points.dedup_similarities(ctx)
+    fig = plot_dedup(edges, counts, summary.threshold, summary.removed, summary.points_in)
+    caption = (f"Near-duplicates removed before clustering: {summary.removed:,} of {summary.points_in:,} points "
+               f"in {summary.groups:,} groups (keep rule '{summary.keep}', {summary.n_clusters:,} coarse clusters, "
+               f"{summary.probes} probed per point, {summary.pairs_compared:,} pairs compared). Each removed point "
+               "is counted at its similarity to the kept point it duplicates; a mass at 1.0 means exact copies.")
+    return Drawn(fig, caption)
+
+
 #: The figure sections in the order the report shows them: (PNG name, title, builder).
 SECTIONS: tuple[tuple[str, str, Callable[[RunData], Drawn]], ...] = (
+    (FIG_DEDUP, "Near-duplicates removed", _section_dedup),
     (FIG_SIZES, "Cluster sizes per level", _section_sizes),
     (FIG_OBJECTIVE, "k-means objective", _section_objective),
     (FIG_RESAMPLING, "Effect of resampling on cluster sizes", _section_resampling),
