@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 #: Spark's log level in the jobs unless ``spark.log.level`` is set.
 QUIET_LOG_LEVEL = "WARN"
@@ -22,6 +22,20 @@ def config_job_args(command: str, argv: Sequence[str], prog: str, description: s
     a = p.parse_args(list(argv))
     sets = [x for kv in a.overrides for x in ("--set", kv)]
     return ["--debug"] * a.debug + [command, *a.config, *sets] + ["--overwrite"] * a.overwrite
+
+
+def config_job(command: str, prog: str, doc: str) -> tuple[Callable[[Sequence[str]], list[str]],
+                                                           Callable[[Sequence[str] | None], int]]:
+    """``cli_args`` and ``main`` of a job that takes a config (``jobs/cluster.py``,
+    ``curate.py``, ``dedup.py``): the job file is its docstring and these two names."""
+
+    def cli_args(argv: Sequence[str]) -> list[str]:
+        return config_job_args(command, argv, prog, doc.splitlines()[0])
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return launch(cli_args(sys.argv[1:] if argv is None else argv))
+
+    return cli_args, main
 
 
 def launch(cli_args: list[str], check_config: bool = True) -> int:

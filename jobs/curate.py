@@ -8,17 +8,10 @@ on stderr, exit 2 for user errors (as the CLI; --debug for tracebacks).
 """
 import sys
 
-from curation_spark.submit import config_job_args, launch
+from curation_spark.submit import config_job
 
-
-def cli_args(argv):
-    """This job's flags as ``curation-spark run`` arguments."""
-    return config_job_args("run", argv, "curate.py", __doc__.splitlines()[0])
-
-
-def main(argv=None):
-    return launch(cli_args(sys.argv[1:] if argv is None else argv))
-
+#: This job's flags as ``curation-spark run`` arguments, and the job itself.
+cli_args, main = config_job("run", "curate.py", __doc__)
 
 if __name__ == "__main__":
     sys.exit(main())

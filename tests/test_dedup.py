@@ -20,6 +20,9 @@ from curation_spark.errors import ConfigError, InputError
 from curation_spark.io.tables import read_table
 from curation_spark.method import dedup
 
+#: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
+pytestmark = pytest.mark.slow
+
 DIM = 32
 THRESHOLD = 0.95
 
