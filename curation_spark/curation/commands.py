@@ -185,8 +185,7 @@ def _kept_points(spark: "SparkSession", config: "Config", run: RunFolder, points
     meta = run.metadata
     assert meta is not None
     target = run.duplicates_path()
-    if meta.dedup is None:
-        dedup_stage.check_normalisable(points, stats.norm_min, config.input.embedding_col)
+    if meta.dedup is None:  # (zero vectors were refused by the caller, before the folder was opened)
         _, summary = dedup_stage.find_duplicates(spark, points, stats.n_rows, stats.dim, config.dedup, target,
                                                  run.format)
         meta.dedup = summary

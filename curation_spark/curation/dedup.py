@@ -106,8 +106,7 @@ def find_duplicates(spark: "SparkSession", points: "DataFrame", n_points: int, d
     phases["counts_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    edges, compared = _block_pairs(keyed, centroids, member_blocks, probe_blocks, cfg)
-    n_edges = edges.count()
+    edges, compared, n_edges = _block_pairs(keyed, centroids, member_blocks, probe_blocks, cfg)
     phases["pairs_s"] = time.perf_counter() - t0
     log.info("dedup: %d pairs compared, %d at similarity >= %.3f (%.1f s)", compared, n_edges, cfg.threshold,
              phases["pairs_s"])
@@ -234,9 +233,9 @@ def group_rows(home_and_probes: np.ndarray, h: np.ndarray, member_blocks: np.nda
 
 
 def _block_pairs(keyed: "DataFrame", centroids: np.ndarray, member_blocks: np.ndarray, probe_blocks: np.ndarray,
-                 cfg: "DedupConfig") -> tuple["DataFrame", int]:
+                 cfg: "DedupConfig") -> tuple["DataFrame", int, int]:
     """The pairs at or above the threshold, as a persisted frame (a, b, sim, pk_a, pk_b)
-    with a < b, and the number of pairs compared."""
+    with a < b, the number of pairs compared and the number found."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyspark import StorageLevel
@@ -339,9 +338,9 @@ def _block_pairs(keyed: "DataFrame", centroids: np.ndarray, member_blocks: np.nd
              .groupBy("a", "b").agg(F.max("sim").alias("sim"), F.first("pk_a").alias("pk_a"),
                                     F.first("pk_b").alias("pk_b"))
              .persist(StorageLevel.MEMORY_AND_DISK))
-    edges.count()
+    n_edges = edges.count()  # materialises the persisted pairs before their source is released
     found.unpersist()
-    return edges, compared
+    return edges, compared, n_edges
 
 
 # --------------------------------------------------------------------------- keep rule
