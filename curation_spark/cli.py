@@ -24,6 +24,7 @@ resampling, then hierarchical balanced sampling (Vo et al., 2024). Typical use:
   curation-spark validate conf/toy.yaml --set input.path=data/rings
   curation-spark run conf/toy.yaml --set input.path=data/rings --set output.path=runs/toy
   curation-spark report --run runs/toy
+  curation-spark update conf/toy.yaml --set input.path=data/rings --set output.path=runs/toy   # after new rows
 
 Configs: conf/*.yaml; override any key with --set section.key=value (YAML values, e.g.
 --set clustering.n_clusters=[100,20]). Reference (ssl-data-curation) config files load
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "completed level.")
     _add_config_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
+    p.add_argument("--fresh", action="store_true", help="cluster from scratch even over a finished run of this "
+                   "config (the scheduled full re-cluster of a folder `update` keeps current)")
 
     p = sub.add_parser("sample", help="balanced sampling over an existing hierarchy (no re-clustering)",
                        description="Hierarchical balanced sampling over the hierarchy in --run; writes a new table "
@@ -95,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Cluster (or resume) and write the curated table (sampling.table_name).")
     _add_config_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
+    p.add_argument("--fresh", action="store_true", help="cluster from scratch even over a finished run of this "
+                   "config (the scheduled full re-cluster of a folder `update` keeps current)")
+
+    p = sub.add_parser("update", help="bring a finished run up to date with its grown (or shrunk) input",
+                       description="Assign the input's new rows to the existing hierarchy (nearest level-1 centroid, "
+                                   "no centroid moves), drop rows gone from the input, update every level's sizes, "
+                                   "sample the curated tables again and report drift. Delta inputs with the change "
+                                   "data feed on are read incrementally; others are compared by id. Atomic: an "
+                                   "interrupted update leaves the run as it was, or is finished by the next one.")
+    _add_config_args(p)
 
     p = sub.add_parser("report", help="write an HTML report with figures for a run folder")
     p.add_argument("--run", required=True, dest="run_path", help="run folder")
@@ -197,11 +210,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"duplicates: {result.path}")
         return 0
     if args.command == "cluster":
-        summary = pipeline.cluster(config, overwrite=args.overwrite)
+        summary = pipeline.cluster(config, overwrite=args.overwrite, fresh=args.fresh)
         _print_levels(summary)
         return 0
+    if args.command == "update":
+        print(pipeline.update(config).message)
+        return 0
     if args.command == "run":
-        summary = pipeline.run(config, overwrite=args.overwrite)
+        summary = pipeline.run(config, overwrite=args.overwrite, fresh=args.fresh)
         _print_levels(summary)
         print(f"curated table: {summary.curated_path} ({summary.curated_rows} rows)")
         return 0

@@ -94,6 +94,9 @@ DEFAULTS: dict[str, Any] = {
         "block_rows": 2048,
         "seed": 0,
     },
+    "update": {
+        "drift_threshold": 0.05,
+    },
     "spark": {
         "master": "local[*]",
         "app_name": "curation-spark",
@@ -206,6 +209,17 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    """``curation-spark update`` (new rows assigned down a finished hierarchy)."""
+
+    #: Share of an update's new rows farther from their level-1 centroid than 99 % of the
+    #: fit's rows, above which ``update`` warns that a full re-cluster is due. Without
+    #: drift the share is about 0.01; 0.05 means five times as many new rows as expected
+    #: sit in the tail, i.e. the new data brings regions the hierarchy does not cover.
+    drift_threshold: float = 0.05
+
+
+@dataclass(frozen=True)
 class SparkSettings:
     master: str
     app_name: str
@@ -220,6 +234,7 @@ class Config:
     sampling: SamplingConfig
     spark: SparkSettings
     dedup: DedupConfig
+    update: UpdateConfig = field(default_factory=UpdateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable view (lists instead of tuples)."""
@@ -535,4 +550,5 @@ def build_config(data: Mapping[str, Any]) -> Config:
     )
     if dedup_cfg.probes > 8:
         raise ConfigError(f"dedup.probes: at most 8 clusters per point, got {dedup_cfg.probes}")
-    return Config(input_cfg, output_cfg, clustering_cfg, sampling_cfg, spark_cfg, dedup_cfg)
+    update_cfg = UpdateConfig(drift_threshold=_share("update.drift_threshold", merged["update"]["drift_threshold"]))
+    return Config(input_cfg, output_cfg, clustering_cfg, sampling_cfg, spark_cfg, dedup_cfg, update_cfg)

@@ -1,4 +1,4 @@
-"""The commands as Python functions (validate, cluster, sample, run): the public entry
+"""The commands as Python functions (validate, dedup, cluster, sample, run, update): the public entry
 point for notebooks and scripts, ``from curation_spark import pipeline``.
 
 The code lives in :mod:`curation_spark.curation.commands`; this module re-exports it so
@@ -8,8 +8,10 @@ from curation_spark.curation.commands import (RunSummary, check_keep_columns, ch
                                               dedup,
                                               input_version, load_and_validate, run, sample, session_for, validate,
                                               write_mixture, write_synthetic)
+from curation_spark.curation.update import UpdateResult, update  # noqa: F401
 from curation_spark.config import Config, load_config  # noqa: F401
 
-__all__ = ["RunSummary", "Config", "load_config", "validate", "dedup", "cluster", "sample", "run", "write_synthetic",
+__all__ = ["RunSummary", "Config", "load_config", "validate", "dedup", "cluster", "sample", "run", "update", "UpdateResult",
+           "write_synthetic",
            "write_mixture", "load_and_validate", "input_version", "check_output_path", "check_keep_columns",
            "session_for"]

@@ -10,27 +10,31 @@ from typing import Callable, Sequence
 QUIET_LOG_LEVEL = "WARN"
 
 
-def config_job_args(command: str, argv: Sequence[str], prog: str, description: str) -> list[str]:
-    """``--config FILE`` (repeatable), ``--set KEY=VALUE`` (repeatable), ``--overwrite``,
-    ``--debug`` -> the equivalent ``curation-spark COMMAND`` arguments."""
+def config_job_args(command: str, argv: Sequence[str], prog: str, description: str,
+                    overwrite: bool = True) -> list[str]:
+    """``--config FILE`` (repeatable), ``--set KEY=VALUE`` (repeatable), ``--overwrite``
+    (where the command has it), ``--debug`` -> the equivalent ``curation-spark COMMAND``
+    arguments."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
-    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
+    if overwrite:
+        p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
     p.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     a = p.parse_args(list(argv))
     sets = [x for kv in a.overrides for x in ("--set", kv)]
-    return ["--debug"] * a.debug + [command, *a.config, *sets] + ["--overwrite"] * a.overwrite
+    return ["--debug"] * a.debug + [command, *a.config, *sets] + ["--overwrite"] * getattr(a, "overwrite", False)
 
 
-def config_job(command: str, prog: str, doc: str) -> tuple[Callable[[Sequence[str]], list[str]],
-                                                           Callable[[Sequence[str] | None], int]]:
+def config_job(command: str, prog: str, doc: str, overwrite: bool = True
+               ) -> tuple[Callable[[Sequence[str]], list[str]], Callable[[Sequence[str] | None], int]]:
     """``cli_args`` and ``main`` of a job that takes a config (``jobs/cluster.py``,
-    ``curate.py``, ``dedup.py``): the job file is its docstring and these two names."""
+    ``curate.py``, ``dedup.py``, ``update.py``): the job file is its docstring and these
+    two names; ``overwrite``: whether the command takes ``--overwrite``."""
 
     def cli_args(argv: Sequence[str]) -> list[str]:
-        return config_job_args(command, argv, prog, doc.splitlines()[0])
+        return config_job_args(command, argv, prog, doc.splitlines()[0], overwrite)
 
     def main(argv: Sequence[str] | None = None) -> int:
         return launch(cli_args(sys.argv[1:] if argv is None else argv))

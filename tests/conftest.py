@@ -27,6 +27,9 @@ def spark():
             "spark.sql.shuffle.partitions": "4",
             "spark.default.parallelism": "2",
             "spark.driver.memory": "2g",
+            # Tiny Delta tables: replaying a log of a few commits need not fan out to
+            # Delta's default 50 partitions (seconds per table read otherwise).
+            "spark.databricks.delta.snapshotPartitions": "2",
         },
     )
     session = get_spark(settings)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import cluster_utils as cu
@@ -22,7 +23,7 @@ import cluster_utils as cu
 pytestmark = pytest.mark.slow
 
 NOTEBOOKS = cu.REPO / "notebooks"
-ORDER = ("01_cluster.py", "02_sample.py", "03_inspect_run.py")
+ORDER = ("01_cluster.py", "02_sample.py", "03_inspect_run.py", "04_update.py")
 RING_SIZES = (600, 20, 60, 40, 280)  # 1,000 points
 TARGET = 100
 SETTINGS = ("clustering.n_levels=2; clustering.n_clusters=[20,5]; clustering.n_iters=5; "
@@ -156,3 +157,24 @@ def test_03_inspect_run_without_report_module(notebook_run, tmp_path, monkeypatc
     assert names == ["curated_per_cluster.png", "levels.png"]
     assert all((tmp_path / "plots" / n).stat().st_size > 1000 for n in names)
     assert not re.search(r"report\.html", " ".join(g3["figures"]))
+
+
+def test_04_update_takes_new_rows(notebook_run):
+    """Last (it changes the run): 100 rows appended by delta-rs are assigned, both curated
+    tables are sampled again, the history shows the update."""
+    import deltalake
+
+    from curation_spark.synth import make_rings
+
+    rings = notebook_run["base"] / "rings"
+    more = make_rings(seed=1, sizes=(40, 10, 20, 10, 20))
+    ids = more.column("id").to_numpy() + 10_000
+    more = more.set_column(more.schema.get_field_index("id"), "id", pa.array(ids, more.schema.field("id").type))
+    deltalake.write_deltalake(str(rings), more, mode="append")
+    g4 = run_notebook("04_update.py", {"CURATION_INPUT": str(rings), "CURATION_RUN": str(notebook_run["run"]),
+                                       "CURATION_OVERRIDES": SETTINGS})
+    assert g4["result"].summary.rows_added == 100 and "+100 rows" in g4["result"].message
+    assert list(g4["history"]["added"]) == [100]
+    run = notebook_run["run"]
+    assert cu.read_delta(run / "level_1" / "assignments").num_rows == sum(RING_SIZES) + 100
+    assert cu.read_delta(run / "curated_nb").num_rows == TARGET

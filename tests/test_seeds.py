@@ -35,6 +35,6 @@ def test_hierarchy_seeds_no_longer_collide():
     level2 = seeds.for_parent(hierarchy.split_seed(cfg, 2), 0)
     assert level1 != level2
     all_seeds = {hierarchy.resampling_seed(cfg, level, step) for level in (1, 2) for step in range(1, 6)}
-    all_seeds |= {hierarchy._params(cfg, level, 4, seed_offset=step).seed for level in (1, 2) for step in range(6)}
+    all_seeds |= {hierarchy.level_params(cfg, level, 4, seed_offset=step).seed for level in (1, 2) for step in range(6)}
     all_seeds |= {hierarchy.split_seed(cfg, level) for level in (1, 2)}
     assert len(all_seeds) == 2 * 5 + 2 * 6 + 2

@@ -93,25 +93,31 @@ def test_bundle_runs_the_wheel_entry_point(wheel):
     (artifact,) = bundle["artifacts"].values()
     assert artifact["type"] == "whl" and "pip wheel --no-deps -w dist" in artifact["build"]
 
-    job = bundle["resources"]["jobs"]["curation_job"]
-    assert job["schedule"]["pause_status"] == "PAUSED"
-    assert len(job["schedule"]["quartz_cron_expression"].split()) in (6, 7) and job["schedule"]["timezone_id"]
-    (task,) = job["tasks"]
-    cluster = next(c for c in job["job_clusters"] if c["job_cluster_key"] == task["job_cluster_key"])
-    assert _substitute(cluster["new_cluster"]["spark_version"], variables).startswith("17.")
-    assert "autoscale" not in cluster["new_cluster"]  # barrier stages need a fixed set of executors
+    configs = {}
+    for name, command in (("curation_job", "run"), ("update_job", "update")):
+        job = bundle["resources"]["jobs"][name]
+        assert job["schedule"]["pause_status"] == "PAUSED"
+        assert len(job["schedule"]["quartz_cron_expression"].split()) in (6, 7) and job["schedule"]["timezone_id"]
+        (task,) = job["tasks"]
+        cluster = next(c for c in job["job_clusters"] if c["job_cluster_key"] == task["job_cluster_key"])
+        assert _substitute(cluster["new_cluster"]["spark_version"], variables).startswith("17.")
+        assert "autoscale" not in cluster["new_cluster"]  # barrier stages need a fixed set of executors
 
-    wheel_task = task["python_wheel_task"]
-    assert wheel_task["package_name"].replace("_", "-") == wheel.name.split("-")[0].replace("_", "-")
-    assert f"{wheel_task['entry_point']} = curation_spark.cli:main" in cu.wheel_entry_points(wheel)
-    globs = [lib["whl"] for lib in task["libraries"] if "whl" in lib]
-    assert globs and all(fnmatch.fnmatch(f"./dist/{wheel.name}", g) for g in globs)
+        wheel_task = task["python_wheel_task"]
+        assert wheel_task["package_name"].replace("_", "-") == wheel.name.split("-")[0].replace("_", "-")
+        assert f"{wheel_task['entry_point']} = curation_spark.cli:main" in cu.wheel_entry_points(wheel)
+        globs = [lib["whl"] for lib in task["libraries"] if "whl" in lib]
+        assert globs and all(fnmatch.fnmatch(f"./dist/{wheel.name}", g) for g in globs)
 
-    argv = [_substitute(str(p), variables) for p in wheel_task["parameters"]]
-    args = build_parser().parse_args(argv)
-    assert args.command == "run"
-    config = load_config(args.config, args.overrides)  # the config file exists and every key is valid
-    assert config.input.table == variables["input_table"] and config.input.path is None
-    assert config.output.path == f"{variables['output_root']}/2026-01-05"
-    assert config.sampling.target_size == int(variables["target_size"])
-    assert config.clustering.n_levels >= 2
+        argv = [_substitute(str(p), variables) for p in wheel_task["parameters"]]
+        args = build_parser().parse_args(argv)
+        assert args.command == command
+        config = load_config(args.config, args.overrides)  # the config file exists and every key is valid
+        assert config.input.table == variables["input_table"] and config.input.path is None
+        assert config.output.path == f"{variables['output_root']}/{variables['run_name']}"
+        assert config.sampling.target_size == int(variables["target_size"])
+        assert config.clustering.n_levels >= 2
+        configs[name] = config
+        assert getattr(args, "fresh", False) == (name == "curation_job")  # the weekly run re-clusters from scratch
+    # The daily update works on the weekly run's folder: the same config, or it would be refused.
+    assert configs["update_job"].clustering_fingerprint() == configs["curation_job"].clustering_fingerprint()

@@ -105,14 +105,16 @@ def validate(config: "Config", spark: "SparkSession | None" = None) -> Embedding
 
 
 def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False,
-            raw: "DataFrame | None" = None) -> RunSummary:
+            raw: "DataFrame | None" = None, fresh: bool = False) -> RunSummary:
     """``curation-spark cluster``: build (or resume) the hierarchy in ``output.path``.
 
     A large input whose level 1 reads it first in a barrier stage is not validated in a
     pass of its own: the schema, row count and dimension are checked up front, the values
     (null or repeated ids, null or wrong-sized embeddings, NaN/Inf) while level 1 loads its
     blocks, with the same one-line errors before any iteration or table write. ``raw``: the
-    input frame if the caller already read it (``run`` does).
+    input frame if the caller already read it (``run`` does). ``fresh``: discard whatever
+    the run folder holds, even a finished run of this config (the scheduled full
+    re-cluster of a folder that ``update`` keeps current).
     """
     started = time.perf_counter()
     spark = session_for(config, spark)
@@ -138,6 +140,9 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
         dedup_stage.check_normalisable(to_points(raw, config.input.id_col, config.input.embedding_col),
                                        stats.norm_min, config.input.embedding_col)
     run = RunFolder(spark, out, config.output.format)
+    if fresh and run.load() is not None:
+        log.warning("--fresh: deleting the run in %s to cluster from scratch", out)
+        paths.delete(spark, out)
     run.open_for(config, overwrite, identity)
     points = to_points(raw, config.input.id_col, config.input.embedding_col)
     n_points = stats.n_rows
@@ -223,6 +228,7 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
     if sc.target_size is None:
         raise ConfigError("sampling.target_size: required (how many samples the curated set should hold)")
     run = run_folder if run_folder is not None else open_existing(spark, run_path or config.output.require_path())
+    run.require_no_pending_update()
     path = run.path
     n_levels = run.n_levels_done()
     expected = run.config.clustering.n_levels
@@ -250,7 +256,8 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
     return RunSummary(path, None, [], target, n_rows, time.perf_counter() - started, run=run)
 
 
-def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> RunSummary:
+def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False,
+        fresh: bool = False) -> RunSummary:
     """``curation-spark run``: cluster (or resume), then sample into ``sampling.table_name``;
     one read of the input, one open of the run folder."""
     if config.sampling.target_size is None:
@@ -258,7 +265,7 @@ def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool =
     spark = session_for(config, spark)
     raw = read_input(spark, config.input)
     check_keep_columns(raw, config)
-    summary = cluster(config, spark, overwrite=overwrite, raw=raw)
+    summary = cluster(config, spark, overwrite=overwrite, raw=raw, fresh=fresh)
     sampled = sample(config, spark, input_df=raw, run_folder=summary.run)
     summary.curated_path, summary.curated_rows = sampled.curated_path, sampled.curated_rows
     summary.seconds += sampled.seconds

@@ -63,7 +63,7 @@ def level_points(run: RunFolder, level: int, base_points: "DataFrame") -> "DataF
     return prev.select(F.col("cluster_id").cast("long").alias(POINT_ID), F.col("centroid").alias(EMBEDDING))
 
 
-def _params(cfg: "ClusteringConfig", level: int, k: int, seed_offset: int = 0) -> KMeansParams:
+def level_params(cfg: "ClusteringConfig", level: int, k: int, seed_offset: int = 0) -> KMeansParams:
     i = level - 1
     return KMeansParams(
         n_clusters=k,
@@ -204,7 +204,7 @@ def level_plan(cfg: "ClusteringConfig", level: int, k: int) -> LevelPlan:
     steps = n_resampling_steps(cfg, level)
     return LevelPlan(
         level=level,
-        kmeans_params=tuple(_params(cfg, level, k, seed_offset=step) for step in range(steps + 1)),
+        kmeans_params=tuple(level_params(cfg, level, k, seed_offset=step) for step in range(steps + 1)),
         sample_size=cfg.sample_size[i],
         strategy=cfg.sampling_strategy[i],
         resampling_seeds=tuple(resampling_seed(cfg, level, step) for step in range(1, steps + 1)),
@@ -248,7 +248,7 @@ def level_one_checks_input(spark, cfg: "ClusteringConfig", n_points: int, dim: i
     (``kmeans.fit(input_check=...)``) and the validation pass over the table is skipped."""
     in_process, _ = in_process_decision(cfg, n_points, dim)
     k = min(cfg.n_clusters[0], n_points)
-    return not in_process and kmeans.validates_while_loading(spark, _params(cfg, 1, k))
+    return not in_process and kmeans.validates_while_loading(spark, level_params(cfg, 1, k))
 
 
 def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int,
@@ -341,7 +341,7 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
     in_stage = steps > 0 and stage_resampling.fits_in_stage(k, cfg.sample_size[i], dim, cfg.in_process_max_mb)
     follow_up = (stage_resampling.StageResampling.for_plan(level_plan(cfg, level, k), n_points, dim)
                  if in_stage else None)
-    params = _params(cfg, level, k)
+    params = level_params(cfg, level, k)
     # The barrier stage reads the points once and does everything that needs them; cache
     # them only when later jobs read them again (resampling as Spark jobs, splits): at 10M
     # x 128 the cache is a 5 GB disk write.
@@ -420,7 +420,7 @@ def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, po
     # same number of points per cluster, so the new centroids follow the clusters, not
     # the density, which is what pulls them toward a uniform cover of the support.
     k = lloyd.clamp_clusters(k, n_sample, f"{stage} · resampling {step}")
-    step_params = _params(cfg, level, k, seed_offset=step)
+    step_params = level_params(cfg, level, k, seed_offset=step)
     res = kmeans.fit(sample, step_params, stage=f"{stage} · resampling {step}", n_points=n_sample, dim=dim)
     sample.unpersist()
     res.unpersist()

@@ -26,7 +26,7 @@ import numpy as np
 
 from curation_spark.errors import ConfigError
 from curation_spark.io.runfolder import RunFolder
-from curation_spark.io.tables import POINT_ID, read_table
+from curation_spark.io.tables import POINT_ID
 from curation_spark.method.waterfill import seeded_rng, water_fill
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class SamplingParams:
 def top_level_targets(run: RunFolder, level: int, params: SamplingParams) -> tuple["DataFrame", int]:
     """Water-fill the whole budget over the top level (collected: it is small)."""
     spark = run.spark
-    rows = read_table(spark, run.centroids_path(level), run.format).select("cluster_id", "flat_size").collect()
+    rows = run.read_centroids(level).select("cluster_id", "flat_size").collect()
     rows.sort(key=lambda r: r["cluster_id"])
     ids = np.array([r["cluster_id"] for r in rows], dtype=np.int64)
     flat = np.array([r["flat_size"] for r in rows], dtype=np.int64)
@@ -67,8 +67,7 @@ def child_targets(run: RunFolder, level: int, parent_targets: "DataFrame", param
     import pandas as pd
     from pyspark.sql import functions as F
 
-    spark = run.spark
-    children = read_table(spark, run.centroids_path(level), run.format).select("cluster_id", "flat_size", "parent_id")
+    children = run.read_centroids(level).select("cluster_id", "flat_size", "parent_id")
     missing = children.where(F.col("parent_id").isNull()).limit(1).count()
     if missing:
         raise ConfigError(f"--run: {run.centroids_path(level)} has clusters without parent_id; the run is incomplete")
@@ -92,9 +91,8 @@ def leaf_selection(run: RunFolder, leaf_targets: "DataFrame", params: SamplingPa
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    spark = run.spark
-    assign = read_table(spark, run.assignments_path(1), run.format)
-    sizes = read_table(spark, run.centroids_path(1), run.format).select("cluster_id", "size")
+    assign = run.read_assignments(1)
+    sizes = run.read_centroids(1).select("cluster_id", "size")
     per_cluster = leaf_targets.join(sizes, "cluster_id").where(F.col("target") > 0).select(
         "cluster_id",
         (F.col("target") / F.col("size")).cast("long").alias("_full"),
@@ -174,7 +172,7 @@ def _collect_centroids(run: RunFolder, n_levels: int) -> dict[int, dict[str, np.
     import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
-    frames = [read_table(run.spark, run.centroids_path(level), run.format).select(
+    frames = [run.read_centroids(level).select(
         F.lit(level).alias("_level"), F.col("cluster_id").cast("long"), F.col("size").cast("long"),
         F.col("flat_size").cast("long"), F.col("parent_id").cast("long")) for level in range(1, n_levels + 1)]
     union = frames[0]
@@ -295,7 +293,7 @@ def curate_in_process(run: RunFolder, n_levels: int, params: SamplingParams) -> 
     spark.sparkContext.setJobDescription(f"sampling · targets of {n_levels} level(s) (in-process)")
     leaf, total = hierarchy_targets(run, n_levels, params)
     spark.sparkContext.setJobDescription("sampling · level-1 selection (in-process)")
-    assign = read_table(spark, run.assignments_path(1), run.format)
+    assign = run.read_assignments(1)
     id_type = assign.schema[POINT_ID].dataType
     key = F.col("distance") if params.strategy == "c" else F.xxhash64(F.col(POINT_ID), F.lit(params.seed))
     table = assign.select(POINT_ID, F.col("cluster_id").cast("int").alias("cluster_id"), key.alias("_key")).toArrow()

@@ -112,6 +112,62 @@ class DedupSummary:
 
 
 @dataclass
+class DriftBaseline:
+    """How far the fit's own rows sit from their level-1 centroid (``run.json``
+    ``drift_baseline``): measured once, at the first update, over the assignments the
+    k-means wrote; every update's new rows are compared with it."""
+
+    rows: int
+    mean_distance: float
+    p99_distance: float
+
+
+@dataclass
+class DriftCheck:
+    """How well the hierarchy still fits one update's new rows."""
+
+    new_rows: int
+    new_mean_distance: float
+    old_mean_distance: float
+    old_p99_distance: float
+    #: New rows farther from their centroid than ``old_p99_distance`` (about 0.01 when the
+    #: new rows come from the same distribution as the fit's).
+    share_beyond_p99: float
+    threshold: float
+    recluster_due: bool
+
+    @property
+    def mean_ratio(self) -> float:
+        return self.new_mean_distance / self.old_mean_distance if self.old_mean_distance > 0 else math.nan
+
+
+@dataclass
+class UpdateSummary:
+    """One ``curation-spark update`` (``run.json`` ``updates[]``; ``pending_update`` while
+    its tables are being committed, see :mod:`curation_spark.curation.update`)."""
+
+    from_version: int | None
+    to_version: int | None
+    #: ``change-data-feed`` (Delta input with the feed on over the versions) or ``anti-join``.
+    method: str
+    rows_read: int
+    rows_added: int
+    rows_deleted: int
+    #: Rows rewritten in place (same id, new values; seen in a change data feed only).
+    rows_changed: int
+    #: Level-1 points after the update (= the input's rows).
+    n_points: int
+    samples: list[str]
+    staged: str
+    started: str
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    drift: DriftCheck | None = None
+    status: str = "staged"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunMetadata:
     """The whole of ``run.json``."""
 
@@ -123,6 +179,11 @@ class RunMetadata:
     samples: dict[str, SampleSummary] = field(default_factory=dict)
     #: Set once the run's dedup step completed (a run with a ``dedup`` section).
     dedup: DedupSummary | None = None
+    #: Completed ``update`` commands, oldest first.
+    updates: list[UpdateSummary] = field(default_factory=list)
+    #: An update whose tables are staged but not all committed (finished by the next ``update``).
+    pending_update: UpdateSummary | None = None
+    drift_baseline: DriftBaseline | None = None
     updated: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -141,6 +202,9 @@ class RunMetadata:
             "levels": {str(level): _plain(stats) for level, stats in sorted(self.levels.items())},
             "samples": {name: _plain(s) for name, s in self.samples.items()},
             "dedup": _plain(self.dedup) if self.dedup is not None else None,
+            "updates": [_plain(u) for u in self.updates],
+            "pending_update": _plain(self.pending_update) if self.pending_update is not None else None,
+            "drift_baseline": _plain(self.drift_baseline) if self.drift_baseline is not None else None,
             "updated": self.updated,
         }
         return {**self.extra, **out}
@@ -186,6 +250,12 @@ class RunMetadata:
             samples={str(name): _typed(SampleSummary, value, f"{source}: samples.{name}")
                      for name, value in samples_raw.items()},
             dedup=_typed(DedupSummary, data["dedup"], f"{source}: dedup") if data.get("dedup") is not None else None,
+            updates=[_typed(UpdateSummary, value, f"{source}: updates.{i}")
+                     for i, value in enumerate(_sequence(data.get("updates") or [], f"{source}: updates"))],
+            pending_update=(_typed(UpdateSummary, data["pending_update"], f"{source}: pending_update")
+                            if data.get("pending_update") is not None else None),
+            drift_baseline=(_typed(DriftBaseline, data["drift_baseline"], f"{source}: drift_baseline")
+                            if data.get("drift_baseline") is not None else None),
             updated=_check(data.get("updated"), str | None, f"{source}: updated"),
             extra={k: v for k, v in data.items() if k not in known},
         )
@@ -195,9 +265,16 @@ class RunMetadata:
 
 
 def _plain(obj: Any) -> dict[str, Any]:
-    """A stats dataclass as JSON-ready dict, its unknown keys merged back in."""
+    """A stats dataclass as JSON-ready dict (nested ones too), its unknown keys merged back in."""
     out = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "extra"}
+    out = {k: _plain(v) if dataclasses.is_dataclass(v) else v for k, v in out.items()}
     return {**getattr(obj, "extra", {}), **out}
+
+
+def _sequence(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise CurationError(f"{where}: expected a list, got {type(value).__name__}")
+    return value
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -237,6 +314,8 @@ def _check(value: Any, hint: Any, where: str) -> Any:
                 return None
             continue
         origin = typing.get_origin(option) or option
+        if dataclasses.is_dataclass(origin) and isinstance(value, Mapping):
+            return _typed(origin, value, where)
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if origin is int and isinstance(value, int) and not isinstance(value, bool):

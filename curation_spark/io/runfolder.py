@@ -8,6 +8,7 @@ Layout (``output.path``)::
     level_<l>/assignments         point_id, cluster_id, distance
     <sampling.table_name>         curated selection (default ``curated``)
     dedup/duplicates              id, kept_id, similarity (a run with a ``dedup`` section)
+    _update/                      an ``update``'s staged tables until they are committed
 
 ``run.json`` is rewritten atomically after each completed step, so a run that is killed
 resumes after its last completed level; a different clustering config against an existing
@@ -25,7 +26,7 @@ from curation_spark.errors import ConfigError, CurationError
 from curation_spark.io.run_metadata import InputIdentity, LevelStats, RunMetadata, SampleSummary
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
     from curation_spark.config import Config
 
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 METADATA = "run.json"
 #: The table of the points a dedup step removed, inside the run folder.
 DUPLICATES = "dedup/duplicates"
+#: Where ``update`` stages its tables before committing them.
+UPDATE_STAGING = "_update"
 
 
 class RunFolder:
@@ -61,6 +64,23 @@ class RunFolder:
     def duplicates_path(self) -> str:
         """The near-duplicates removed before clustering (``dedup/duplicates``)."""
         return paths.join(self.path, DUPLICATES)
+
+    def update_staging_path(self) -> str:
+        """Where ``update`` stages the tables it is about to commit (``_update``)."""
+        return paths.join(self.path, UPDATE_STAGING)
+
+    # ------------------------------------------------------------------ tables
+    def read_centroids(self, level: int) -> "DataFrame":
+        """Level ``level``'s ``cluster_id, centroid, size, flat_size, parent_id`` table."""
+        from curation_spark.io.tables import read_table
+
+        return read_table(self.spark, self.centroids_path(level), self.format)
+
+    def read_assignments(self, level: int) -> "DataFrame":
+        """Level ``level``'s ``point_id, cluster_id, distance`` table."""
+        from curation_spark.io.tables import read_table
+
+        return read_table(self.spark, self.assignments_path(level), self.format)
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -94,6 +114,8 @@ class RunFolder:
         fingerprint = config.clustering_fingerprint()
         identity = input_identity or InputIdentity()
         existing = self.load()
+        if existing is not None and not overwrite:
+            self.require_no_pending_update()
         refusal = self._refusal(existing, fingerprint, identity)
         if refusal:
             if not overwrite:
@@ -128,6 +150,15 @@ class RunFolder:
                     "its levels would not match the input any more: pass --overwrite to start again, "
                     "or choose another output.path")
         return ""
+
+    def require_no_pending_update(self) -> None:
+        """Refuse to work on a run whose last ``update`` was interrupted while committing
+        (its tables are part old, part new until ``update`` finishes it)."""
+        pending = self.metadata.pending_update if self.metadata is not None else None
+        if pending is not None:
+            raise ConfigError(f"{self.path}: an update (input version {pending.from_version} -> "
+                              f"{pending.to_version}) was interrupted while committing its tables; "
+                              "run `curation-spark update` with the same config to finish it")
 
     def level_stats(self, level: int) -> LevelStats | None:
         """The level's recorded statistics, or None if it was never recorded."""

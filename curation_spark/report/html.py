@@ -16,6 +16,7 @@ from curation_spark.report.run_data import level_rows, run_facts, sample_rows
 
 if TYPE_CHECKING:
     from curation_spark.report.run_data import RunData
+    from curation_spark.io.run_metadata import RunMetadata
 
 
 @dataclass
@@ -159,6 +160,35 @@ def config_html(config: Mapping[str, Any]) -> str:
             f"</summary>{_table(['setting', 'value'], rows, left=2, css_class='config')}</details>")
 
 
+def update_fact(meta: "RunMetadata") -> str:
+    """The run's ``update`` history in one line (the last update's rows and drift)."""
+    if not meta.updates:
+        return "(none since the fit)"
+    last = meta.updates[-1]
+    added = sum(u.rows_added for u in meta.updates)
+    text = (f"{len(meta.updates)} since the fit ({added:,} rows added in all); last: +{last.rows_added:,} / "
+            f"-{last.rows_deleted:,} rows by {last.method}")
+    if last.to_version is not None:
+        text += f", input version {last.to_version}"
+    if last.drift is not None:
+        text += (f"; drift: {100 * last.drift.share_beyond_p99:.2f} % of the new rows beyond the fit's 99th-percentile "
+                 f"distance (threshold {100 * last.drift.threshold:.2f} %)")
+    return text
+
+
+def update_note(meta: "RunMetadata") -> str | None:
+    """A warning when the last update found drift above the threshold, or one is half-committed."""
+    if meta.pending_update is not None:
+        return ("An update was interrupted while committing its tables: some tables are newer than others until "
+                "`curation-spark update` runs again.")
+    last = meta.updates[-1] if meta.updates else None
+    if last is not None and last.drift is not None and last.drift.recluster_due:
+        return (f"Drift: {100 * last.drift.share_beyond_p99:.1f} % of the last update's new rows lie beyond the fit's "
+                f"99th-percentile distance (update.drift_threshold {100 * last.drift.threshold:.1f} %): a full "
+                "re-cluster is due (`curation-spark run --fresh`).")
+    return None
+
+
 def render_html(ctx: "RunData", sections: Sequence[Section]) -> str:
     """The whole page: run facts, notes, the levels and curated tables, the figure sections
     and the configuration."""
@@ -179,6 +209,7 @@ def render_html(ctx: "RunData", sections: Sequence[Section]) -> str:
         ("curated rows", _num(facts_of_run["curated_rows"])),
         ("near-duplicates removed", _e(f"{d.removed:,} of {d.points_in:,} ({d.groups:,} groups, cosine >= "
                                       f"{d.threshold:g})" if (d := ctx.meta.dedup) is not None else "(no dedup)")),
+        ("updates", _e(update_fact(ctx.meta))),
         ("report generated", _e(generated)),
     ]
     parts = [
@@ -190,7 +221,7 @@ def render_html(ctx: "RunData", sections: Sequence[Section]) -> str:
         f"<p class='meta'>{_e(run.path)}</p>",
         _table(None, [[f"<b>{k}</b>", v] for k, v in facts], left=2),
     ]
-    general = list(ctx.notes) + [n for n in (ctx.curated_note, ctx.input_note) if n]
+    general = list(ctx.notes) + [n for n in (ctx.curated_note, ctx.input_note, update_note(ctx.meta)) if n]
     parts += [f"<p class='note'>{_e(n)}</p>" for n in general]
     parts += ["<h2>Levels</h2>", levels_table(level_rows(ctx)), "<h2>Curated tables</h2>",
               samples_table(sample_rows(ctx))]

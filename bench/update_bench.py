@@ -1,0 +1,163 @@
+"""``curation-spark update`` against a full re-run, at N = 1,000,000, D = 128.
+
+    .venv/bin/python bench/update_bench.py [--n 1000000] [--dim 128] [--rounds 2] [--tag TAG]
+
+A long-tailed Gaussian mixture (``synth``, labels kept for scoring only) is written once as
+a pool of N + 10 % rows; the input is its first N rows as a Delta table with the change data
+feed on. One full ``run`` of the recipe below makes the base run, snapshotted. Then, per
+scenario (1 % and 10 % new rows, each with 0.1 % of the old rows deleted):
+
+* ``update``: the snapshot is restored (same paths: a run is tied to its input's path), the
+  new rows appended and the deletions committed to the input, ``update`` timed;
+  ``--rounds`` times, interleaved with the full runs, best round kept;
+* a fresh full ``run`` of the same recipe over the changed input (its own folder), timed;
+* both curated sets scored on the mixture's labels (normalised label entropy, the report's
+  balance figure) and checked for stale ids: every table of the updated run against the
+  input (no deleted id anywhere, every input row assigned, sizes adding up).
+
+Writes ``bench/results/update_<stamp>[_<tag>].json`` and ``update_latest.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from curation_spark import pipeline  # noqa: E402
+from curation_spark.config import load_config  # noqa: E402
+from curation_spark.method.balance import label_entropy  # noqa: E402
+
+RECIPE = ["clustering.n_levels=2", "clustering.n_clusters=[1000,100]", "clustering.n_iters=10",
+          "clustering.n_resampling_steps=[1,1]", "clustering.sample_size=[10,3]", "clustering.seed=0",
+          "sampling.target_size=100000", "sampling.strategy=r"]
+COMPONENTS = 1000
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def config(input_path: Path, run_path: Path):
+    return load_config([], [*RECIPE, f"input.path={input_path}", f"output.path={run_path}"])
+
+
+def balance(spark, run_path: Path, input_path: Path, n_labels: int) -> float:
+    curated = spark.read.format("delta").load(str(run_path / "curated"))
+    labels = spark.read.format("delta").load(str(input_path)).select("id", "label")
+    rows = curated.join(labels, "id").select("label").toArrow().column("label").to_numpy()
+    return round(float(label_entropy(rows, n_labels)), 4)
+
+
+def stale_ids(spark, run_path: Path, input_path: Path) -> dict[str, int]:
+    """Ids in the run's tables that the input no longer holds (and input rows not assigned)."""
+    from pyspark.sql import functions as F
+
+    ids = spark.read.format("delta").load(str(input_path)).select(F.col("id"))
+    assign = spark.read.format("delta").load(str(run_path / "level_1" / "assignments"))
+    curated = spark.read.format("delta").load(str(run_path / "curated"))
+    sizes = spark.read.format("delta").load(str(run_path / "level_1" / "centroids")).agg(F.sum("size")).first()[0]
+    n_input = ids.count()
+    return {
+        "assignments_not_in_input": assign.select(F.col("point_id").alias("id")).join(ids, "id", "left_anti").count(),
+        "curated_not_in_input": curated.select("id").join(ids, "id", "left_anti").count(),
+        "input_not_assigned": ids.join(assign.select(F.col("point_id").alias("id")), "id", "left_anti").count(),
+        "level1_size_minus_input_rows": int(sizes) - n_input,
+    }
+
+
+def change_input(spark, pool: Path, input_path: Path, n: int, n_new: int) -> None:
+    """Append pool rows n..n+n_new-1 and delete the old ids ending in 007 (0.1 %)."""
+    from pyspark.sql import functions as F
+
+    new = spark.read.parquet(str(pool)).where((F.col("id") >= n) & (F.col("id") < n + n_new))
+    new.write.format("delta").mode("append").save(str(input_path))
+    spark.sql(f"DELETE FROM delta.`{input_path}` WHERE id < {n} AND id % 1000 = 7")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--shares", default="0.01,0.1")
+    p.add_argument("--tag", default="")
+    p.add_argument("--work", default=str(HERE / "data" / "update"))
+    args = p.parse_args()
+    from pyspark.sql import functions as F
+
+    from curation_spark.io.session import get_spark
+
+    spark = get_spark()
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    n, shares = args.n, [float(s) for s in args.shares.split(",")]
+    pool, live, snapshot = work / "pool", work / "live", work / "snapshot"
+    log(f"writing a pool of {int(n * (1 + max(shares)))} x {args.dim} rows")
+    pipeline.write_mixture(spark, str(pool), int(n * (1 + max(shares))), args.dim, COMPONENTS, seed=0, alpha=1.0,
+                           n_files=8, fmt="parquet")
+    (spark.read.parquet(str(pool)).where(F.col("id") < n).write.format("delta")
+     .option("delta.enableChangeDataFeed", "true").save(str(live / "input")))
+    log("base full run")
+    t = time.perf_counter()
+    pipeline.run(config(live / "input", live / "run"), spark)
+    base_seconds = round(time.perf_counter() - t, 1)
+    log(f"base full run: {base_seconds} s")
+    shutil.copytree(live, snapshot)
+    results: dict[str, Any] = {"n": n, "dim": args.dim, "components": COMPONENTS, "recipe": RECIPE,
+                               "base_full_run_seconds": base_seconds, "scenarios": {}}
+    for share in shares:
+        n_new = int(n * share)
+        rounds, full, detail = [], None, {}
+        for r in range(args.rounds):
+            shutil.rmtree(live)
+            shutil.copytree(snapshot, live)
+            change_input(spark, pool, live / "input", n, n_new)
+            t = time.perf_counter()
+            result = pipeline.update(config(live / "input", live / "run"), spark)
+            rounds.append(round(time.perf_counter() - t, 1))
+            log(f"{share:.0%} new rows, round {r + 1}: update {rounds[-1]} s\n{result.message}")
+            if r == 0:
+                s = result.summary
+                detail = {"rows_added": s.rows_added, "rows_deleted": s.rows_deleted, "rows_read": s.rows_read,
+                          "method": s.method, "phases": s.phases, "drift": {
+                              "share_beyond_p99": round(s.drift.share_beyond_p99, 4),
+                              "mean_ratio": round(s.drift.mean_ratio, 4), "recluster_due": s.drift.recluster_due},
+                          "balance_after_update": balance(spark, live / "run", live / "input", COMPONENTS),
+                          "stale": stale_ids(spark, live / "run", live / "input")}
+                log(f"after update: balance {detail['balance_after_update']}, stale {detail['stale']}")
+                # The fresh full run over the same changed input, between the update rounds.
+                fresh = work / f"fresh_{share}"
+                t = time.perf_counter()
+                pipeline.run(config(live / "input", fresh), spark)
+                full = round(time.perf_counter() - t, 1)
+                detail["balance_fresh_full_run"] = balance(spark, fresh, live / "input", COMPONENTS)
+                detail["full_run_rows_read"] = n - n // 1000 + n_new
+                shutil.rmtree(fresh)
+                log(f"fresh full run: {full} s, balance {detail['balance_fresh_full_run']}")
+        best = min(rounds)
+        detail.update({"update_seconds_rounds": rounds, "update_seconds": best, "full_run_seconds": full,
+                       "update_over_full": round(best / full, 3),
+                       "balance_difference": round(detail["balance_after_update"] - detail["balance_fresh_full_run"],
+                                                   4)})
+        results["scenarios"][f"{share:.0%}"] = detail
+        log(f"{share:.0%}: update {best} s vs full run {full} s = {detail['update_over_full']:.1%}; balance "
+            f"{detail['balance_after_update']} vs {detail['balance_fresh_full_run']}")
+    out_dir = HERE / "results"
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    name = f"update_{stamp}{'_' + args.tag if args.tag else ''}.json"
+    for path in (out_dir / name, out_dir / "update_latest.json"):
+        path.write_text(json.dumps(results, indent=2))
+    log(f"wrote {out_dir / name}")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

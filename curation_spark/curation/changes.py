@@ -1,0 +1,149 @@
+"""What changed in the input since a run: the rows to assign and the ids to drop.
+
+Two ways to find them, chosen per update:
+
+* **Delta change data feed** (the input is a Delta table with
+  ``delta.enableChangeDataFeed`` on over every version since the one ``run.json``
+  recorded): only the changed rows are read. Per id the last change wins (commit version,
+  then ``insert`` / ``update_postimage`` over ``delete`` over ``update_preimage``); an id
+  whose last change leaves a row is (re)assigned with that row's embedding, an assigned
+  id that changed at all is dropped first. Rows rewritten in place are caught this way.
+* **Anti-join on ids** (Parquet, Delta without the feed, a feed that was vacuumed): the
+  input's ids against the level-1 assignments' ids. Reads every input id once and the
+  embeddings of the new rows; a row rewritten in place under the same id is not seen.
+
+Both end with the same bookkeeping check: assigned - dropped + added must equal the input's
+row count, which catches repeated ids (and a change feed that does not add up, in which
+case the anti-join is used instead).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from curation_spark.errors import InputError
+from curation_spark.io.tables import POINT_ID
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from curation_spark.config import InputConfig
+
+log = logging.getLogger(__name__)
+
+CHANGE_FEED = "change-data-feed"
+ANTI_JOIN = "anti-join"
+#: Change types that leave a row behind, and their priority within one commit.
+_PRIORITY = {"insert": 2, "update_postimage": 2, "delete": 1, "update_preimage": 0}
+
+
+@dataclass
+class InputChanges:
+    """The rows to assign (``added``: the input's own columns, the id and embedding ones at
+    least) and the assigned ids to drop (``dropped``: ``point_id``), persisted; call
+    :meth:`release` when done."""
+
+    added: "DataFrame"
+    dropped: "DataFrame"
+    n_added: int
+    n_dropped: int
+    #: Dropped ids that come back with new values (same id, rewritten row).
+    n_changed: int
+    method: str
+    rows_read: int
+    n_input_rows: int
+
+    @property
+    def empty(self) -> bool:
+        return self.n_added == 0 and self.n_dropped == 0
+
+    def release(self) -> None:
+        self.added.unpersist()
+        self.dropped.unpersist()
+
+
+def find_changes(spark: "SparkSession", cfg: "InputConfig", raw: "DataFrame", assigned: "DataFrame",
+                 n_assigned: int, from_version: int | None, to_version: int | None) -> InputChanges:
+    """The input's changes since the run's level-1 assignments (``assigned``: ``point_id``
+    frame of ``n_assigned`` rows), through the change data feed when it covers
+    ``from_version`` -> ``to_version``, else by an anti-join on ids."""
+    n_input = raw.count()  # Delta: from the log's statistics; Parquet: the footers
+    if from_version is not None and to_version is not None:
+        feed = _change_feed(spark, cfg, from_version, to_version)
+        if feed is not None:
+            changes = _from_feed(feed, cfg, assigned, n_input)
+            if _adds_up(changes, n_assigned, n_input):
+                return changes
+            changes.release()
+            log.warning("update: the change data feed of versions %d..%d does not add up to the input's %d rows "
+                        "(%d assigned - %d dropped + %d added): comparing ids instead", from_version + 1,
+                        to_version, n_input, n_assigned, changes.n_dropped, changes.n_added)
+    changes = _by_anti_join(raw, cfg, assigned, n_input)
+    if not _adds_up(changes, n_assigned, n_input):
+        changes.release()
+        raise InputError(f"input.id_col: the input has {n_input} rows but {n_assigned} assigned - "
+                         f"{changes.n_dropped} gone + {changes.n_added} new = "
+                         f"{n_assigned - changes.n_dropped + changes.n_added} distinct ids: "
+                         f"some {cfg.id_col!r} values are repeated")
+    return changes
+
+
+def _adds_up(changes: InputChanges, n_assigned: int, n_input: int) -> bool:
+    return n_assigned - changes.n_dropped + changes.n_added == n_input
+
+
+def _change_feed(spark: "SparkSession", cfg: "InputConfig", from_version: int,
+                 to_version: int) -> "DataFrame | None":
+    """The input's change data feed after ``from_version`` up to ``to_version``, or None
+    (with the reason logged) when the table does not have one for all of them."""
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    if to_version <= from_version:
+        return None
+    reader = (spark.read.format("delta").option("readChangeFeed", "true")
+              .option("startingVersion", from_version + 1).option("endingVersion", to_version))
+    try:
+        feed = reader.table(cfg.table) if cfg.table else reader.load(cfg.path)
+        feed.limit(1).count()  # a range without a recorded feed fails here, not half-way through
+    except (PySparkException, Py4JError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.info("update: no change data feed for input versions %d..%d (%s); comparing ids instead",
+                 from_version + 1, to_version, first[:200])
+        return None
+    return feed
+
+
+def _from_feed(feed: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n_input: int) -> InputChanges:
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    priority = F.create_map(*[x for kind, p in _PRIORITY.items() for x in (F.lit(kind), F.lit(p))])
+    feed = feed.withColumn("_priority", priority[F.col("_change_type")]).persist(StorageLevel.MEMORY_AND_DISK)
+    rows_read = feed.count()
+    last = Window.partitionBy(cfg.id_col).orderBy(F.col("_commit_version").desc(), F.col("_priority").desc())
+    final = feed.withColumn("_rank", F.row_number().over(last)).where(F.col("_rank") == 1)
+    columns = [c for c in feed.columns if c not in ("_change_type", "_commit_version", "_commit_timestamp",
+                                                    "_priority")]
+    added = (final.where(F.col("_priority") == 2).select(*columns)
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    touched = feed.select(F.col(cfg.id_col).alias(POINT_ID)).distinct()
+    dropped = assigned.join(touched, POINT_ID, "left_semi").persist(StorageLevel.MEMORY_AND_DISK)
+    n_added, n_dropped = added.count(), dropped.count()
+    n_changed = dropped.join(added.select(F.col(cfg.id_col).alias(POINT_ID)), POINT_ID, "left_semi").count()
+    feed.unpersist()
+    return InputChanges(added, dropped, n_added, n_dropped, n_changed, CHANGE_FEED, rows_read, n_input)
+
+
+def _by_anti_join(raw: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n_input: int) -> InputChanges:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    ids = raw.select(F.col(cfg.id_col).alias(POINT_ID))
+    dropped = assigned.join(ids, POINT_ID, "left_anti").persist(StorageLevel.MEMORY_AND_DISK)
+    new_ids = ids.join(assigned, POINT_ID, "left_anti").withColumnRenamed(POINT_ID, cfg.id_col)
+    added = raw.join(new_ids, cfg.id_col, "left_semi").persist(StorageLevel.MEMORY_AND_DISK)
+    n_added, n_dropped = added.count(), dropped.count()
+    return InputChanges(added, dropped, n_added, n_dropped, 0, ANTI_JOIN, n_input, n_input)

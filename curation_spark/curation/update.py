@@ -1,0 +1,432 @@
+"""``curation-spark update``: keep a finished hierarchy and its curated tables current.
+
+New input rows are assigned to their nearest level-1 centroid (the engine's assignment
+path, so the centroid index serves large K; the exact distance is recorded), rows gone
+from the input are dropped, ``size`` / ``flat_size`` are updated at every level so they
+add up to the input's rows again, and every curated table the run recorded is sampled
+again with its own settings. No centroid moves and old rows keep their clusters.
+
+Two phases make it atomic and resumable:
+
+1. **Stage** (all the work): the new assignments, the dropped ids, every level's new
+   centroids table and every refreshed curated table are written under ``_update/``.
+   Nothing the run's readers see changes; a failure here leaves the run exactly as it was
+   and the next ``update`` starts the staging again.
+2. **Commit** (small): ``run.json`` records the staged update as ``pending_update``, then
+   the live tables take the staged content (level-1 assignments: one Delta MERGE, or an
+   atomic rewrite for Parquet; centroids and curated tables: one overwrite each), then
+   ``run.json`` records the update as done and the staging folder goes. Every step is
+   idempotent, so a failure inside the commit is finished by the next ``update``; until
+   then ``sample`` and ``cluster`` refuse the run folder.
+
+Drift: the fit's own rows' distances to their centroid (mean, 99th percentile) are
+measured once, at the first update, and every update's new rows are compared with them;
+when more than ``update.drift_threshold`` of the new rows lie beyond the fit's 99th
+percentile, ``update`` warns that a full re-cluster is due (``report`` shows it).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from curation_spark.curation import hierarchy, sampling
+from curation_spark.curation.changes import InputChanges, find_changes
+from curation_spark.engine import kmeans
+from curation_spark.errors import ConfigError, CurationError, InputError
+from curation_spark.io import paths
+from curation_spark.io.blocks import batches_to_block
+from curation_spark.io.run_metadata import DriftBaseline, DriftCheck, SampleSummary, UpdateSummary
+from curation_spark.io.runfolder import RunFolder, open_existing
+from curation_spark.io.tables import (EMBEDDING, POINT_ID, check_columns, quick_stats, read_input, read_table,
+                                      to_points, validate_embeddings, write_table)
+from curation_spark.method import kernels
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from curation_spark.config import Config
+
+log = logging.getLogger(__name__)
+
+#: Accuracy of the fit's 99th-percentile distance (``percentile_approx``: relative rank error 1 / this).
+PERCENTILE_ACCURACY = 10_000
+
+
+@dataclass
+class UpdateResult:
+    """What ``update`` did: ``summary`` is None when there was nothing to do."""
+
+    run_path: str
+    summary: UpdateSummary | None
+    message: str
+
+
+def update(config: "Config", spark: "SparkSession | None" = None) -> UpdateResult:
+    """Bring the run in ``output.path`` up to date with its input (see the module doc)."""
+    from curation_spark.curation.commands import input_version, session_for
+
+    started = time.perf_counter()
+    spark = session_for(config, spark)
+    run = open_existing(spark, config.output.require_path())
+    check_updatable(run, config)
+    meta = run.metadata
+    assert meta is not None
+    if meta.pending_update is not None:
+        log.warning("update: finishing the update of input version %s -> %s that was interrupted while committing",
+                    meta.pending_update.from_version, meta.pending_update.to_version)
+        commit(run, meta.pending_update)
+    raw = read_input(spark, config.input)
+    check_same_schema(run, raw, config)
+    from_version, to_version = meta.input.delta_version, input_version(spark, config)
+    stats1 = run.level_stats(1)
+    assert stats1 is not None
+    t0 = time.perf_counter()
+    changes = find_changes(spark, config.input, raw, run.read_assignments(1).select(POINT_ID), stats1.n_points,
+                           from_version, to_version)
+    found_in = time.perf_counter() - t0
+    log.info("update: %d rows to assign, %d to drop (%d rewritten in place) by %s; %d input rows read (%.1f s)",
+             changes.n_added, changes.n_dropped, changes.n_changed, changes.method, changes.rows_read, found_in)
+    if changes.empty:
+        changes.release()
+        if to_version != from_version:  # e.g. an OPTIMIZE commit: same rows, newer version
+            meta.input.delta_version = to_version
+            run.save()
+        where = f"input version {to_version}" if to_version is not None else "the input"
+        message = (f"update: nothing to do: {where} has the run's {stats1.n_points} rows, none added or deleted "
+                   f"({changes.method})")
+        log.info(message)
+        return UpdateResult(run.path, None, message)
+    try:
+        summary = stage(run, config, raw, changes, from_version, to_version)
+    finally:
+        changes.release()
+    summary.phases["find_changes"] = round(found_in, 1)
+    summary.seconds = round(time.perf_counter() - started, 1)
+    meta.pending_update = summary
+    run.save()  # the commit starts: from here on the next `update` finishes it
+    commit(run, summary)
+    summary.seconds = round(time.perf_counter() - started, 1)
+    run.save()
+    return UpdateResult(run.path, summary, describe(summary))
+
+
+def describe(summary: UpdateSummary) -> str:
+    """One paragraph for the CLI and the notebooks."""
+    d = summary.drift
+    versions = (f" (input version {summary.from_version} -> {summary.to_version})"
+                if summary.to_version is not None else "")
+    lines = [f"update{versions}: +{summary.rows_added} rows, -{summary.rows_deleted} rows, "
+             f"{summary.rows_changed} rewritten, by {summary.method}; {summary.rows_read} input rows read; "
+             f"level 1 now holds {summary.n_points} points; {summary.seconds:.1f} s"]
+    if summary.samples:
+        lines.append(f"curated tables refreshed: {', '.join(summary.samples)}")
+    if d is not None:
+        lines.append(f"drift: new rows' mean distance {d.new_mean_distance:.4g} vs the fit's {d.old_mean_distance:.4g} "
+                     f"(x{d.mean_ratio:.2f}); {100 * d.share_beyond_p99:.2f} % beyond the fit's 99th percentile "
+                     f"(threshold {100 * d.threshold:.2f} %)" + ("; a full re-cluster is due" if d.recluster_due else ""))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_updatable(run: RunFolder, config: "Config") -> None:
+    """The run must be this config's, finished, and without near-duplicate removal."""
+    meta = run.metadata
+    assert meta is not None
+    fingerprint = config.clustering_fingerprint()
+    if meta.fingerprint != fingerprint:
+        raise ConfigError(f"output.path: {run.path} holds a run of a different config (fingerprint "
+                          f"{meta.fingerprint} != {fingerprint}); `update` takes the config the run was made with")
+    n_levels = meta.config.clustering.n_levels
+    if run.n_levels_done() < n_levels:
+        raise ConfigError(f"output.path: {run.path} has {run.n_levels_done()} of {n_levels} levels complete; "
+                          "finish it with `curation-spark cluster` (or `run`) before updating it")
+    if meta.dedup is not None or config.dedup.enabled:
+        raise ConfigError("dedup: `update` does not yet take runs with near-duplicate removal (new rows would "
+                          "have to be compared with the kept points); re-run `curation-spark run --overwrite`")
+
+
+def check_same_schema(run: RunFolder, raw: "DataFrame", config: "Config") -> None:
+    """Refuse an input whose columns, id type or embedding dimension changed since the run."""
+    cfg = config.input
+    check_columns(raw, cfg.id_col, cfg.embedding_col)
+    meta = run.metadata
+    assert meta is not None
+    id_now = raw.schema[cfg.id_col].dataType.simpleString()
+    id_then = run.read_assignments(1).schema[POINT_ID].dataType.simpleString()
+    if id_now != id_then:
+        raise InputError(f"input.id_col: column {cfg.id_col!r} is {id_now} now but was {id_then} when the run in "
+                         f"{run.path} was made; re-cluster with `curation-spark run --overwrite`")
+    dim = quick_stats(raw, cfg.id_col, cfg.embedding_col).dim
+    if meta.input.dim is not None and dim != meta.input.dim:
+        raise InputError(f"input.embedding_col: column {cfg.embedding_col!r} has dimension {dim} now but "
+                         f"{meta.input.dim} when the run in {run.path} was made; the hierarchy cannot take these "
+                         "rows: re-cluster with `curation-spark run --overwrite`")
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def staged(run: RunFolder, name: str) -> str:
+    return paths.join(run.update_staging_path(), name)
+
+
+def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChanges, from_version: int | None,
+          to_version: int | None) -> UpdateSummary:
+    """Write the update's tables under ``_update/`` (nothing live changes); returns the
+    summary the commit works from."""
+    spark = run.spark
+    meta = run.metadata
+    assert meta is not None
+    cfg = config.input
+    phases: dict[str, float] = {}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    t = time.perf_counter()
+    if paths.exists(spark, run.update_staging_path()):
+        log.info("update: removing the staging folder of an earlier update that did not reach its commit")
+        paths.delete(spark, run.update_staging_path())
+    n_points = meta.levels[1].n_points - changes.n_dropped + changes.n_added
+    if n_points == 0:
+        raise InputError(f"input: every row of the run in {run.path} was deleted and none added; nothing to curate")
+
+    if changes.n_added:
+        new_stats = validate_embeddings(changes.added, cfg.id_col, cfg.embedding_col)  # errors name column and rows
+        if meta.input.dim is not None and new_stats.dim != meta.input.dim:
+            raise InputError(f"input.embedding_col: new rows have dimension {new_stats.dim}, the run "
+                             f"{meta.input.dim}")
+        if meta.distance == "cosine" and meta.config.clustering.distance == "auto" and new_stats.norm_min is not None \
+                and not (abs(new_stats.norm_min - 1) <= 0.01 and abs(new_stats.norm_max - 1) <= 0.01):
+            log.warning("update: the run chose cosine for unit-norm embeddings, but the new rows' norms span "
+                        "%.4f..%.4f; they are assigned by cosine all the same", new_stats.norm_min,
+                        new_stats.norm_max)
+    phases["validate"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
+    assign_new_rows(run, to_points(changes.added, cfg.id_col, cfg.embedding_col), staged(run, "added"))
+    write_table(changes.dropped, staged(run, "dropped"), run.format)
+    added = read_table(spark, staged(run, "added"), run.format)
+    dropped = read_table(spark, staged(run, "dropped"), run.format)
+    phases["assign"] = round(time.perf_counter() - t, 1)
+    log.info("update: %d new rows assigned to their nearest level-1 centroid (%.1f s)", changes.n_added,
+             phases["assign"])
+
+    t = time.perf_counter()
+    n_levels = meta.config.clustering.n_levels
+    stage_centroids(run, n_levels, added, dropped, n_points)
+    phases["sizes"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
+    if meta.drift_baseline is None:
+        meta.drift_baseline = drift_baseline(run.read_assignments(1))
+    drift = drift_check(added, meta.drift_baseline, config.update.drift_threshold)
+    phases["drift"] = round(time.perf_counter() - t, 1)
+    if drift.recluster_due:
+        log.warning("update: %.2f %% of the new rows lie beyond the fit's 99th-percentile distance (threshold "
+                    "update.drift_threshold = %.2f %%): the hierarchy no longer covers the input well, a full "
+                    "re-cluster (`curation-spark run --overwrite`) is due", 100 * drift.share_beyond_p99,
+                    100 * drift.threshold)
+
+    t = time.perf_counter()
+    view = StagedRun(run, added, dropped, n_points)
+    for name, recorded in meta.samples.items():
+        stage_sample(view, name, recorded, raw, cfg.id_col)
+    phases["sample"] = round(time.perf_counter() - t, 1)
+    return UpdateSummary(from_version=from_version, to_version=to_version, method=changes.method,
+                         rows_read=changes.rows_read, rows_added=changes.n_added - changes.n_changed,
+                         rows_deleted=changes.n_dropped - changes.n_changed, rows_changed=changes.n_changed,
+                         n_points=n_points, samples=list(meta.samples), staged=run.update_staging_path(),
+                         started=started, phases=phases, drift=drift)
+
+
+def level_one_centroids(run: RunFolder, dim: int) -> np.ndarray:
+    """Level 1's centroids as a (K, D) float32 array in ``cluster_id`` order (K x D to the
+    driver, as the k-means itself holds them)."""
+    from pyspark.sql import functions as F
+
+    table = run.read_centroids(1).select(F.col("cluster_id").alias(POINT_ID),
+                                         F.col("centroid").alias(EMBEDDING)).toArrow()
+    ids, c = batches_to_block(table.to_batches(), dim)
+    if not np.array_equal(ids.to_numpy(), np.arange(len(c))):
+        raise CurationError(f"{run.centroids_path(1)}: cluster ids are not 0..{len(c) - 1}; the run folder is damaged")
+    return c
+
+
+def assign_new_rows(run: RunFolder, points: "DataFrame", target: str) -> None:
+    """Nearest level-1 centroid of every new row with the level's own assignment settings
+    (the centroid index when K is large), written to ``target``."""
+    meta = run.metadata
+    assert meta is not None
+    dim = meta.input.dim or kmeans.embedding_dim(points)
+    centroids = level_one_centroids(run, dim)
+    clustering = dataclasses.replace(meta.config.clustering, distance=meta.distance)
+    params = hierarchy.level_params(clustering, 1, len(centroids))
+    assignments = kmeans.assign_points(points, centroids, meta.distance, stage="update", params=params)
+    write_table(assignments, target, run.format)
+
+
+def stage_centroids(run: RunFolder, n_levels: int, added: "DataFrame", dropped: "DataFrame", n_points: int) -> None:
+    """Every level's centroids table with ``size`` (level 1) and ``flat_size`` (all levels)
+    moved by the rows added and dropped below each cluster; K-row Spark joins, nothing
+    collected. Checked to add up to ``n_points`` before anything is committed."""
+    from pyspark.sql import functions as F
+
+    live = run.read_assignments(1)
+    plus = added.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("_plus"))
+    minus = (live.join(dropped, POINT_ID, "left_semi").groupBy("cluster_id")
+             .agg(F.count(F.lit(1)).alias("_minus")))
+    delta = (plus.join(minus, "cluster_id", "full_outer")
+             .select("cluster_id", (F.coalesce("_plus", F.lit(0)) - F.coalesce("_minus", F.lit(0))).alias("_delta"))
+             .localCheckpoint())
+    columns = ["cluster_id", "centroid", "size", "flat_size", "parent_id"]
+    for level in range(1, n_levels + 1):
+        cents = run.read_centroids(level)
+        moved = F.coalesce(F.col("_delta"), F.lit(0))
+        size = (F.col("size") + moved) if level == 1 else F.col("size")
+        new = cents.join(delta, "cluster_id", "left").select(
+            "cluster_id", "centroid", size.cast("long").alias("size"),
+            (F.col("flat_size") + moved).cast("long").alias("flat_size"), "parent_id").select(*columns)
+        write_table(new, staged(run, f"level_{level}_centroids"), run.format)
+        if level < n_levels:  # the next level's clusters move by their children's sum
+            delta = (cents.join(delta, "cluster_id").groupBy(F.col("parent_id").alias("cluster_id"))
+                     .agg(F.sum("_delta").alias("_delta")).localCheckpoint())
+    for level in range(1, n_levels + 1):
+        sums = read_table(run.spark, staged(run, f"level_{level}_centroids"), run.format).agg(
+            F.sum("flat_size").alias("flat"), F.sum("size").alias("size"), F.min("size").alias("min")).first()
+        if int(sums["flat"]) != n_points or (level == 1 and int(sums["size"]) != n_points) or int(sums["min"]) < 0:
+            raise CurationError(f"update: level {level}'s sizes would not add up to {n_points} points "
+                                f"(flat_size {sums['flat']}, size {sums['size']}, smallest {sums['min']}); nothing "
+                                "was committed")
+
+
+def drift_baseline(assignments: "DataFrame") -> DriftBaseline:
+    """Mean and 99th-percentile distance of the fit's rows to their level-1 centroid."""
+    from pyspark.sql import functions as F
+
+    row = assignments.agg(F.count(F.lit(1)).alias("n"), F.avg("distance").alias("mean"),
+                          F.percentile_approx("distance", 0.99, PERCENTILE_ACCURACY).alias("p99")).first()
+    return DriftBaseline(rows=int(row["n"]), mean_distance=float(row["mean"]), p99_distance=float(row["p99"]))
+
+
+def drift_check(added: "DataFrame", baseline: DriftBaseline, threshold: float) -> DriftCheck:
+    """The new rows' distances against the fit's (see :class:`DriftCheck`)."""
+    from pyspark.sql import functions as F
+
+    row = added.agg(F.count(F.lit(1)).alias("n"), F.avg("distance").alias("mean"),
+                    F.sum(F.when(F.col("distance") > F.lit(baseline.p99_distance), 1).otherwise(0)).alias("far")
+                    ).first()
+    n = int(row["n"])
+    share = float(row["far"]) / n if n else 0.0
+    return DriftCheck(new_rows=n, new_mean_distance=float(row["mean"]) if n else 0.0,
+                      old_mean_distance=baseline.mean_distance, old_p99_distance=baseline.p99_distance,
+                      share_beyond_p99=share, threshold=threshold, recluster_due=bool(n and share > threshold))
+
+
+class StagedRun(RunFolder):
+    """The run as it will be once the update is committed, read from the staged tables
+    and the live assignments: what the curated tables are sampled from before any live
+    table changes."""
+
+    def __init__(self, run: RunFolder, added: "DataFrame", dropped: "DataFrame", n_points: int) -> None:
+        super().__init__(run.spark, run.path, run.format)
+        self.metadata = copy.deepcopy(run.metadata)
+        assert self.metadata is not None
+        self.metadata.levels[1].n_points = n_points
+        self._added, self._dropped = added, dropped
+
+    def read_centroids(self, level: int) -> "DataFrame":
+        return read_table(self.spark, staged(self, f"level_{level}_centroids"), self.format)
+
+    def read_assignments(self, level: int) -> "DataFrame":
+        if level != 1:
+            raise CurationError("update: only level 1's assignments change")
+        kept = super().read_assignments(1).join(self._dropped, POINT_ID, "left_anti")
+        return kept.unionByName(self._added)
+
+
+def stage_sample(view: StagedRun, name: str, recorded: SampleSummary, raw: "DataFrame", id_col: str) -> None:
+    """A curated table sampled again with the settings it was made with (and the input
+    columns it carries), into the staging folder."""
+    spark = view.spark
+    params = sampling.SamplingParams(recorded.target_size, recorded.multiplier, recorded.strategy, recorded.seed)
+    selection, _ = sampling.curate(view, view.config.clustering.n_levels, params)
+    if paths.exists(spark, recorded.path):
+        carried = [c for c in read_table(spark, recorded.path, view.format).columns if c not in ("id", "copy",
+                                                                                                  "cluster_id")]
+        selection = sampling.with_input_columns(selection, raw, id_col, carried)
+    write_table(selection, staged(view, f"samples/{name}"), view.format)
+    log.info("update: curated table %s sampled again (target %d)", name, recorded.target_size)
+
+
+# --------------------------------------------------------------------------- commit
+
+
+def commit(run: RunFolder, summary: UpdateSummary) -> None:
+    """Move the staged tables into place and record the update (idempotent: a commit that
+    was interrupted is finished by running this again)."""
+    spark = run.spark
+    meta = run.metadata
+    assert meta is not None
+    t = time.perf_counter()
+    if not paths.exists(spark, summary.staged):
+        raise CurationError(f"run.json: pending_update: its staged tables {summary.staged} are missing; re-cluster "
+                            "with `curation-spark run --overwrite`")
+    commit_assignments(run)
+    n_levels = meta.config.clustering.n_levels
+    for level in range(1, n_levels + 1):
+        write_table(read_table(spark, staged(run, f"level_{level}_centroids"), run.format),
+                    run.centroids_path(level), run.format)
+    for name in summary.samples:
+        recorded = meta.samples[name]
+        write_table(read_table(spark, staged(run, f"samples/{name}"), run.format), recorded.path, run.format)
+        recorded.rows = read_table(spark, recorded.path, run.format).count()
+    sizes = run.read_centroids(1).select("cluster_id", "size").toArrow().sort_by("cluster_id")
+    level1 = meta.levels[1]
+    level1.n_points = summary.n_points
+    level1.sizes = kernels.size_stats(sizes.column("size").to_numpy())
+    level1.sizes_histogram = kernels.size_histogram(sizes.column("size").to_numpy())
+    meta.input.n_rows, meta.input.delta_version = summary.n_points, summary.to_version
+    summary.phases["commit"] = round(summary.phases.get("commit", 0.0) + time.perf_counter() - t, 1)
+    summary.status = "complete"
+    meta.updates.append(summary)
+    meta.pending_update = None
+    run.save()
+    paths.delete(spark, summary.staged)
+    log.info("update: committed (%.1f s)", summary.phases["commit"])
+
+
+def commit_assignments(run: RunFolder) -> None:
+    """Level 1's assignments without the dropped ids and with the new rows: one Delta MERGE
+    (rows matched by ``point_id``: dropped ones deleted, rewritten ones updated, new ones
+    inserted; running it again changes nothing), or an atomic rewrite for Parquet."""
+    from pyspark.sql import functions as F
+
+    spark = run.spark
+    added = read_table(spark, staged(run, "added"), run.format)
+    dropped = read_table(spark, staged(run, "dropped"), run.format)
+    target = run.assignments_path(1)
+    if run.format == "delta":
+        from delta.tables import DeltaTable
+
+        only_dropped = dropped.join(added.select(POINT_ID), POINT_ID, "left_anti").select(
+            POINT_ID, F.lit(None).cast("int").alias("cluster_id"), F.lit(None).cast("float").alias("distance"),
+            F.lit("d").alias("_op"))
+        source = added.select(POINT_ID, "cluster_id", "distance", F.lit("u").alias("_op")).unionByName(only_dropped)
+        values = {c: f"s.{c}" for c in (POINT_ID, "cluster_id", "distance")}
+        (DeltaTable.forPath(spark, target).alias("t")
+         .merge(source.alias("s"), f"t.{POINT_ID} = s.{POINT_ID}")
+         .whenMatchedDelete(condition="s._op = 'd'")
+         .whenMatchedUpdate(condition="s._op = 'u'", set={"cluster_id": "s.cluster_id", "distance": "s.distance"})
+         .whenNotMatchedInsert(condition="s._op = 'u'", values=values)
+         .execute())
+        return
+    live = run.read_assignments(1)
+    gone = dropped.select(POINT_ID).unionByName(added.select(POINT_ID))
+    # (write_table writes a sibling folder from the live files before renaming it into place)
+    write_table(live.join(gone, POINT_ID, "left_anti").unionByName(added), target, run.format)
