@@ -4,7 +4,8 @@
 
 A long-tailed Gaussian mixture (``synth``, labels kept for scoring only) is written once as
 a pool of N + 10 % rows; the input is its first N rows as a Delta table with the change data
-feed on. One full ``run`` of the recipe below makes the base run, snapshotted. Then, per
+feed on. One full ``run`` of the repository's toy recipe (``conf/toy.yaml``) makes the base
+run, snapshotted. Then, per
 scenario (1 % and 10 % new rows, each with 0.1 % of the old rows deleted):
 
 * ``update``: the snapshot is restored (same paths: a run is tied to its input's path), the
@@ -34,9 +35,10 @@ from curation_spark import pipeline  # noqa: E402
 from curation_spark.config import load_config  # noqa: E402
 from curation_spark.method.balance import label_entropy  # noqa: E402
 
-RECIPE = ["clustering.n_levels=2", "clustering.n_clusters=[1000,100]", "clustering.n_iters=10",
-          "clustering.n_resampling_steps=[1,1]", "clustering.sample_size=[10,3]", "clustering.seed=0",
-          "sampling.target_size=100000", "sampling.strategy=r"]
+#: The repository's toy recipe (conf/toy.yaml: 2 levels [1000, 300], 50 iterations, 10
+#: resampling steps per level, sample sizes [15, 2], k-means++), curated set of 100,000.
+RECIPE_FILE = HERE.parent / "conf" / "toy.yaml"
+RECIPE = ["sampling.target_size=100000"]
 COMPONENTS = 1000
 
 
@@ -45,7 +47,7 @@ def log(msg: str) -> None:
 
 
 def config(input_path: Path, run_path: Path):
-    return load_config([], [*RECIPE, f"input.path={input_path}", f"output.path={run_path}"])
+    return load_config([RECIPE_FILE], [*RECIPE, f"input.path={input_path}", f"output.path={run_path}"])
 
 
 def balance(spark, run_path: Path, input_path: Path, n_labels: int) -> float:
@@ -111,7 +113,8 @@ def main() -> None:
     base_seconds = round(time.perf_counter() - t, 1)
     log(f"base full run: {base_seconds} s")
     shutil.copytree(live, snapshot)
-    results: dict[str, Any] = {"n": n, "dim": args.dim, "components": COMPONENTS, "recipe": RECIPE,
+    results: dict[str, Any] = {"n": n, "dim": args.dim, "components": COMPONENTS,
+                               "recipe": config(live / "input", live / "run").to_dict()["clustering"],
                                "base_full_run_seconds": base_seconds, "scenarios": {}}
     for share in shares:
         n_new = int(n * share)

@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "completed level.")
     _add_config_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
-    p.add_argument("--fresh", action="store_true", help="cluster from scratch even over a finished run of this "
-                   "config (the scheduled full re-cluster of a folder `update` keeps current)")
+    p.add_argument("--fresh", action="store_true", help="cluster from scratch if the folder's run was fit to an "
+                   "older input (it has updates, or the input changed): the scheduled full re-cluster of a folder "
+                   "`update` keeps current; a run of this very input resumes")
 
     p = sub.add_parser("sample", help="balanced sampling over an existing hierarchy (no re-clustering)",
                        description="Hierarchical balanced sampling over the hierarchy in --run; writes a new table "
@@ -98,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Cluster (or resume) and write the curated table (sampling.table_name).")
     _add_config_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
-    p.add_argument("--fresh", action="store_true", help="cluster from scratch even over a finished run of this "
-                   "config (the scheduled full re-cluster of a folder `update` keeps current)")
+    p.add_argument("--fresh", action="store_true", help="cluster from scratch if the folder's run was fit to an "
+                   "older input (it has updates, or the input changed): the scheduled full re-cluster of a folder "
+                   "`update` keeps current; a run of this very input resumes")
 
     p = sub.add_parser("update", help="bring a finished run up to date with its grown (or shrunk) input",
                        description="Assign the input's new rows to the existing hierarchy (nearest level-1 centroid, "

@@ -31,18 +31,11 @@
 
 # COMMAND ----------
 
-from curation_spark.notebook import on_databricks, param, show
+from curation_spark.notebook import on_databricks, param, run_config_params, show
 
 ON_DATABRICKS = on_databricks()
-DEFAULT_RUN = "/Volumes/main/default/curation/runs/notebook" if ON_DATABRICKS else "runs/notebook"
-DEFAULT_OVERRIDES = ("clustering.n_levels=2; clustering.n_clusters=[1000,100]; clustering.n_iters=20; "
-                     "clustering.n_resampling_steps=[5,5]; clustering.sample_size=[10,3]")
-
-input_path = param("input_path", "CURATION_INPUT", "").strip()
-input_table = param("input_table", "CURATION_INPUT_TABLE", "").strip()
-run_path = param("run", "CURATION_RUN", DEFAULT_RUN).strip()
-config_file = param("config", "CURATION_CONFIG", "").strip()
-overrides = [s.strip() for s in param("overrides", "CURATION_OVERRIDES", DEFAULT_OVERRIDES).split(";") if s.strip()]
+params = run_config_params()  # input_path / input_table, run, config, overrides -> a validated config
+config, run_path = params["config"], params["run_path"]
 overwrite = param("overwrite", "CURATION_OVERWRITE", "false", ["false", "true"]).strip().lower() == "true"
 
 # COMMAND ----------
@@ -55,13 +48,10 @@ overwrite = param("overwrite", "CURATION_OVERWRITE", "false", ["false", "true"])
 # COMMAND ----------
 
 from curation_spark import pipeline
-from curation_spark.config import load_config
 from curation_spark.io.session import get_spark
 
 spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
 
-source = [f"input.path={input_path}"] if input_path else [f"input.table={input_table}"] if input_table else []
-config = load_config([config_file] if config_file else [], [*source, f"output.path={run_path}", *overrides])
 stats = pipeline.validate(config, spark)
 print(f"input: {stats.n_rows:,} rows, dimension {stats.dim}")
 print("clustering:", {k: v for k, v in config.to_dict()["clustering"].items() if v is not None})

@@ -75,7 +75,8 @@ def test_notebooks_are_databricks_source_format():
         assert len(cells) >= 5, name
         assert cells[0].splitlines()[1].startswith("# MAGIC %md"), f"{name}: first cell is prose"
         assert any(c.strip().startswith("# MAGIC %pip install") for c in cells), f"{name}: no %pip cell"
-        assert "from curation_spark.notebook import" in text and "param(" in text, name
+        assert "from curation_spark.notebook import" in text, name
+        assert "param(" in text or "run_config_params(" in text, name
         compile(text, name, "exec")
 
 

@@ -79,3 +79,40 @@ def test_ints_are_accepted_for_floats():
     ("auto", 1.0, 1.2, "l2"), ("auto", None, None, "l2"), ("l2", 1.0, 1.0, "l2"), ("cosine", 3.0, 9.0, "cosine")])
 def test_resolve_distance(requested, lo, hi, expected):
     assert resolve_distance(requested, lo, hi) == expected
+
+
+def _with_update(recluster_due: bool) -> RunMetadata:
+    from curation_spark.io.run_metadata import DriftBaseline, DriftCheck, UpdateSummary
+
+    meta = _metadata()
+    drift = DriftCheck(new_rows=5, new_mean_distance=0.6, old_mean_distance=0.5, old_p99_distance=1.0,
+                       share_beyond_p99=0.2 if recluster_due else 0.0, threshold=0.05, recluster_due=recluster_due)
+    meta.updates.append(UpdateSummary(from_version=3, to_version=5, method="change-data-feed", rows_read=7,
+                                      rows_added=5, rows_deleted=2, rows_changed=0, n_points=13, samples=["curated"],
+                                      staged="/data/run/_update", started="2026-12-01T00:00:00Z", seconds=2.5,
+                                      phases={"assign": 1.0}, drift=drift, status="complete"))
+    meta.drift_baseline = DriftBaseline(rows=10, mean_distance=0.5, p99_distance=1.0)
+    return meta
+
+
+def test_updates_round_trip_with_their_drift():
+    meta = _with_update(recluster_due=True)
+    back = RunMetadata.from_json(meta.to_json(), "run.json")
+    assert back == meta and back.updates[0].drift.mean_ratio == pytest.approx(1.2)
+    data = json.loads(meta.to_json())
+    data["updates"][0]["drift"]["share_beyond_p99"] = "high"
+    with pytest.raises(CurationError, match=r"updates\.0\.drift\.share_beyond_p99: expected float"):
+        RunMetadata.from_dict(data, "run.json")
+
+
+@pytest.mark.parametrize("due", [False, True])
+def test_report_shows_the_last_update_and_warns_on_drift(due):
+    from curation_spark.report.html import update_fact, update_note
+
+    assert update_fact(_metadata()) == "(none since the fit)" and update_note(_metadata()) is None
+    meta = _with_update(recluster_due=due)
+    assert update_fact(meta).startswith("1 since the fit (5 rows added in all); last: +5 / -2 rows by "
+                                        "change-data-feed, input version 5")
+    assert (update_note(meta) is not None and "re-cluster is due" in update_note(meta)) == due
+    meta.pending_update = meta.updates[0]
+    assert "interrupted while committing" in update_note(meta)

@@ -193,6 +193,16 @@ def test_update_written_by_delta_rs(spark, delta_base):
     assert s is not None and (s.rows_added, s.rows_deleted, s.n_points) == (196, 60, N + 136)
     state = check_updated(spark, work)
     check_new_rows_on_nearest(state, {i for i in range(N, N + 200) if i % 50 != 3})
+    # The weekly full run over the updated folder (`run --fresh`) fits the hierarchy again ...
+    cfg = config_for(work / "input", work / "run")
+    refit = pipeline.run(cfg, spark, fresh=True)
+    meta = json.loads((work / "run" / "run.json").read_text())
+    assert meta["updates"] == [] and meta["levels"]["1"]["n_points"] == N + 136 == refit.levels[0].n_points
+    # ... and when that run is of the input as it is now, --fresh resumes it.
+    log_dir = work / "run" / "level_1" / "assignments" / "_delta_log"
+    commits = sorted(log_dir.glob("*.json"))
+    pipeline.run(cfg, spark, fresh=True)
+    assert sorted(log_dir.glob("*.json")) == commits
 
 
 def test_update_parquet_by_anti_join(spark, parquet_base):

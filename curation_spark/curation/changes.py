@@ -41,8 +41,8 @@ _PRIORITY = {"insert": 2, "update_postimage": 2, "delete": 1, "update_preimage":
 @dataclass
 class InputChanges:
     """The rows to assign (``added``: the input's own columns, the id and embedding ones at
-    least) and the assigned ids to drop (``dropped``: ``point_id``), persisted; call
-    :meth:`release` when done."""
+    least) and the assigned ids to drop (``dropped``: ``point_id, cluster_id``), persisted;
+    call :meth:`release` when done."""
 
     added: "DataFrame"
     dropped: "DataFrame"
@@ -65,8 +65,8 @@ class InputChanges:
 
 def find_changes(spark: "SparkSession", cfg: "InputConfig", raw: "DataFrame", assigned: "DataFrame",
                  n_assigned: int, from_version: int | None, to_version: int | None) -> InputChanges:
-    """The input's changes since the run's level-1 assignments (``assigned``: ``point_id``
-    frame of ``n_assigned`` rows), through the change data feed when it covers
+    """The input's changes since the run's level-1 assignments (``assigned``: ``point_id,
+    cluster_id`` frame of ``n_assigned`` rows), through the change data feed when it covers
     ``from_version`` -> ``to_version``, else by an anti-join on ids."""
     n_input = raw.count()  # Delta: from the log's statistics; Parquet: the footers
     if from_version is not None and to_version is not None:
@@ -143,7 +143,7 @@ def _by_anti_join(raw: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n
 
     ids = raw.select(F.col(cfg.id_col).alias(POINT_ID))
     dropped = assigned.join(ids, POINT_ID, "left_anti").persist(StorageLevel.MEMORY_AND_DISK)
-    new_ids = ids.join(assigned, POINT_ID, "left_anti").withColumnRenamed(POINT_ID, cfg.id_col)
+    new_ids = ids.join(assigned.select(POINT_ID), POINT_ID, "left_anti").withColumnRenamed(POINT_ID, cfg.id_col)
     added = raw.join(new_ids, cfg.id_col, "left_semi").persist(StorageLevel.MEMORY_AND_DISK)
     n_added, n_dropped = added.count(), dropped.count()
     return InputChanges(added, dropped, n_added, n_dropped, 0, ANTI_JOIN, n_input, n_input)

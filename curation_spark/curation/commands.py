@@ -112,9 +112,12 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
     pass of its own: the schema, row count and dimension are checked up front, the values
     (null or repeated ids, null or wrong-sized embeddings, NaN/Inf) while level 1 loads its
     blocks, with the same one-line errors before any iteration or table write. ``raw``: the
-    input frame if the caller already read it (``run`` does). ``fresh``: discard whatever
-    the run folder holds, even a finished run of this config (the scheduled full
-    re-cluster of a folder that ``update`` keeps current).
+    input frame if the caller already read it (``run`` does). ``fresh``: cluster from
+    scratch when the folder's hierarchy was fit to another state of the input (it has
+    updates, or the input changed): the scheduled full re-cluster of a folder ``update``
+    keeps current. A run of this very input is resumed instead (the k-means is
+    deterministic: starting again would give the same tables), so a failed weekly run
+    still resumes.
     """
     started = time.perf_counter()
     spark = session_for(config, spark)
@@ -140,8 +143,8 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
         dedup_stage.check_normalisable(to_points(raw, config.input.id_col, config.input.embedding_col),
                                        stats.norm_min, config.input.embedding_col)
     run = RunFolder(spark, out, config.output.format)
-    if fresh and run.load() is not None:
-        log.warning("--fresh: deleting the run in %s to cluster from scratch", out)
+    if fresh and (why := _refit_reason(run, identity)):
+        log.warning("--fresh: deleting the run in %s to cluster from scratch (%s)", out, why)
         paths.delete(spark, out)
     run.open_for(config, overwrite, identity)
     points = to_points(raw, config.input.id_col, config.input.embedding_col)
@@ -153,6 +156,19 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
     spark.sparkContext.setJobDescription(None)
     return RunSummary(out, stats, levels, seconds=time.perf_counter() - started, run=run, distance=distance,
                       dedup=run.metadata.dedup if run.metadata is not None else None)
+
+
+def _refit_reason(run: RunFolder, identity: InputIdentity) -> str:
+    """Why ``--fresh`` discards the folder's run ("" to resume it)."""
+    from curation_spark.io.runfolder import input_changes
+
+    meta = run.load()
+    if meta is None:
+        return ""
+    if meta.updates or meta.pending_update is not None:
+        return f"its hierarchy was fit before {len(meta.updates) + (meta.pending_update is not None)} update(s)"
+    changed = input_changes(dataclasses.asdict(meta.input), dataclasses.asdict(identity))
+    return f"the input changed: {changed}" if changed else ""
 
 
 def dedup(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> DedupSummary:

@@ -165,7 +165,7 @@ def _summary(params: SamplingParams, total: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- in the driver
 
 
-def _collect_centroids(run: RunFolder, n_levels: int) -> dict[int, dict[str, np.ndarray]]:
+def centroid_sizes(run: RunFolder, n_levels: int) -> dict[int, dict[str, np.ndarray]]:
     """``cluster_id``, ``size``, ``flat_size`` and ``parent_id`` of every level's centroids
     table in one Spark job (a union), as int64 arrays ordered by ``cluster_id`` per level; a
     null ``parent_id`` below the top level is refused as in :func:`child_targets`."""
@@ -212,7 +212,7 @@ def hierarchy_targets(run: RunFolder, n_levels: int, params: SamplingParams) -> 
     sibling order (``cluster_id``) and the same generators (``seeded_rng(seed, level)`` at
     the top, ``seeded_rng(seed, level, parent)`` below). Returns level 1's ``cluster_id``,
     ``size`` and ``target`` (ordered by ``cluster_id``) and the total."""
-    tables = _collect_centroids(run, n_levels)
+    tables = centroid_sizes(run, n_levels)
     top = tables[n_levels]
     targets = top_targets(top["flat_size"], n_levels, params)
     total = int(targets.sum())

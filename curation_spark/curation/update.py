@@ -9,12 +9,13 @@ again with its own settings. No centroid moves and old rows keep their clusters.
 Two phases make it atomic and resumable:
 
 1. **Stage** (all the work): the new assignments, the dropped ids, every level's new
-   centroids table and every refreshed curated table are written under ``_update/``.
+   sizes and every refreshed curated table are written under ``_update/``.
    Nothing the run's readers see changes; a failure here leaves the run exactly as it was
    and the next ``update`` starts the staging again.
 2. **Commit** (small): ``run.json`` records the staged update as ``pending_update``, then
    the live tables take the staged content (level-1 assignments: one Delta MERGE, or an
-   atomic rewrite for Parquet; centroids and curated tables: one overwrite each), then
+   atomic rewrite for Parquet; centroids tables with the staged sizes and curated tables:
+   one overwrite each), then
    ``run.json`` records the update as done and the staging folder goes. Every step is
    idempotent, so a failure inside the commit is finished by the next ``update``; until
    then ``sample`` and ``cluster`` refuse the run folder.
@@ -43,7 +44,7 @@ from curation_spark.io import paths
 from curation_spark.io.blocks import batches_to_block
 from curation_spark.io.run_metadata import DriftBaseline, DriftCheck, SampleSummary, UpdateSummary
 from curation_spark.io.runfolder import RunFolder, open_existing
-from curation_spark.io.tables import (EMBEDDING, POINT_ID, check_columns, quick_stats, read_input, read_table,
+from curation_spark.io.tables import (EMBEDDING, POINT_ID, check_columns, read_input, read_table,
                                       to_points, validate_embeddings, write_table)
 from curation_spark.method import kernels
 
@@ -87,8 +88,8 @@ def update(config: "Config", spark: "SparkSession | None" = None) -> UpdateResul
     stats1 = run.level_stats(1)
     assert stats1 is not None
     t0 = time.perf_counter()
-    changes = find_changes(spark, config.input, raw, run.read_assignments(1).select(POINT_ID), stats1.n_points,
-                           from_version, to_version)
+    changes = find_changes(spark, config.input, raw, run.read_assignments(1).select(POINT_ID, "cluster_id"),
+                           stats1.n_points, from_version, to_version)
     found_in = time.perf_counter() - t0
     log.info("update: %d rows to assign, %d to drop (%d rewritten in place) by %s; %d input rows read (%.1f s)",
              changes.n_added, changes.n_dropped, changes.n_changed, changes.method, changes.rows_read, found_in)
@@ -164,11 +165,23 @@ def check_same_schema(run: RunFolder, raw: "DataFrame", config: "Config") -> Non
     if id_now != id_then:
         raise InputError(f"input.id_col: column {cfg.id_col!r} is {id_now} now but was {id_then} when the run in "
                          f"{run.path} was made; re-cluster with `curation-spark run --overwrite`")
-    dim = quick_stats(raw, cfg.id_col, cfg.embedding_col).dim
-    if meta.input.dim is not None and dim != meta.input.dim:
+    dim = first_dimension(raw, cfg.embedding_col)
+    if meta.input.dim is not None and dim is not None and dim != meta.input.dim:
         raise InputError(f"input.embedding_col: column {cfg.embedding_col!r} has dimension {dim} now but "
                          f"{meta.input.dim} when the run in {run.path} was made; the hierarchy cannot take these "
                          "rows: re-cluster with `curation-spark run --overwrite`")
+
+
+def first_dimension(raw: "DataFrame", embedding_col: str) -> int | None:
+    """The size of the first non-null embedding (one row read; every new row's size is
+    checked by the validation of the new rows)."""
+    from pyspark.sql import functions as F
+
+    from curation_spark.io.tables import embedding_array_column
+
+    first = (raw.select(embedding_array_column(raw, embedding_col).alias("_e")).where(F.col("_e").isNotNull())
+             .select(F.size("_e").alias("d")).head(1))
+    return int(first[0]["d"]) if first else None
 
 
 # --------------------------------------------------------------------------- stage
@@ -272,37 +285,60 @@ def assign_new_rows(run: RunFolder, points: "DataFrame", target: str) -> None:
 
 
 def stage_centroids(run: RunFolder, n_levels: int, added: "DataFrame", dropped: "DataFrame", n_points: int) -> None:
-    """Every level's centroids table with ``size`` (level 1) and ``flat_size`` (all levels)
-    moved by the rows added and dropped below each cluster; K-row Spark joins, nothing
-    collected. Checked to add up to ``n_points`` before anything is committed."""
+    """Every level's new ``size`` (level 1) and ``flat_size`` (all levels), moved by the
+    rows added and dropped below each cluster, staged as one small table ``sizes``
+    (``level, cluster_id, size, flat_size``; the centroids themselves never change). The
+    counts are O(K) numbers computed in the driver (one job for the rows per level-1
+    cluster, one for every level's sizes and parents) and checked to add up to
+    ``n_points`` before anything is written."""
+    import pyarrow as pa
     from pyspark.sql import functions as F
 
-    live = run.read_assignments(1)
-    plus = added.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("_plus"))
-    minus = (live.join(dropped, POINT_ID, "left_semi").groupBy("cluster_id")
-             .agg(F.count(F.lit(1)).alias("_minus")))
-    delta = (plus.join(minus, "cluster_id", "full_outer")
-             .select("cluster_id", (F.coalesce("_plus", F.lit(0)) - F.coalesce("_minus", F.lit(0))).alias("_delta"))
-             .localCheckpoint())
-    columns = ["cluster_id", "centroid", "size", "flat_size", "parent_id"]
+    moves = (added.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("n")).select("cluster_id", "n")
+             .unionByName(dropped.groupBy("cluster_id").agg((-F.count(F.lit(1))).alias("n")))
+             .groupBy("cluster_id").agg(F.sum("n").alias("n")).toArrow())
+    levels = sampling.centroid_sizes(run, n_levels)
+    delta = _per_cluster(levels[1]["cluster_id"], moves.column("cluster_id").to_numpy(), moves.column("n").to_numpy(),
+                         f"{run.assignments_path(1)} / {run.centroids_path(1)}")
+    parts = []
     for level in range(1, n_levels + 1):
-        cents = run.read_centroids(level)
-        moved = F.coalesce(F.col("_delta"), F.lit(0))
-        size = (F.col("size") + moved) if level == 1 else F.col("size")
-        new = cents.join(delta, "cluster_id", "left").select(
-            "cluster_id", "centroid", size.cast("long").alias("size"),
-            (F.col("flat_size") + moved).cast("long").alias("flat_size"), "parent_id").select(*columns)
-        write_table(new, staged(run, f"level_{level}_centroids"), run.format)
-        if level < n_levels:  # the next level's clusters move by their children's sum
-            delta = (cents.join(delta, "cluster_id").groupBy(F.col("parent_id").alias("cluster_id"))
-                     .agg(F.sum("_delta").alias("_delta")).localCheckpoint())
-    for level in range(1, n_levels + 1):
-        sums = read_table(run.spark, staged(run, f"level_{level}_centroids"), run.format).agg(
-            F.sum("flat_size").alias("flat"), F.sum("size").alias("size"), F.min("size").alias("min")).first()
-        if int(sums["flat"]) != n_points or (level == 1 and int(sums["size"]) != n_points) or int(sums["min"]) < 0:
-            raise CurationError(f"update: level {level}'s sizes would not add up to {n_points} points "
-                                f"(flat_size {sums['flat']}, size {sums['size']}, smallest {sums['min']}); nothing "
-                                "was committed")
+        current = levels[level]
+        size = current["size"] + delta if level == 1 else current["size"]
+        flat = current["flat_size"] + delta
+        if int(flat.sum()) != n_points or (level == 1 and int(size.sum()) != n_points) or \
+                (len(flat) and int(min(flat.min(), size.min())) < 0):
+            raise CurationError(f"update: level {level}'s sizes would not add up to {n_points} points (flat_size "
+                                f"{int(flat.sum())}, size {int(size.sum())}); nothing was committed")
+        parts.append(pa.table({"level": pa.array(np.full(len(size), level), pa.int32()),
+                               "cluster_id": pa.array(current["cluster_id"], pa.int32()),
+                               "size": pa.array(size, pa.int64()), "flat_size": pa.array(flat, pa.int64())}))
+        if level < n_levels:  # a cluster of the next level moves by the sum of its children's moves
+            upper = levels[level + 1]["cluster_id"]
+            pos = np.searchsorted(upper, current["parent_id"])
+            delta = np.bincount(pos, weights=delta, minlength=len(upper)).astype(np.int64)
+    write_table(run.spark.createDataFrame(pa.concat_tables(parts)), staged(run, "sizes"), run.format)
+
+
+def centroids_with_staged_sizes(run: RunFolder, level: int) -> "DataFrame":
+    """Level ``level``'s live centroids table with the staged ``size`` / ``flat_size``."""
+    from pyspark.sql import functions as F
+
+    sizes = read_table(run.spark, staged(run, "sizes"), run.format).where(F.col("level") == level).drop("level")
+    live = RunFolder.read_centroids(run, level)  # the live table, also for a StagedRun
+    return live.drop("size", "flat_size").join(sizes, "cluster_id").select(*live.columns)
+
+
+def _per_cluster(cluster_ids: np.ndarray, ids: np.ndarray, values: np.ndarray, where: str) -> np.ndarray:
+    """``values`` by ``ids`` spread over ``cluster_ids`` (sorted), zero elsewhere."""
+    out = np.zeros(len(cluster_ids), dtype=np.int64)
+    if len(ids):
+        pos = np.searchsorted(cluster_ids, ids)
+        known = (pos < len(cluster_ids)) & (cluster_ids[np.minimum(pos, len(cluster_ids) - 1)] == ids)
+        if not known.all():
+            raise CurationError(f"{where}: assignments name clusters the centroids table does not have; "
+                                "the run folder is damaged")
+        np.add.at(out, pos, values.astype(np.int64))
+    return out
 
 
 def drift_baseline(assignments: "DataFrame") -> DriftBaseline:
@@ -341,12 +377,12 @@ class StagedRun(RunFolder):
         self._added, self._dropped = added, dropped
 
     def read_centroids(self, level: int) -> "DataFrame":
-        return read_table(self.spark, staged(self, f"level_{level}_centroids"), self.format)
+        return centroids_with_staged_sizes(self, level)
 
     def read_assignments(self, level: int) -> "DataFrame":
         if level != 1:
             raise CurationError("update: only level 1's assignments change")
-        kept = super().read_assignments(1).join(self._dropped, POINT_ID, "left_anti")
+        kept = super().read_assignments(1).join(self._dropped.select(POINT_ID), POINT_ID, "left_anti")
         return kept.unionByName(self._added)
 
 
@@ -379,9 +415,8 @@ def commit(run: RunFolder, summary: UpdateSummary) -> None:
                             "with `curation-spark run --overwrite`")
     commit_assignments(run)
     n_levels = meta.config.clustering.n_levels
-    for level in range(1, n_levels + 1):
-        write_table(read_table(spark, staged(run, f"level_{level}_centroids"), run.format),
-                    run.centroids_path(level), run.format)
+    for level in range(1, n_levels + 1):  # (Delta reads the version it overwrites; Parquet goes via a sibling)
+        write_table(centroids_with_staged_sizes(run, level), run.centroids_path(level), run.format)
     for name in summary.samples:
         recorded = meta.samples[name]
         write_table(read_table(spark, staged(run, f"samples/{name}"), run.format), recorded.path, run.format)
