@@ -53,7 +53,7 @@ def config(input_path: Path, run_path: Path):
 def balance(spark, run_path: Path, input_path: Path, n_labels: int) -> float:
     curated = spark.read.format("delta").load(str(run_path / "curated"))
     labels = spark.read.format("delta").load(str(input_path)).select("id", "label")
-    rows = curated.join(labels, "id").select("label").toArrow().column("label").to_numpy()
+    rows = curated.select("id").join(labels, "id").select("label").toArrow().column("label").to_numpy()
     return round(float(label_entropy(rows, n_labels)), 4)
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CHANGE_FEED = "change-data-feed"
 ANTI_JOIN = "anti-join"
+SAME_VERSION = "same Delta version"
 #: Change types that leave a row behind, and their priority within one commit.
 _PRIORITY = {"insert": 2, "update_postimage": 2, "delete": 1, "update_preimage": 0}
 
@@ -69,6 +70,9 @@ def find_changes(spark: "SparkSession", cfg: "InputConfig", raw: "DataFrame", as
     cluster_id`` frame of ``n_assigned`` rows), through the change data feed when it covers
     ``from_version`` -> ``to_version``, else by an anti-join on ids."""
     n_input = raw.count()  # Delta: from the log's statistics; Parquet: the footers
+    if from_version is not None and from_version == to_version and n_input == n_assigned:
+        # The Delta version the run recorded: no commit since, nothing to read.
+        return InputChanges(raw.limit(0), assigned.limit(0), 0, 0, 0, SAME_VERSION, 0, n_input)
     if from_version is not None and to_version is not None:
         feed = _change_feed(spark, cfg, from_version, to_version)
         if feed is not None:
