@@ -278,3 +278,19 @@ def test_update_refuses_changed_inputs(spark, delta_base):
     with pytest.raises(InputError, match="is string now but was bigint"):
         pipeline.update(cfg, spark)
     assert json.loads((work / "run" / "run.json").read_text())["updates"] == []
+
+
+def test_drift_flags_new_rows_beyond_the_fits_tail(spark):
+    from curation_spark.io.run_metadata import DriftBaseline
+
+    fit = spark.createDataFrame([(i, 0, float(i)) for i in range(1, 101)], "point_id long, cluster_id int, distance float")
+    base = update_mod.drift_baseline(fit)
+    assert (base.rows, base.mean_distance) == (100, 50.5) and base.p99_distance == 99.0
+    baseline = DriftBaseline(rows=1000, mean_distance=1.0, p99_distance=2.0)
+    new = spark.createDataFrame([(i, 0, 1.0 if i < 90 else 3.0) for i in range(100)],
+                                "point_id long, cluster_id int, distance float")
+    drift = update_mod.drift_check(new, baseline, threshold=0.05)
+    assert drift.new_rows == 100 and drift.share_beyond_p99 == pytest.approx(0.10) and drift.recluster_due
+    assert drift.mean_ratio == pytest.approx(1.2)
+    calm = update_mod.drift_check(new.where("distance < 2"), baseline, threshold=0.05)
+    assert calm.share_beyond_p99 == 0 and not calm.recluster_due
