@@ -268,6 +268,9 @@ def test_update_refuses_changed_inputs(spark, delta_base):
     cfg = config_for(work / "input", work / "run")
     with pytest.raises(ConfigError, match="different config"):
         pipeline.update(config_for(work / "input", work / "run", ("clustering.n_iters=6",)), spark)
+    spark.createDataFrame(mixture_rows(5, 6)).write.format("delta").mode("append").save(str(work / "input"))
+    with pytest.raises(InputError, match="'id' values are repeated"):  # id 5 again
+        pipeline.update(cfg, spark)
     other = mixture_rows(0, 10, dim=4)
     spark.createDataFrame(other).write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
         .save(str(work / "input"))

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from curation_spark.config import UNIT_NORM_TOLERANCE
 from curation_spark.curation import hierarchy, sampling
 from curation_spark.curation.changes import InputChanges, find_changes
 from curation_spark.engine import kmeans
@@ -215,7 +216,8 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
             raise InputError(f"input.embedding_col: new rows have dimension {new_stats.dim}, the run "
                              f"{meta.input.dim}")
         if meta.distance == "cosine" and meta.config.clustering.distance == "auto" and new_stats.norm_min is not None \
-                and not (abs(new_stats.norm_min - 1) <= 0.01 and abs(new_stats.norm_max - 1) <= 0.01):
+                and not (abs(new_stats.norm_min - 1) <= UNIT_NORM_TOLERANCE
+                         and abs(new_stats.norm_max - 1) <= UNIT_NORM_TOLERANCE):
             log.warning("update: the run chose cosine for unit-norm embeddings, but the new rows' norms span "
                         "%.4f..%.4f; they are assigned by cosine all the same", new_stats.norm_min,
                         new_stats.norm_max)
@@ -243,7 +245,7 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
     if drift.recluster_due:
         log.warning("update: %.2f %% of the new rows lie beyond the fit's 99th-percentile distance (threshold "
                     "update.drift_threshold = %.2f %%): the hierarchy no longer covers the input well, a full "
-                    "re-cluster (`curation-spark run --overwrite`) is due", 100 * drift.share_beyond_p99,
+                    "re-cluster (`curation-spark run --fresh`) is due", 100 * drift.share_beyond_p99,
                     100 * drift.threshold)
 
     t = time.perf_counter()
