@@ -38,6 +38,16 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set clustering.n_iters=20 (repeatable)")
 
 
+def _add_run_folder_flags(p: argparse.ArgumentParser, fresh: bool = False) -> None:
+    """``--overwrite`` (every command that opens a run folder for writing), ``--fresh``
+    (the commands that cluster)."""
+    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
+    if fresh:
+        p.add_argument("--fresh", action="store_true", help="cluster from scratch if the folder's run was fit to an "
+                       "older input (it has updates, or the input changed): the scheduled full re-cluster of a folder "
+                       "`update` keeps current; a run of this very input resumes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curation-spark", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,17 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "similarity) under output.path. `cluster` / `run` with a dedup section build the "
                                    "hierarchy on the kept points.")
     _add_config_args(p)
-    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
+    _add_run_folder_flags(p)
 
     p = sub.add_parser("cluster", help="build (or resume) the hierarchical k-means in output.path",
                        description="Hierarchical k-means with resampling; writes level_<l>/centroids and "
                                    "level_<l>/assignments under output.path. Re-running resumes after the last "
                                    "completed level.")
     _add_config_args(p)
-    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
-    p.add_argument("--fresh", action="store_true", help="cluster from scratch if the folder's run was fit to an "
-                   "older input (it has updates, or the input changed): the scheduled full re-cluster of a folder "
-                   "`update` keeps current; a run of this very input resumes")
+    _add_run_folder_flags(p, fresh=True)
 
     p = sub.add_parser("sample", help="balanced sampling over an existing hierarchy (no re-clustering)",
                        description="Hierarchical balanced sampling over the hierarchy in --run; writes a new table "
@@ -98,10 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="cluster, then sample: the whole pipeline",
                        description="Cluster (or resume) and write the curated table (sampling.table_name).")
     _add_config_args(p)
-    p.add_argument("--overwrite", action="store_true", help="replace a run folder made with a different config")
-    p.add_argument("--fresh", action="store_true", help="cluster from scratch if the folder's run was fit to an "
-                   "older input (it has updates, or the input changed): the scheduled full re-cluster of a folder "
-                   "`update` keeps current; a run of this very input resumes")
+    _add_run_folder_flags(p, fresh=True)
 
     p = sub.add_parser("update", help="bring a finished run up to date with its grown (or shrunk) input",
                        description="Assign the input's new rows to the existing hierarchy (nearest level-1 centroid, "

@@ -53,6 +53,7 @@ DEFAULT_OVERRIDES = ("clustering.n_levels=2; clustering.n_clusters=[1000,100]; c
 
 
 def default_run_path() -> str:
+    """The run folder the notebooks write and read unless the ``run`` widget says otherwise."""
     return "/Volumes/main/default/curation/runs/notebook" if on_databricks() else "runs/notebook"
 
 

@@ -23,12 +23,11 @@
 
 # COMMAND ----------
 
-from curation_spark.notebook import on_databricks, param, show
+from curation_spark.notebook import default_run_path, on_databricks, param, show
 
 ON_DATABRICKS = on_databricks()
-DEFAULT_RUN = "/Volumes/main/default/curation/runs/notebook" if ON_DATABRICKS else "runs/notebook"
 
-run_path = param("run", "CURATION_RUN", DEFAULT_RUN).strip()
+run_path = param("run", "CURATION_RUN", default_run_path()).strip()
 target_size = int(param("target_size", "CURATION_TARGET_SIZE", "1000"))
 multiplier = int(param("multiplier", "CURATION_MULTIPLIER", "1"))
 strategy = param("strategy", "CURATION_STRATEGY", "r", ["r", "c"]).strip()

@@ -20,12 +20,11 @@
 
 import os
 
-from curation_spark.notebook import on_databricks, param, show
+from curation_spark.notebook import default_run_path, on_databricks, param, show
 
 ON_DATABRICKS = on_databricks()
-DEFAULT_RUN = "/Volumes/main/default/curation/runs/notebook" if ON_DATABRICKS else "runs/notebook"
 
-run_path = param("run", "CURATION_RUN", DEFAULT_RUN).strip()
+run_path = param("run", "CURATION_RUN", default_run_path()).strip()
 table = param("table", "CURATION_TABLE", "").strip() or None
 report_dir = param("report_dir", "CURATION_REPORT_DIR", "").strip() or None
 

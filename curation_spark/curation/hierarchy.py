@@ -57,10 +57,16 @@ def level_points(run: RunFolder, level: int, base_points: "DataFrame") -> "DataF
     state a resume starts from, and it is small (K x D)."""
     if level == 1:
         return base_points
+    return centroid_points(run, level - 1)
+
+
+def centroid_points(run: RunFolder, level: int) -> "DataFrame":
+    """Level ``level``'s centroids as a ``point_id, embedding`` frame (``point_id`` = the
+    cluster id): what level ``level + 1`` clusters and what ``update`` assigns to."""
     from pyspark.sql import functions as F
 
-    prev = read_table(run.spark, run.centroids_path(level - 1), run.format)
-    return prev.select(F.col("cluster_id").cast("long").alias(POINT_ID), F.col("centroid").alias(EMBEDDING))
+    return run.read_centroids(level).select(F.col("cluster_id").cast("long").alias(POINT_ID),
+                                            F.col("centroid").alias(EMBEDDING))
 
 
 def level_params(cfg: "ClusteringConfig", level: int, k: int, seed_offset: int = 0) -> KMeansParams:
@@ -453,8 +459,7 @@ def _write_level(run: RunFolder, level: int, assignments: "DataFrame", cents_df:
     if level == 1:
         cents_df = cents_df.withColumn("flat_size", F.col("size"))
     else:
-        prev = read_table(spark, run.centroids_path(level - 1), run.format).select(
-            F.col("cluster_id").cast("long").alias(POINT_ID), "flat_size")
+        prev = run.read_centroids(level - 1).select(F.col("cluster_id").cast("long").alias(POINT_ID), "flat_size")
         flat = assignments.join(prev, POINT_ID).groupBy("cluster_id").agg(F.sum("flat_size").alias("flat_size"))
         cents_df = cents_df.join(flat, "cluster_id", "left").fillna(0, ["flat_size"])
     cents_df = cents_df.select(F.col("cluster_id").cast("int"), F.col("centroid").cast("array<float>"),
@@ -476,7 +481,7 @@ def fill_parents(run: RunFolder, level: int) -> None:
     from pyspark.sql import functions as F
 
     spark = run.spark
-    parents = read_table(spark, run.assignments_path(level), run.format).select(
+    parents = run.read_assignments(level).select(
         F.col(POINT_ID).cast("int").alias("child_id"), F.col("cluster_id").alias("new_parent"))
     target = run.centroids_path(level - 1)
     if run.format == "delta":

@@ -45,7 +45,7 @@ from curation_spark.io import paths
 from curation_spark.io.blocks import batches_to_block
 from curation_spark.io.run_metadata import DriftBaseline, DriftCheck, SampleSummary, UpdateSummary
 from curation_spark.io.runfolder import RunFolder, open_existing
-from curation_spark.io.tables import (EMBEDDING, POINT_ID, check_columns, read_input, read_table,
+from curation_spark.io.tables import (POINT_ID, check_columns, read_input, read_table,
                                       to_points, validate_embeddings, write_table)
 from curation_spark.method import kernels
 
@@ -112,9 +112,7 @@ def update(config: "Config", spark: "SparkSession | None" = None) -> UpdateResul
     summary.seconds = round(time.perf_counter() - started, 1)
     meta.pending_update = summary
     run.save()  # the commit starts: from here on the next `update` finishes it
-    commit(run, summary)
-    summary.seconds = round(time.perf_counter() - started, 1)
-    run.save()
+    commit(run, summary, started)
     return UpdateResult(run.path, summary, describe(summary))
 
 
@@ -263,11 +261,7 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
 def level_one_centroids(run: RunFolder, dim: int) -> np.ndarray:
     """Level 1's centroids as a (K, D) float32 array in ``cluster_id`` order (K x D to the
     driver, as the k-means itself holds them)."""
-    from pyspark.sql import functions as F
-
-    table = run.read_centroids(1).select(F.col("cluster_id").alias(POINT_ID),
-                                         F.col("centroid").alias(EMBEDDING)).toArrow()
-    ids, c = batches_to_block(table.to_batches(), dim)
+    ids, c = batches_to_block(hierarchy.centroid_points(run, 1).toArrow().to_batches(), dim)
     if not np.array_equal(ids.to_numpy(), np.arange(len(c))):
         raise CurationError(f"{run.centroids_path(1)}: cluster ids are not 0..{len(c) - 1}; the run folder is damaged")
     return c
@@ -405,9 +399,11 @@ def stage_sample(view: StagedRun, name: str, recorded: SampleSummary, raw: "Data
 # --------------------------------------------------------------------------- commit
 
 
-def commit(run: RunFolder, summary: UpdateSummary) -> None:
+def commit(run: RunFolder, summary: UpdateSummary, started: float | None = None) -> None:
     """Move the staged tables into place and record the update (idempotent: a commit that
-    was interrupted is finished by running this again)."""
+    was interrupted is finished by running this again). ``started``: the update's
+    ``perf_counter`` start, for its total seconds (a finished interrupted commit keeps the
+    seconds the staging recorded)."""
     spark = run.spark
     meta = run.metadata
     assert meta is not None
@@ -431,6 +427,8 @@ def commit(run: RunFolder, summary: UpdateSummary) -> None:
     meta.input.n_rows, meta.input.delta_version = summary.n_points, summary.to_version
     summary.phases["commit"] = round(summary.phases.get("commit", 0.0) + time.perf_counter() - t, 1)
     summary.status = "complete"
+    if started is not None:
+        summary.seconds = round(time.perf_counter() - started, 1)
     meta.updates.append(summary)
     meta.pending_update = None
     run.save()

@@ -249,13 +249,11 @@ class RunMetadata:
             levels=levels,
             samples={str(name): _typed(SampleSummary, value, f"{source}: samples.{name}")
                      for name, value in samples_raw.items()},
-            dedup=_typed(DedupSummary, data["dedup"], f"{source}: dedup") if data.get("dedup") is not None else None,
+            dedup=_check(data.get("dedup"), DedupSummary | None, f"{source}: dedup"),
             updates=[_typed(UpdateSummary, value, f"{source}: updates.{i}")
                      for i, value in enumerate(_sequence(data.get("updates") or [], f"{source}: updates"))],
-            pending_update=(_typed(UpdateSummary, data["pending_update"], f"{source}: pending_update")
-                            if data.get("pending_update") is not None else None),
-            drift_baseline=(_typed(DriftBaseline, data["drift_baseline"], f"{source}: drift_baseline")
-                            if data.get("drift_baseline") is not None else None),
+            pending_update=_check(data.get("pending_update"), UpdateSummary | None, f"{source}: pending_update"),
+            drift_baseline=_check(data.get("drift_baseline"), DriftBaseline | None, f"{source}: drift_baseline"),
             updated=_check(data.get("updated"), str | None, f"{source}: updated"),
             extra={k: v for k, v in data.items() if k not in known},
         )

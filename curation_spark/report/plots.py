@@ -603,6 +603,7 @@ def _gini(sizes: np.ndarray) -> float:
 
     return float(size_stats(np.asarray(sizes))["gini"])
 
+
 def plot_dedup(edges: np.ndarray, counts: np.ndarray, threshold: float, removed: int, points_in: int) -> "Figure":
     """How close the removed near-duplicates were to the point kept for them."""
     fig, axes = _figure(1, 1, 6.0, 3.6)
