@@ -2,6 +2,8 @@
 on the toy rings, keep_columns from Parquet and Delta inputs."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -139,14 +141,19 @@ def test_in_process_sampling_equals_the_spark_path(spark, small_runs, kind, targ
     assert sampling.in_process_decision(run, params)
     assert not sampling.in_process_decision(run, sampling.SamplingParams(target, multiplier, strategy, seed,
                                                                          in_process_max_points=0))
-    on_spark, summary_spark = sampling.curate_on_spark(run, 3, params)
+    grouped_params = dataclasses.replace(params, driver_targets_max_clusters=0)
+    assert sampling.driver_targets_decision(run, params)
+    assert not sampling.driver_targets_decision(run, grouped_params)
+    on_spark, summary_spark = sampling.curate_on_spark(run, 3, grouped_params)  # applyInPandas per level
+    driver_targets, summary_targets = sampling.curate_on_spark(run, 3, params)  # targets from the driver
     in_driver, summary_driver = sampling.curate_in_process(run, 3, params)
-    assert in_driver.schema == on_spark.schema
-    assert summary_driver == summary_spark
+    assert in_driver.schema == on_spark.schema == driver_targets.schema
+    assert summary_driver == summary_spark == summary_targets
     rows_spark = sorted(tuple(r) for r in on_spark.collect())
     rows_driver = sorted(tuple(r) for r in in_driver.collect())
     assert len(rows_spark) == min(target, 2 * 1000 if multiplier == 2 else 1000)
     assert rows_driver == rows_spark
+    assert sorted(tuple(r) for r in driver_targets.collect()) == rows_spark
     # curate() takes the driver path here and the Spark path when told to
     assert sorted(tuple(r) for r in sampling.curate(run, 3, params)[0].collect()) == rows_spark
 
@@ -169,6 +176,8 @@ def test_both_paths_refuse_a_hierarchy_without_parents(spark, small_runs, tmp_di
                 df = df.withColumn("parent_id", F.lit(None).cast("int"))
             write_table(df, f"{broken.path}/level_{level}/{table}", run.format)
     params = sampling.SamplingParams(100)
-    for curate in (sampling.curate_in_process, sampling.curate_on_spark):
+    grouped = sampling.SamplingParams(100, driver_targets_max_clusters=0)
+    for curate, p in ((sampling.curate_in_process, params), (sampling.curate_on_spark, params),
+                      (sampling.curate_on_spark, grouped)):
         with pytest.raises(ConfigError, match="without parent_id"):
-            curate(broken, 2, params)
+            curate(broken, 2, p)

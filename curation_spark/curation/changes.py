@@ -54,14 +54,16 @@ class InputChanges:
     method: str
     rows_read: int
     n_input_rows: int
+    #: The persisted frames ``added`` and ``dropped`` are read from (default: themselves).
+    cached: list["DataFrame"] | None = None
 
     @property
     def empty(self) -> bool:
         return self.n_added == 0 and self.n_dropped == 0
 
     def release(self) -> None:
-        self.added.unpersist()
-        self.dropped.unpersist()
+        for frame in self.cached if self.cached is not None else [self.added, self.dropped]:
+            frame.unpersist()
 
 
 def find_changes(spark: "SparkSession", cfg: "InputConfig", raw: "DataFrame", assigned: "DataFrame",
@@ -120,25 +122,30 @@ def _change_feed(spark: "SparkSession", cfg: "InputConfig", from_version: int,
 
 
 def _from_feed(feed: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n_input: int) -> InputChanges:
+    """Two passes: the feed once (each id's last change, with the rows it had in the feed),
+    then the assigned ids it touched (dropped, and how many of them come back)."""
     from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     priority = F.create_map(*[x for kind, p in _PRIORITY.items() for x in (F.lit(kind), F.lit(p))])
-    feed = feed.withColumn("_priority", priority[F.col("_change_type")]).persist(StorageLevel.MEMORY_AND_DISK)
-    rows_read = feed.count()
-    last = Window.partitionBy(cfg.id_col).orderBy(F.col("_commit_version").desc(), F.col("_priority").desc())
-    final = feed.withColumn("_rank", F.row_number().over(last)).where(F.col("_rank") == 1)
-    columns = [c for c in feed.columns if c not in ("_change_type", "_commit_version", "_commit_timestamp",
-                                                    "_priority")]
-    added = (final.where(F.col("_priority") == 2).select(*columns)
-             .persist(StorageLevel.MEMORY_AND_DISK))
-    touched = feed.select(F.col(cfg.id_col).alias(POINT_ID)).distinct()
-    dropped = assigned.join(touched, POINT_ID, "left_semi").persist(StorageLevel.MEMORY_AND_DISK)
-    n_added, n_dropped = added.count(), dropped.count()
-    n_changed = dropped.join(added.select(F.col(cfg.id_col).alias(POINT_ID)), POINT_ID, "left_semi").count()
-    feed.unpersist()
-    return InputChanges(added, dropped, n_added, n_dropped, n_changed, CHANGE_FEED, rows_read, n_input)
+    per_id = Window.partitionBy(cfg.id_col)
+    last = per_id.orderBy(F.col("_commit_version").desc(), F.col("_priority").desc())
+    columns = [c for c in feed.columns if c not in ("_change_type", "_commit_version", "_commit_timestamp")]
+    final = (feed.withColumn("_priority", priority[F.col("_change_type")])
+             .withColumn("_rows", F.count(F.lit(1)).over(per_id))
+             .withColumn("_rank", F.row_number().over(last)).where(F.col("_rank") == 1)
+             .select(*columns, "_priority", "_rows").persist(StorageLevel.MEMORY_AND_DISK))
+    counts = final.agg(F.sum("_rows").alias("read"),
+                       F.sum(F.when(F.col("_priority") == 2, 1).otherwise(0)).alias("added")).first()
+    rows_read, n_added = int(counts["read"] or 0), int(counts["added"] or 0)
+    added = final.where(F.col("_priority") == 2).select(*columns)
+    touched = final.select(F.col(cfg.id_col).alias(POINT_ID), (F.col("_priority") == 2).alias("_again"))
+    dropped = assigned.join(touched, POINT_ID).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = dropped.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("_again").cast("long")).alias("again")).first()
+    n_dropped, n_changed = int(counts["n"]), int(counts["again"] or 0)
+    return InputChanges(added, dropped.drop("_again"), n_added, n_dropped, n_changed, CHANGE_FEED, rows_read,
+                        n_input, cached=[final, dropped])
 
 
 def _by_anti_join(raw: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n_input: int) -> InputChanges:

@@ -15,6 +15,13 @@ default: the toy demo, small runs) are sampled in the driver instead
 collected once, with ``xxhash64(point_id, seed)`` computed *by Spark* in the same job,
 and the same water-filling calls (same generators, same order) and the same row ranking
 pick the same copies, without the dozens of small Spark jobs of the grouped path.
+
+Between the two, a hierarchy whose level 1 has at most
+``SamplingParams.driver_targets_max_clusters`` clusters (1M) but more points than the
+driver should hold gets its targets water-filled in the driver (O(K) numbers: the
+centroids tables' sizes) and only the level-1 selection on Spark; the grouped path, one
+``applyInPandas`` per level, is kept for level 1s of millions of clusters. All three give
+the same rows.
 """
 from __future__ import annotations
 
@@ -38,6 +45,12 @@ log = logging.getLogger(__name__)
 
 #: Level-1 hierarchies up to this many points are sampled in the driver (see the module doc).
 IN_PROCESS_MAX_POINTS = 1_000_000
+#: Level-1 hierarchies up to this many clusters get their targets water-filled in the driver.
+DRIVER_TARGETS_MAX_CLUSTERS = 1_000_000
+
+#: Every level's ``cluster_id``, ``size``, ``flat_size`` (and ``parent_id`` below the top),
+#: as :func:`centroid_sizes` returns them.
+LevelSizes = dict[int, dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,9 @@ class SamplingParams:
     seed: int = 0
     #: Sample in the driver when level 1 holds at most this many points (0: always on Spark).
     in_process_max_points: int = IN_PROCESS_MAX_POINTS
+    #: On Spark, water-fill the targets in the driver when level 1 has at most this many
+    #: clusters (0: always the grouped path).
+    driver_targets_max_clusters: int = DRIVER_TARGETS_MAX_CLUSTERS
 
 
 def top_level_targets(run: RunFolder, level: int, params: SamplingParams) -> tuple["DataFrame", int]:
@@ -87,13 +103,15 @@ def child_targets(run: RunFolder, level: int, parent_targets: "DataFrame", param
 
 def leaf_selection(run: RunFolder, leaf_targets: "DataFrame", params: SamplingParams) -> "DataFrame":
     """Per level-1 cluster: ``t // s`` copies of every point, one more for ``t % s`` points
-    ranked by distance (``c``) or a seeded hash (``r``); returns ``id, copy, cluster_id``."""
+    ranked by distance (``c``) or a seeded hash (``r``); returns ``id, copy, cluster_id``.
+    ``leaf_targets``: ``cluster_id, target`` (and ``size``, else read from the centroids)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     assign = run.read_assignments(1)
-    sizes = run.read_centroids(1).select("cluster_id", "size")
-    per_cluster = leaf_targets.join(sizes, "cluster_id").where(F.col("target") > 0).select(
+    if "size" not in leaf_targets.columns:
+        leaf_targets = leaf_targets.join(run.read_centroids(1).select("cluster_id", "size"), "cluster_id")
+    per_cluster = leaf_targets.where(F.col("target") > 0).select(
         "cluster_id",
         (F.col("target") / F.col("size")).cast("long").alias("_full"),
         (F.col("target") - (F.col("target") / F.col("size")).cast("long") * F.col("size")).alias("_rem"),
@@ -132,26 +150,52 @@ def in_process_decision(run: RunFolder, params: SamplingParams) -> bool:
     return n is not None and 0 < n <= params.in_process_max_points
 
 
-def curate(run: RunFolder, n_levels: int, params: SamplingParams) -> tuple["DataFrame", dict[str, Any]]:
+def curate(run: RunFolder, n_levels: int, params: SamplingParams,
+           sizes: LevelSizes | None = None) -> tuple["DataFrame", dict[str, Any]]:
     """Targets top-down, then the level-1 selection. Returns (selection, summary).
 
     In the driver (:func:`curate_in_process`) for small hierarchies, else as Spark jobs;
-    both give the same rows."""
+    all paths give the same rows. ``sizes``: every level's sizes when the caller holds
+    them already (``update`` computes them before any table has them), else read."""
     check_params(params)
     if in_process_decision(run, params):
-        return curate_in_process(run, n_levels, params)
-    return curate_on_spark(run, n_levels, params)
+        return curate_in_process(run, n_levels, params, sizes)
+    return curate_on_spark(run, n_levels, params, sizes)
 
 
-def curate_on_spark(run: RunFolder, n_levels: int, params: SamplingParams) -> tuple["DataFrame", dict[str, Any]]:
-    """:func:`curate` as Spark jobs (``applyInPandas`` per parent, windows at level 1)."""
+def driver_targets_decision(run: RunFolder, params: SamplingParams, sizes: LevelSizes | None = None) -> bool:
+    """Whether :func:`curate_on_spark` water-fills in the driver: level 1 has few enough clusters."""
+    if sizes is not None:
+        k = len(sizes[1]["cluster_id"])
+    else:
+        stats = run.level_stats(1)
+        k = stats.n_clusters if stats is not None else None
+    return k is not None and k <= params.driver_targets_max_clusters
+
+
+def curate_on_spark(run: RunFolder, n_levels: int, params: SamplingParams,
+                    sizes: LevelSizes | None = None) -> tuple["DataFrame", dict[str, Any]]:
+    """:func:`curate` as Spark jobs: the level-1 selection by windows, its targets from the
+    driver (:func:`hierarchy_targets`, up to ``driver_targets_max_clusters`` level-1
+    clusters) or ``applyInPandas`` per parent, level by level."""
+    import pyarrow as pa
+
     check_params(params)
     spark = run.spark
-    spark.sparkContext.setJobDescription(f"sampling · level {n_levels} targets")
-    targets, total = top_level_targets(run, n_levels, params)
-    for level in range(n_levels - 1, 0, -1):
-        spark.sparkContext.setJobDescription(f"sampling · level {level} targets")
-        targets = child_targets(run, level, targets, params).localCheckpoint()
+    if driver_targets_decision(run, params, sizes):
+        spark.sparkContext.setJobDescription(f"sampling · targets of {n_levels} level(s) (driver)")
+        leaf, total = hierarchy_targets(run, n_levels, params, sizes)
+        keep = leaf["target"] > 0
+        targets = spark.createDataFrame(pa.table({
+            "cluster_id": pa.array(leaf["cluster_id"][keep], pa.int32()),
+            "size": pa.array(leaf["size"][keep], pa.int64()),
+            "target": pa.array(leaf["target"][keep], pa.int64())}))
+    else:
+        spark.sparkContext.setJobDescription(f"sampling · level {n_levels} targets")
+        targets, total = top_level_targets(run, n_levels, params)
+        for level in range(n_levels - 1, 0, -1):
+            spark.sparkContext.setJobDescription(f"sampling · level {level} targets")
+            targets = child_targets(run, level, targets, params).localCheckpoint()
     spark.sparkContext.setJobDescription("sampling · level-1 selection")
     selection = leaf_selection(run, targets, params)
     return selection, _summary(params, total)
@@ -165,7 +209,7 @@ def _summary(params: SamplingParams, total: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- in the driver
 
 
-def centroid_sizes(run: RunFolder, n_levels: int) -> dict[int, dict[str, np.ndarray]]:
+def centroid_sizes(run: RunFolder, n_levels: int) -> LevelSizes:
     """``cluster_id``, ``size``, ``flat_size`` and ``parent_id`` of every level's centroids
     table in one Spark job (a union), as int64 arrays ordered by ``cluster_id`` per level; a
     null ``parent_id`` below the top level is refused as in :func:`child_targets`."""
@@ -206,13 +250,15 @@ def top_targets(flat_sizes: np.ndarray, level: int, params: SamplingParams) -> n
     return water_fill(flat * params.multiplier, params.target_size, seeded_rng(params.seed, level))
 
 
-def hierarchy_targets(run: RunFolder, n_levels: int, params: SamplingParams) -> tuple[dict[str, np.ndarray], int]:
+def hierarchy_targets(run: RunFolder, n_levels: int, params: SamplingParams,
+                      sizes: LevelSizes | None = None) -> tuple[dict[str, np.ndarray], int]:
     """Water-fill ``target_size`` top-down in the driver, exactly as
     :func:`top_level_targets` and :func:`child_targets` do: the same capacities, the same
     sibling order (``cluster_id``) and the same generators (``seeded_rng(seed, level)`` at
     the top, ``seeded_rng(seed, level, parent)`` below). Returns level 1's ``cluster_id``,
-    ``size`` and ``target`` (ordered by ``cluster_id``) and the total."""
-    tables = centroid_sizes(run, n_levels)
+    ``size`` and ``target`` (ordered by ``cluster_id``) and the total. ``sizes``: the
+    centroids tables' sizes if the caller holds them (else read)."""
+    tables = sizes if sizes is not None else centroid_sizes(run, n_levels)
     top = tables[n_levels]
     targets = top_targets(top["flat_size"], n_levels, params)
     total = int(targets.sum())
@@ -275,7 +321,8 @@ def leaf_rows(labels: np.ndarray, key: np.ndarray, point_ids: "np.ndarray | pa.A
     return rows, copy.astype(np.int32), np.repeat(lab[chosen], per).astype(np.int32)
 
 
-def curate_in_process(run: RunFolder, n_levels: int, params: SamplingParams) -> tuple["DataFrame", dict[str, Any]]:
+def curate_in_process(run: RunFolder, n_levels: int, params: SamplingParams,
+                      sizes: LevelSizes | None = None) -> tuple["DataFrame", dict[str, Any]]:
     """:func:`curate` in the driver, for hierarchies whose level 1 fits comfortably.
 
     Spark computes what the Spark path's windows order by (``distance``, or
@@ -291,7 +338,7 @@ def curate_in_process(run: RunFolder, n_levels: int, params: SamplingParams) -> 
     check_params(params)
     spark = run.spark
     spark.sparkContext.setJobDescription(f"sampling · targets of {n_levels} level(s) (in-process)")
-    leaf, total = hierarchy_targets(run, n_levels, params)
+    leaf, total = hierarchy_targets(run, n_levels, params, sizes)
     spark.sparkContext.setJobDescription("sampling · level-1 selection (in-process)")
     assign = run.read_assignments(1)
     id_type = assign.schema[POINT_ID].dataType

@@ -58,6 +58,14 @@ log = logging.getLogger(__name__)
 
 #: Accuracy of the fit's 99th-percentile distance (``percentile_approx``: relative rank error 1 / this).
 PERCENTILE_ACCURACY = 10_000
+#: The staged tables are the update's own scratch (run.json's ``pending_update`` is what
+#: makes them count), so plain Parquet: no Delta log to replay at every read of a new table.
+STAGING_FORMAT = "parquet"
+#: New rows per assignment task: enough work per task that a day's 100k rows are not
+#: spread over dozens of tiny Python tasks, enough tasks for a cluster at 10M rows.
+ASSIGN_ROWS_PER_TASK = 50_000
+#: Dropped ids (``point_id, cluster_id``) per staged file.
+DROPPED_ROWS_PER_FILE = 2_000_000
 
 
 @dataclass
@@ -190,6 +198,14 @@ def staged(run: RunFolder, name: str) -> str:
     return paths.join(run.update_staging_path(), name)
 
 
+def read_staged(run: RunFolder, name: str) -> "DataFrame":
+    return read_table(run.spark, staged(run, name), STAGING_FORMAT)
+
+
+def write_staged(df: "DataFrame", run: RunFolder, name: str) -> None:
+    write_table(df, staged(run, name), STAGING_FORMAT)
+
+
 def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChanges, from_version: int | None,
           to_version: int | None) -> UpdateSummary:
     """Write the update's tables under ``_update/`` (nothing live changes); returns the
@@ -209,7 +225,8 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
         raise InputError(f"input: every row of the run in {run.path} was deleted and none added; nothing to curate")
 
     if changes.n_added:
-        new_stats = validate_embeddings(changes.added, cfg.id_col, cfg.embedding_col)  # errors name column and rows
+        new_stats = validate_embeddings(changes.added.coalesce(max(1, -(-changes.n_added // ASSIGN_ROWS_PER_TASK))),
+                                        cfg.id_col, cfg.embedding_col)  # errors name column and rows
         if meta.input.dim is not None and new_stats.dim != meta.input.dim:
             raise InputError(f"input.embedding_col: new rows have dimension {new_stats.dim}, the run "
                              f"{meta.input.dim}")
@@ -222,17 +239,17 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
     phases["validate"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    assign_new_rows(run, to_points(changes.added, cfg.id_col, cfg.embedding_col), staged(run, "added"))
-    write_table(changes.dropped, staged(run, "dropped"), run.format)
-    added = read_table(spark, staged(run, "added"), run.format)
-    dropped = read_table(spark, staged(run, "dropped"), run.format)
+    new_rows = changes.added.coalesce(max(1, -(-changes.n_added // ASSIGN_ROWS_PER_TASK)))
+    assign_new_rows(run, to_points(new_rows, cfg.id_col, cfg.embedding_col), staged(run, "added"))
+    write_staged(changes.dropped.coalesce(max(1, -(-changes.n_dropped // DROPPED_ROWS_PER_FILE))), run, "dropped")
+    added, dropped = read_staged(run, "added"), read_staged(run, "dropped")
     phases["assign"] = round(time.perf_counter() - t, 1)
     log.info("update: %d new rows assigned to their nearest level-1 centroid (%.1f s)", changes.n_added,
              phases["assign"])
 
     t = time.perf_counter()
     n_levels = meta.config.clustering.n_levels
-    stage_centroids(run, n_levels, added, dropped, n_points)
+    sizes = stage_centroids(run, n_levels, added, dropped, n_points)
     phases["sizes"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
@@ -247,7 +264,7 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
                     100 * drift.threshold)
 
     t = time.perf_counter()
-    view = StagedRun(run, added, dropped, n_points)
+    view = StagedRun(run, added, dropped, n_points, sizes)
     for name, recorded in meta.samples.items():
         stage_sample(view, name, recorded, raw, cfg.id_col)
     phases["sample"] = round(time.perf_counter() - t, 1)
@@ -277,14 +294,16 @@ def assign_new_rows(run: RunFolder, points: "DataFrame", target: str) -> None:
     clustering = dataclasses.replace(meta.config.clustering, distance=meta.distance)
     params = hierarchy.level_params(clustering, 1, len(centroids))
     assignments = kmeans.assign_points(points, centroids, meta.distance, stage="update", params=params)
-    write_table(assignments, target, run.format)
+    write_table(assignments, target, STAGING_FORMAT)
 
 
-def stage_centroids(run: RunFolder, n_levels: int, added: "DataFrame", dropped: "DataFrame", n_points: int) -> None:
+def stage_centroids(run: RunFolder, n_levels: int, added: "DataFrame", dropped: "DataFrame",
+                    n_points: int) -> sampling.LevelSizes:
     """Every level's new ``size`` (level 1) and ``flat_size`` (all levels), moved by the
     rows added and dropped below each cluster, staged as one small table ``sizes``
-    (``level, cluster_id, size, flat_size``; the centroids themselves never change). The
-    counts are O(K) numbers computed in the driver (one job for the rows per level-1
+    (``level, cluster_id, size, flat_size``; the centroids themselves never change) and
+    returned as :func:`sampling.centroid_sizes` gives them (what the re-sampling takes).
+    The counts are O(K) numbers computed in the driver (one job for the rows per level-1
     cluster, one for every level's sizes and parents) and checked to add up to
     ``n_points`` before anything is written."""
     import pyarrow as pa
@@ -296,11 +315,12 @@ def stage_centroids(run: RunFolder, n_levels: int, added: "DataFrame", dropped: 
     levels = sampling.centroid_sizes(run, n_levels)
     delta = _per_cluster(levels[1]["cluster_id"], moves.column("cluster_id").to_numpy(), moves.column("n").to_numpy(),
                          f"{run.assignments_path(1)} / {run.centroids_path(1)}")
-    parts = []
+    parts, new_levels = [], {}
     for level in range(1, n_levels + 1):
         current = levels[level]
         size = current["size"] + delta if level == 1 else current["size"]
         flat = current["flat_size"] + delta
+        new_levels[level] = {**current, "size": size, "flat_size": flat}
         if int(flat.sum()) != n_points or (level == 1 and int(size.sum()) != n_points) or \
                 (len(flat) and int(min(flat.min(), size.min())) < 0):
             raise CurationError(f"update: level {level}'s sizes would not add up to {n_points} points (flat_size "
@@ -312,14 +332,15 @@ def stage_centroids(run: RunFolder, n_levels: int, added: "DataFrame", dropped: 
             upper = levels[level + 1]["cluster_id"]
             pos = np.searchsorted(upper, current["parent_id"])
             delta = np.bincount(pos, weights=delta, minlength=len(upper)).astype(np.int64)
-    write_table(run.spark.createDataFrame(pa.concat_tables(parts)), staged(run, "sizes"), run.format)
+    write_staged(run.spark.createDataFrame(pa.concat_tables(parts)).coalesce(1), run, "sizes")
+    return new_levels
 
 
 def centroids_with_staged_sizes(run: RunFolder, level: int) -> "DataFrame":
     """Level ``level``'s live centroids table with the staged ``size`` / ``flat_size``."""
     from pyspark.sql import functions as F
 
-    sizes = read_table(run.spark, staged(run, "sizes"), run.format).where(F.col("level") == level).drop("level")
+    sizes = read_staged(run, "sizes").where(F.col("level") == level).drop("level")
     live = RunFolder.read_centroids(run, level)  # the live table, also for a StagedRun
     return live.drop("size", "flat_size").join(sizes, "cluster_id").select(*live.columns)
 
@@ -365,12 +386,15 @@ class StagedRun(RunFolder):
     and the live assignments: what the curated tables are sampled from before any live
     table changes."""
 
-    def __init__(self, run: RunFolder, added: "DataFrame", dropped: "DataFrame", n_points: int) -> None:
+    def __init__(self, run: RunFolder, added: "DataFrame", dropped: "DataFrame", n_points: int,
+                 sizes: sampling.LevelSizes) -> None:
         super().__init__(run.spark, run.path, run.format)
         self.metadata = copy.deepcopy(run.metadata)
         assert self.metadata is not None
         self.metadata.levels[1].n_points = n_points
         self._added, self._dropped = added, dropped
+        #: Every level's staged sizes, in the driver (what the sampling's targets start from).
+        self.sizes = sizes
 
     def read_centroids(self, level: int) -> "DataFrame":
         return centroids_with_staged_sizes(self, level)
@@ -387,12 +411,12 @@ def stage_sample(view: StagedRun, name: str, recorded: SampleSummary, raw: "Data
     columns it carries), into the staging folder."""
     spark = view.spark
     params = sampling.SamplingParams(recorded.target_size, recorded.multiplier, recorded.strategy, recorded.seed)
-    selection, _ = sampling.curate(view, view.config.clustering.n_levels, params)
+    selection, _ = sampling.curate(view, view.config.clustering.n_levels, params, view.sizes)
     if paths.exists(spark, recorded.path):
         carried = [c for c in read_table(spark, recorded.path, view.format).columns if c not in ("id", "copy",
                                                                                                   "cluster_id")]
         selection = sampling.with_input_columns(selection, raw, id_col, carried)
-    write_table(selection, staged(view, f"samples/{name}"), view.format)
+    write_staged(selection, view, f"samples/{name}")
     log.info("update: curated table %s sampled again (target %d)", name, recorded.target_size)
 
 
@@ -404,6 +428,8 @@ def commit(run: RunFolder, summary: UpdateSummary, started: float | None = None)
     was interrupted is finished by running this again). ``started``: the update's
     ``perf_counter`` start, for its total seconds (a finished interrupted commit keeps the
     seconds the staging recorded)."""
+    from pyspark.sql import functions as F
+
     spark = run.spark
     meta = run.metadata
     assert meta is not None
@@ -417,9 +443,11 @@ def commit(run: RunFolder, summary: UpdateSummary, started: float | None = None)
         write_table(centroids_with_staged_sizes(run, level), run.centroids_path(level), run.format)
     for name in summary.samples:
         recorded = meta.samples[name]
-        write_table(read_table(spark, staged(run, f"samples/{name}"), run.format), recorded.path, run.format)
-        recorded.rows = read_table(spark, recorded.path, run.format).count()
-    sizes = run.read_centroids(1).select("cluster_id", "size").toArrow().sort_by("cluster_id")
+        sample = read_staged(run, f"samples/{name}")
+        recorded.rows = sample.count()  # (Parquet: from the footers)
+        write_table(sample, recorded.path, run.format)
+    sizes = (read_staged(run, "sizes").where(F.col("level") == 1).select("cluster_id", "size").toArrow()
+             .sort_by("cluster_id"))
     level1 = meta.levels[1]
     level1.n_points = summary.n_points
     level1.sizes = kernels.size_stats(sizes.column("size").to_numpy())
@@ -443,8 +471,7 @@ def commit_assignments(run: RunFolder) -> None:
     from pyspark.sql import functions as F
 
     spark = run.spark
-    added = read_table(spark, staged(run, "added"), run.format)
-    dropped = read_table(spark, staged(run, "dropped"), run.format)
+    added, dropped = read_staged(run, "added"), read_staged(run, "dropped")
     target = run.assignments_path(1)
     if run.format == "delta":
         from delta.tables import DeltaTable
