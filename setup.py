@@ -21,7 +21,9 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         # Spark 4.0.x is the Spark of current Databricks runtimes; delta-spark 4.0.x is built for it.
-        "pyspark>=4.0.1,<4.1",
+        # [connect]: the Spark Connect client (grpcio, grpcio-status, googleapis-common-protos) for
+        # Databricks serverless / standard access mode and SPARK_REMOTE=sc://... servers.
+        "pyspark[connect]>=4.0.1,<4.1",
         "delta-spark>=4.0.0,<4.1",
         "faiss-cpu>=1.8,<2",
         "numpy>=1.26,<3",

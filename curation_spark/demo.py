@@ -25,6 +25,7 @@ import numpy as np
 from curation_spark import pipeline, synth
 from curation_spark.curation import hierarchy, sampling
 from curation_spark.io import paths
+from curation_spark.io.spark_api import describe_work
 from curation_spark.method import inprocess, lloyd
 from curation_spark.method.balance import label_entropy
 from curation_spark.config import load_config, resolve_distance
@@ -83,9 +84,9 @@ def flat_selection(spark, config, stats):
     plan = hierarchy.level_plan(cfg, 1, k)
     seeds = sorted(set(plan.hash_seeds(n_points, dim)) | ({sc.seed} if sc.strategy == "r" else set()))
     points = to_points(read_input(spark, config.input), config.input.id_col, config.input.embedding_col)
-    spark.sparkContext.setJobDescription(f"{stage} · collect {n_points} points (in-process)")
+    describe_work(spark, f"{stage} · collect {n_points} points (in-process)")
     ids, x, keys = hierarchy.collect_level(points, dim, seeds)
-    spark.sparkContext.setJobDescription(None)
+    describe_work(spark, None)
     if len(x) != n_points:
         raise RuntimeError(f"{stage}: expected {n_points} points, collected {len(x)}")
     level = inprocess.cluster_level_in_memory(x, keys, plan, stage)

@@ -3,6 +3,7 @@ checked before Spark starts, and the session spark-submit configured."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -60,11 +61,14 @@ def launch(cli_args: list[str], check_config: bool = True) -> int:
     from pyspark.sql import SparkSession
 
     # Without .master(): spark-submit's settings stand; get_spark() then returns this session.
-    spark = SparkSession.builder.getOrCreate()
-    if not spark.conf.get("spark.log.level", None):
+    from curation_spark.io.spark_api import is_connect, master
+
+    spark = SparkSession.builder.getOrCreate()  # (a Spark Connect session when SPARK_REMOTE is set)
+    if not is_connect(spark) and not spark.conf.get("spark.log.level", None):
         # Spark's INFO log (query plans, task lines) drowns the job's own summary lines:
         # WARN unless the submitter chose a level (--conf spark.log.level=INFO).
         spark.sparkContext.setLogLevel(QUIET_LOG_LEVEL)
-    print(f"curation_spark {curation_spark.__version__} from {curation_spark.__file__}; "
-          f"master {spark.sparkContext.master}", file=sys.stderr)
+    where = f"Spark Connect {os.environ.get('SPARK_REMOTE', '')}".strip() if is_connect(spark) else \
+        f"master {master(spark)}"
+    print(f"curation_spark {curation_spark.__version__} from {curation_spark.__file__}; {where}", file=sys.stderr)
     return cli_main(cli_args)

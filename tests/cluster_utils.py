@@ -284,6 +284,84 @@ class StandaloneCluster:
 # ---------------------------------------------------------------------- spark-submit
 
 
+class ConnectServer:
+    """pyspark's own Spark Connect server (``SparkConnectServer`` through ``spark-submit``) on
+    127.0.0.1 with Delta configured on the server, as Databricks serverless offers one:
+    clients reach it with ``SPARK_REMOTE=<url>``. Use as a context manager; ``stop()`` kills
+    its process group (driver, Python workers). Its log is ``<workdir>/connect-server.log``.
+    """
+
+    def __init__(self, workdir: str | Path, master: str = "local[2]", conf: dict[str, str] | None = None,
+                 start_timeout: float = 180.0) -> None:
+        self.workdir = Path(workdir)
+        self.master = master
+        self.port = free_port()
+        self.start_timeout = start_timeout
+        self.conf = {**DELTA_CONF, "spark.connect.grpc.binding.address": "127.0.0.1",
+                     "spark.connect.grpc.binding.port": str(self.port), "spark.ui.enabled": "false",
+                     "spark.driver.memory": "2g", "spark.sql.shuffle.partitions": "4",
+                     "spark.databricks.delta.snapshotPartitions": "2", **(conf or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "connect-server.log"
+        self._log = None
+
+    @property
+    def url(self) -> str:
+        return f"sc://127.0.0.1:{self.port}"
+
+    def client_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for a client process of this server (``SPARK_REMOTE`` set)."""
+        return spark_env({"SPARK_REMOTE": self.url, **(extra or {})})
+
+    def start(self) -> "ConnectServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf_dir = self.workdir / "conf"
+        write_log4j(conf_dir)
+        args = [str(spark_home() / "bin" / "spark-submit"), "--class",
+                "org.apache.spark.sql.connect.service.SparkConnectServer", "--name", "Spark Connect server",
+                "--master", self.master, "--packages", DELTA_PACKAGE]
+        for key, value in self.conf.items():
+            args += ["--conf", f"{key}={value}"]
+        args.append("spark-internal")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, env=spark_env({"SPARK_CONF_DIR": str(conf_dir)}), stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                     start_new_session=True,
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        deadline = time.monotonic() + self.start_timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the Spark Connect server exited ({self.proc.returncode}):\n{self.log_tail()}")
+                with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+                    sock.settimeout(1.0)
+                    if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                        return self
+                time.sleep(0.5)
+            raise RuntimeError(f"the Spark Connect server did not listen on {self.port} within "
+                               f"{self.start_timeout:.0f} s:\n{self.log_tail()}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_group(self.proc)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> "ConnectServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def spark_submit(args: Sequence[str], *, master: str, conf: dict[str, str] | None = None,
                  packages: Sequence[str] = (), py_files: Sequence[str] = (), archives: Sequence[str] = (),
                  cwd: str | Path | None = None,

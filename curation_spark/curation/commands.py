@@ -23,6 +23,7 @@ from curation_spark.io.run_metadata import DedupSummary, InputIdentity, LevelSta
 from curation_spark.io.runfolder import RunFolder, open_existing
 from curation_spark.io.session import get_spark, require_delta
 from curation_spark.engine.kmeans import InputCheck
+from curation_spark.io.spark_api import describe_work
 from curation_spark.io.tables import (EmbeddingStats, delta_version, has_delta_commit, input_location, quick_stats,
                                    read_input, to_points, validate_embeddings, write_table)
 
@@ -91,7 +92,7 @@ def load_and_validate(spark: "SparkSession", config: "Config",
     """Read the input table (unless given) and validate it in one pass (errors name column
     and bad-row count)."""
     raw = raw if raw is not None else read_input(spark, config.input)
-    spark.sparkContext.setJobDescription("validate input")
+    describe_work(spark, "validate input")
     stats = validate_embeddings(raw, config.input.id_col, config.input.embedding_col)
     log.info("input: %d rows, dimension %d", stats.n_rows, stats.dim)
     return raw, stats
@@ -153,7 +154,7 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
         points, n_points = _kept_points(spark, config, run, points, stats)
     clustering = dataclasses.replace(config.clustering, distance=distance)
     levels = hierarchy.cluster(run, clustering, points, n_points, stats.dim, input_check)
-    spark.sparkContext.setJobDescription(None)
+    describe_work(spark, None)
     return RunSummary(out, stats, levels, seconds=time.perf_counter() - started, run=run, distance=distance,
                       dedup=run.metadata.dedup if run.metadata is not None else None)
 
@@ -258,7 +259,7 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
     if sc.keep_columns:
         selection = sampling.with_input_columns(selection, input_df, run.config.input.id_col, sc.keep_columns)
     target = run.table_path(name)
-    spark.sparkContext.setJobDescription(f"sampling · write {name}")
+    describe_work(spark, f"sampling · write {name}")
     write_table(selection, target, run.format)
     from curation_spark.io.tables import read_table
 
@@ -268,7 +269,7 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
     run.mark_sample(name, SampleSummary(**plan, rows=n_rows, path=target,
                                         seconds=round(time.perf_counter() - started, 1)))
     log.info("curated table %s: %d rows (target %d)", target, n_rows, sc.target_size)
-    spark.sparkContext.setJobDescription(None)
+    describe_work(spark, None)
     return RunSummary(path, None, [], target, n_rows, time.perf_counter() - started, run=run)
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from curation_spark.io.spark_api import describe_work
 from curation_spark.method import inprocess, kernels, seeds
 from curation_spark.engine import kmeans, stage_resampling
 from curation_spark.method import lloyd
@@ -38,7 +39,7 @@ from curation_spark.method.inprocess import LevelPlan
 from curation_spark.method.lloyd import KMeansParams
 from curation_spark.io.run_metadata import LevelStats
 from curation_spark.io.runfolder import RunFolder
-from curation_spark.io.tables import EMBEDDING, POINT_ID, read_table, write_table
+from curation_spark.io.tables import EMBEDDING, POINT_ID, merge_into, read_table, write_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -320,7 +321,7 @@ def _level_in_process(cfg: "ClusteringConfig", level: int, points: "DataFrame", 
     spark = points.sparkSession
     t0 = time.perf_counter()
     plan = level_plan(cfg, level, k)
-    spark.sparkContext.setJobDescription(f"{stage} · collect {n_points} points (in-process)")
+    describe_work(spark, f"{stage} · collect {n_points} points (in-process)")
     ids, x, keys = collect_level(points, dim, plan.hash_seeds(n_points, dim))
     log.info("%s: collected %d x %d points and %d hash key column(s) in %.1f s", stage, len(x), dim, len(keys),
              time.perf_counter() - t0)
@@ -387,7 +388,7 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
-        spark.sparkContext.setJobDescription(f"{stage} · split into {cfg.n_splits[i]}")
+        describe_work(spark, f"{stage} · split into {cfg.n_splits[i]}")
         split_assign, split_cents, split_out = split_clusters(points, assignments, cfg.n_splits[i], cfg.n_iters[i],
                                                               split_seed(cfg, level), cfg.distance)
         split_assign = split_assign.persist(StorageLevel.MEMORY_AND_DISK)
@@ -417,7 +418,7 @@ def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, po
     i = level - 1
     spark = points.sparkSession
     t0 = time.perf_counter()
-    spark.sparkContext.setJobDescription(f"{stage} · resampling step {step} · select sample")
+    describe_work(spark, f"{stage} · resampling step {step} · select sample")
     sample = resampling_sample(points, assignments, cfg.sample_size[i], cfg.sampling_strategy[i],
                                seed=resampling_seed(cfg, level, step))
     sample = sample.persist(kmeans.points_storage_level(k * cfg.sample_size[i], dim))
@@ -465,7 +466,7 @@ def _write_level(run: RunFolder, level: int, assignments: "DataFrame", cents_df:
     cents_df = cents_df.select(F.col("cluster_id").cast("int"), F.col("centroid").cast("array<float>"),
                                F.col("size").cast("long"), F.col("flat_size").cast("long"),
                                F.lit(None).cast("int").alias("parent_id"))
-    spark.sparkContext.setJobDescription(f"level {level} · write tables")
+    describe_work(spark, f"level {level} · write tables")
     write_table(assignments, run.assignments_path(level), run.format)
     write_table(cents_df, run.centroids_path(level), run.format)
 
@@ -485,11 +486,7 @@ def fill_parents(run: RunFolder, level: int) -> None:
         F.col(POINT_ID).cast("int").alias("child_id"), F.col("cluster_id").alias("new_parent"))
     target = run.centroids_path(level - 1)
     if run.format == "delta":
-        from delta.tables import DeltaTable
-
-        (DeltaTable.forPath(spark, target).alias("t")
-         .merge(parents.alias("s"), "t.cluster_id = s.child_id")
-         .whenMatchedUpdate(set={"parent_id": "s.new_parent"}).execute())
+        merge_into(target, parents, "t.cluster_id = s.child_id", "WHEN MATCHED THEN UPDATE SET parent_id = s.new_parent")
         return
     current = read_table(spark, target, run.format).drop("parent_id")
     updated = current.join(parents, current["cluster_id"] == parents["child_id"], "left").select(

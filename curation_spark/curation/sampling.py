@@ -33,6 +33,7 @@ import numpy as np
 
 from curation_spark.errors import ConfigError
 from curation_spark.io.runfolder import RunFolder
+from curation_spark.io.spark_api import describe_work
 from curation_spark.io.tables import POINT_ID
 from curation_spark.method.waterfill import seeded_rng, water_fill
 
@@ -183,7 +184,7 @@ def curate_on_spark(run: RunFolder, n_levels: int, params: SamplingParams,
     check_params(params)
     spark = run.spark
     if driver_targets_decision(run, params, sizes):
-        spark.sparkContext.setJobDescription(f"sampling · targets of {n_levels} level(s) (driver)")
+        describe_work(spark, f"sampling · targets of {n_levels} level(s) (driver)")
         leaf, total = hierarchy_targets(run, n_levels, params, sizes)
         keep = leaf["target"] > 0
         targets = spark.createDataFrame(pa.table({
@@ -191,12 +192,12 @@ def curate_on_spark(run: RunFolder, n_levels: int, params: SamplingParams,
             "size": pa.array(leaf["size"][keep], pa.int64()),
             "target": pa.array(leaf["target"][keep], pa.int64())}))
     else:
-        spark.sparkContext.setJobDescription(f"sampling · level {n_levels} targets")
+        describe_work(spark, f"sampling · level {n_levels} targets")
         targets, total = top_level_targets(run, n_levels, params)
         for level in range(n_levels - 1, 0, -1):
-            spark.sparkContext.setJobDescription(f"sampling · level {level} targets")
+            describe_work(spark, f"sampling · level {level} targets")
             targets = child_targets(run, level, targets, params).localCheckpoint()
-    spark.sparkContext.setJobDescription("sampling · level-1 selection")
+    describe_work(spark, "sampling · level-1 selection")
     selection = leaf_selection(run, targets, params)
     return selection, _summary(params, total)
 
@@ -337,9 +338,9 @@ def curate_in_process(run: RunFolder, n_levels: int, params: SamplingParams,
 
     check_params(params)
     spark = run.spark
-    spark.sparkContext.setJobDescription(f"sampling · targets of {n_levels} level(s) (in-process)")
+    describe_work(spark, f"sampling · targets of {n_levels} level(s) (in-process)")
     leaf, total = hierarchy_targets(run, n_levels, params, sizes)
-    spark.sparkContext.setJobDescription("sampling · level-1 selection (in-process)")
+    describe_work(spark, "sampling · level-1 selection (in-process)")
     assign = run.read_assignments(1)
     id_type = assign.schema[POINT_ID].dataType
     key = F.col("distance") if params.strategy == "c" else F.xxhash64(F.col(POINT_ID), F.lit(params.seed))

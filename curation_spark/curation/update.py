@@ -38,14 +38,14 @@ import numpy as np
 
 from curation_spark.config import UNIT_NORM_TOLERANCE
 from curation_spark.curation import hierarchy, sampling
-from curation_spark.curation.changes import InputChanges, find_changes
+from curation_spark.curation.changes import CHANGE_FEED, InputChanges, find_changes
 from curation_spark.engine import kmeans
 from curation_spark.errors import ConfigError, CurationError, InputError
 from curation_spark.io import paths
 from curation_spark.io.blocks import batches_to_block
 from curation_spark.io.run_metadata import DriftBaseline, DriftCheck, SampleSummary, UpdateSummary
 from curation_spark.io.runfolder import RunFolder, open_existing
-from curation_spark.io.tables import (POINT_ID, check_columns, read_input, read_table,
+from curation_spark.io.tables import (POINT_ID, check_columns, merge_into, read_input, read_table,
                                       to_points, validate_embeddings, write_table)
 from curation_spark.method import kernels
 
@@ -225,8 +225,10 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
         raise InputError(f"input: every row of the run in {run.path} was deleted and none added; nothing to curate")
 
     if changes.n_added:
+        # (the change feed's rows are one per id by construction: no distinct count there)
         new_stats = validate_embeddings(changes.added.coalesce(max(1, -(-changes.n_added // ASSIGN_ROWS_PER_TASK))),
-                                        cfg.id_col, cfg.embedding_col)  # errors name column and rows
+                                        cfg.id_col, cfg.embedding_col,
+                                        count_duplicates=changes.method != CHANGE_FEED)  # errors name column and rows
         if meta.input.dim is not None and new_stats.dim != meta.input.dim:
             raise InputError(f"input.embedding_col: new rows have dimension {new_stats.dim}, the run "
                              f"{meta.input.dim}")
@@ -474,19 +476,15 @@ def commit_assignments(run: RunFolder) -> None:
     added, dropped = read_staged(run, "added"), read_staged(run, "dropped")
     target = run.assignments_path(1)
     if run.format == "delta":
-        from delta.tables import DeltaTable
-
         only_dropped = dropped.join(added.select(POINT_ID), POINT_ID, "left_anti").select(
             POINT_ID, F.lit(None).cast("int").alias("cluster_id"), F.lit(None).cast("float").alias("distance"),
             F.lit("d").alias("_op"))
         source = added.select(POINT_ID, "cluster_id", "distance", F.lit("u").alias("_op")).unionByName(only_dropped)
-        values = {c: f"s.{c}" for c in (POINT_ID, "cluster_id", "distance")}
-        (DeltaTable.forPath(spark, target).alias("t")
-         .merge(source.alias("s"), f"t.{POINT_ID} = s.{POINT_ID}")
-         .whenMatchedDelete(condition="s._op = 'd'")
-         .whenMatchedUpdate(condition="s._op = 'u'", set={"cluster_id": "s.cluster_id", "distance": "s.distance"})
-         .whenNotMatchedInsert(condition="s._op = 'u'", values=values)
-         .execute())
+        merge_into(target, source, f"t.{POINT_ID} = s.{POINT_ID}",
+                   "WHEN MATCHED AND s._op = 'd' THEN DELETE "
+                   "WHEN MATCHED AND s._op = 'u' THEN UPDATE SET cluster_id = s.cluster_id, distance = s.distance "
+                   f"WHEN NOT MATCHED AND s._op = 'u' THEN INSERT ({POINT_ID}, cluster_id, distance) "
+                   f"VALUES (s.{POINT_ID}, s.cluster_id, s.distance)")
         return
     live = run.read_assignments(1)
     gone = dropped.select(POINT_ID).unionByName(added.select(POINT_ID))

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import numpy as np
 
+from curation_spark.io.spark_api import describe_work, master, ship, task_slots
 from curation_spark.method import centroid_index, kernels, reduce
 from curation_spark.io.blocks import (BlockChecks, assignment_batches, batches_to_block, float_matrix_to_list_array,
                                    from_ipc, to_ipc)
@@ -239,7 +240,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
         if len(centroids) != k:
             raise ValueError(f"{stage}: expected {k} initial centroids, got {len(centroids)}")
     elif engine != "barrier":  # the barrier stage computes the init from its blocks (init_from_blocks)
-        spark.sparkContext.setJobDescription(f"{stage} · k-means init ({params.init})")
+        describe_work(spark, f"{stage} · k-means init ({params.init})")
         centroids = initial_centroids(points, params, n_total, dim)
         if len(centroids) != k:
             raise ValueError(f"{stage}: expected {k} initial centroids, got {len(centroids)}")
@@ -254,7 +255,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     result.engine = engine
     result.n_partitions = n_part
     result.seconds = time.perf_counter() - started
-    spark.sparkContext.setJobDescription(None)
+    describe_work(spark, None)
     return result
 
 
@@ -285,6 +286,11 @@ def choose_engine(spark: "SparkSession", params: KMeansParams, k: int, dim: int)
     if (spark.conf.get("spark.dynamicAllocation.enabled", "false") or "false").lower() == "true":
         log.warning("barrier k-means needs a fixed set of executors (dynamic allocation is on); using engine=passes")
         return "passes"
+    if not params.num_partitions and task_slots(spark) is None:
+        log.warning("barrier k-means needs to know how many tasks can run at once and this Spark Connect server "
+                    "does not say (spark.default.parallelism, spark.master, spark.executor.instances x cores); "
+                    "using engine=passes (set clustering.num_partitions to keep the barrier engine)")
+        return "passes"
     return "barrier"
 
 
@@ -311,15 +317,14 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     from pyspark import StorageLevel
 
     spark = points.sparkSession
-    sc = spark.sparkContext
     schema = _result_schema(points)
     arrow_schema = pa.schema([pa.field(f.name, _arrow_type(f.dataType)) for f in schema.fields])
-    init_bc = sc.broadcast(centroids)
+    init_bc = ship(spark, centroids, f"{stage}: the initial centroids")
     k, n_iters, distance, tol = params.n_clusters, params.n_iters, params.distance, params.tol
     from curation_spark.io.session import task_cpus
 
     threads = task_cpus(spark)
-    progress = IterationProgress(stage, n_iters, local=sc.master.startswith("local"))
+    progress = IterationProgress(stage, n_iters, local=master(spark).startswith("local"))
     # CURATION_SPARK_ITERATION_LOG: a file on a filesystem every executor can write (a shared
     # mount, or one machine) where task 0 appends one JSON line per iteration, with its task
     # attempt id and pid: for watching a long fit on a cluster (and for the executor-loss test).
@@ -445,7 +450,7 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
 
     from pyspark.sql import functions as F
 
-    sc.setJobDescription(f"{stage} · k-means K={k}, {n_iters} iterations in one barrier stage")
+    describe_work(spark, f"{stage} · k-means K={k}, {n_iters} iterations in one barrier stage")
     key_cols = [F.xxhash64(F.col(POINT_ID), F.lit(seed)).alias(name) for seed, name in zip(key_seeds, key_names)]
     laid_out = layout(points.select(POINT_ID, EMBEDDING, *key_cols), n_part)
     # The shuffle after the barrier stage makes it a ShuffleMapStage: Spark retries a failed
@@ -581,7 +586,6 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
                                    StructField, StructType)
 
     spark = points.sparkSession
-    sc = spark.sparkContext
     k, distance = params.n_clusters, params.distance
     from curation_spark.io.session import task_cpus
 
@@ -603,7 +607,7 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
     with progress:
         for it in range(1, params.n_iters + 1):
             it_start = time.perf_counter()
-            bc = previous = sc.broadcast(c)
+            bc = previous = ship(spark, c, f"{stage}: the centroids")
 
             def partials(batches, bc=bc):
                 from pyspark import TaskContext
@@ -631,7 +635,7 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
                 return pd.DataFrame({"cluster_id": np.arange(lo, hi, dtype=np.int32), "centroid": list(new),
                                      "size": counts})
 
-            sc.setJobDescription(f"{stage} · iteration {it}")
+            describe_work(spark, f"{stage} · iteration {it}")
             parts = cached.mapInArrow(partials, partial_schema).persist(StorageLevel.MEMORY_AND_DISK)
             stats = parts.where(F.col("owner") == 0).drop("payload").collect()
             rows = parts.groupBy("owner").applyInPandas(reduce_range, centroid_schema).collect()
@@ -655,7 +659,7 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
             log_iteration(stage, entry)
             if shift == 0.0 or (params.tol > 0 and shift <= params.tol):
                 break
-    sc.setJobDescription(f"{stage} · final assignment")
+    describe_work(spark, f"{stage} · final assignment")
     assignments = assign_points(cached, c, distance, params=params).persist(StorageLevel.MEMORY_AND_DISK)
 
     agg = assignments.groupBy("cluster_id").agg(
@@ -691,10 +695,10 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
         c = kernels.normalize_rows(c)
     index_params = params if params is not None and uses_index(params, len(c)) else None
     if index_params is None:
-        bc = spark.sparkContext.broadcast(c)
+        bc = ship(spark, c, f"{stage or 'assignment'}: the centroids")
     else:  # the coarse quantizer is trained once here, not in every task
-        bc = spark.sparkContext.broadcast((c, centroid_index.train_coarse(c, index_params.index_probes, distance,
-                                                                           index_params.seed)))
+        bc = ship(spark, (c, centroid_index.train_coarse(c, index_params.index_probes, distance, index_params.seed)),
+                  f"{stage or 'assignment'}: the centroids and their index")
     schema = assignment_schema(points)
     arrow_id = _arrow_type(schema[POINT_ID].dataType)
     out_schema = pa.schema([(POINT_ID, arrow_id), ("cluster_id", pa.int32()), ("distance", pa.float32())])
@@ -720,7 +724,7 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
         yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
 
     if stage:
-        spark.sparkContext.setJobDescription(f"{stage} · assign points")
+        describe_work(spark, f"{stage} · assign points")
     return points.select(POINT_ID, EMBEDDING).mapInArrow(run if index_params is None else run_index, schema)
 
 

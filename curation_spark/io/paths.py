@@ -1,30 +1,58 @@
-"""File-system operations on table paths through Hadoop's FileSystem API.
+"""File-system operations on table paths (exists, list, rename, delete, small text files).
 
-Tables may live on a local disk, HDFS, S3 or DBFS; going through the JVM's Hadoop
-FileSystem lets one code path check, rename and delete on all of them. Where no JVM
-handle exists (Spark Connect) local paths still work through ``os``.
+Classic sessions go through the JVM's Hadoop FileSystem, so one code path checks, renames
+and deletes wherever the cluster's tables live (local disk, HDFS, S3, ABFS, DBFS) with the
+cluster's own credentials. A Spark Connect client has no JVM: there the driver-side
+``pyarrow.fs`` does it (local paths and Unity Catalog volumes ``/Volumes/...``,
+``dbfs:`` through the ``/dbfs`` mount, ``s3://`` / ``s3a://``, ``gs://``, ``abfs[s]://``,
+``hdfs://``) with the client machine's credentials. The run folder's files are a
+``run.json`` and folders of tables, so these few calls are all the metadata needs.
 """
 from __future__ import annotations
 
 import os
-import shutil
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from curation_spark.errors import ConfigError
+from curation_spark.io.spark_api import is_connect
 
 if TYPE_CHECKING:
+    import pyarrow.fs as pafs
     from pyspark.sql import SparkSession
 
 
 def _jvm_fs(spark: "SparkSession", path: str):
-    try:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-        jsc = spark.sparkContext._jsc  # type: ignore[attr-defined]
-    except AttributeError:  # Spark Connect: no JVM handle
+    """(Hadoop FileSystem, Path) on a classic session, (None, None) over Spark Connect."""
+    if is_connect(spark):
         return None, None
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jsc = spark.sparkContext._jsc  # type: ignore[attr-defined]
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(jsc.hadoopConfiguration()), hpath
+
+
+def arrow_fs(path: str) -> tuple["pafs.FileSystem", str]:
+    """The driver-side file system of ``path`` and the path inside it (Spark Connect)."""
+    import pyarrow.fs as pafs
+
+    local = local_path(path)
+    if local is not None:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+    parsed = urlparse(path)
+    uri = "s3://" + path.split("://", 1)[1] if parsed.scheme in ("s3a", "s3n") else path
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... per scheme
+        raise ConfigError(f"{path}: this Spark Connect client cannot reach {parsed.scheme}:// paths itself "
+                          f"(pyarrow.fs: {str(exc).splitlines()[0][:160]}); run metadata is read and written "
+                          "from the client, so give it credentials for this store, or use a Unity Catalog "
+                          "volume (/Volumes/...) or a classic session") from exc
+
+
+def _info(path: str):
+    fs, inner = arrow_fs(path)
+    return fs, inner, fs.get_file_info(inner)
 
 
 def normalise(path: str) -> str:
@@ -53,43 +81,52 @@ def is_same_or_inside(child: str, parent: str) -> bool:
 def exists(spark: "SparkSession", path: str) -> bool:
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
-        return os.path.exists(_local(path))
+        import pyarrow.fs as pafs
+
+        return _info(path)[2].type != pafs.FileType.NotFound
     return bool(fs.exists(hpath))
 
 
 def is_dir(spark: "SparkSession", path: str) -> bool:
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
-        return os.path.isdir(_local(path))
+        import pyarrow.fs as pafs
+
+        return _info(path)[2].type == pafs.FileType.Directory
     return bool(fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory())
 
 
 def has_data_files(spark: "SparkSession", path: str) -> bool:
     """Whether a folder holds anything that is not a hidden/marker file."""
-    fs, hpath = _jvm_fs(spark, path)
-    if fs is None:
-        local = _local(path)
-        return os.path.isdir(local) and any(not n.startswith(("_", ".")) for n in os.listdir(local))
-    if not fs.exists(hpath):
-        return False
-    return any(not s.getPath().getName().startswith(("_", ".")) for s in fs.listStatus(hpath))
+    return any(not n.startswith(("_", ".")) for n in list_names(spark, path))
 
 
 def list_names(spark: "SparkSession", path: str) -> list[str]:
     """Names of the entries of a folder ([] if it does not exist)."""
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
-        local = _local(path)
-        return sorted(os.listdir(local)) if os.path.isdir(local) else []
+        import pyarrow.fs as pafs
+
+        afs, inner, info = _info(path)
+        if info.type != pafs.FileType.Directory:
+            return []
+        return sorted(entry.base_name for entry in afs.get_file_info(pafs.FileSelector(inner)))
     if not fs.exists(hpath):
         return []
     return sorted(str(s.getPath().getName()) for s in fs.listStatus(hpath))
 
 
 def delete(spark: "SparkSession", path: str) -> None:
+    """Delete a folder (or file) and everything below it; nothing there is not an error."""
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
-        shutil.rmtree(_local(path), ignore_errors=True)
+        import pyarrow.fs as pafs
+
+        afs, inner, info = _info(path)
+        if info.type == pafs.FileType.Directory:
+            afs.delete_dir(inner)
+        elif info.type == pafs.FileType.File:
+            afs.delete_file(inner)
         return
     if fs.exists(hpath):
         fs.delete(hpath, True)
@@ -99,7 +136,12 @@ def rename(spark: "SparkSession", src: str, dst: str) -> None:
     """Rename a folder (atomic on local disks and HDFS; a copy on object stores)."""
     fs, hsrc = _jvm_fs(spark, src)
     if fs is None:
-        os.replace(_local(src), _local(dst))
+        afs, inner_src = arrow_fs(src)
+        _, inner_dst = arrow_fs(dst)
+        parent = inner_dst.rstrip("/").rpartition("/")[0]
+        if parent:
+            afs.create_dir(parent, recursive=True)
+        afs.move(inner_src, inner_dst)
         return
     hdst = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(dst)  # type: ignore[attr-defined]
     parent = hdst.getParent()
@@ -113,11 +155,13 @@ def read_text(spark: "SparkSession", path: str) -> str | None:
     """Small text file (run metadata) or None if it does not exist."""
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
-        local = _local(path)
-        if not os.path.exists(local):
+        import pyarrow.fs as pafs
+
+        afs, inner, info = _info(path)
+        if info.type != pafs.FileType.File:
             return None
-        with open(local, encoding="utf-8") as fh:
-            return fh.read()
+        with afs.open_input_stream(inner) as stream:
+            return stream.read().decode("utf-8")
     if not fs.exists(hpath):
         return None
     stream = fs.open(hpath)
@@ -133,12 +177,13 @@ def write_text_atomic(spark: "SparkSession", path: str, text: str) -> None:
     """Write a small text file by writing a sibling and renaming it over the target."""
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
-        local = _local(path)
-        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-        tmp = local + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, local)
+        afs, inner = arrow_fs(path)
+        parent = inner.rstrip("/").rpartition("/")[0]
+        if parent:
+            afs.create_dir(parent, recursive=True)
+        with afs.open_output_stream(inner + ".tmp") as out:
+            out.write(text.encode("utf-8"))
+        afs.move(inner + ".tmp", inner)  # (replaces the target: os.replace locally, a copy on object stores)
         return
     jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
     tmp = jvm.org.apache.hadoop.fs.Path(path + ".tmp")
@@ -151,6 +196,39 @@ def write_text_atomic(spark: "SparkSession", path: str, text: str) -> None:
         fs.delete(hpath, False)
     if not fs.rename(tmp, hpath):
         raise OSError(f"could not write {path}")
+
+
+def newest_mtime(spark: "SparkSession", path: str, below: tuple[str, ...] = ()) -> float | None:
+    """Newest modification time (seconds) of ``path`` and of ``path/<name>`` for ``below``
+    (a folder among them: its entries too); None if ``path`` does not exist."""
+    fs, hpath = _jvm_fs(spark, path)
+    if fs is None:
+        import pyarrow.fs as pafs
+
+        afs, inner, info = _info(path)
+        if info.type == pafs.FileType.NotFound:
+            return None
+        times = [info.mtime.timestamp()] if info.mtime is not None else []
+        for name in below:
+            sub = afs.get_file_info(inner.rstrip("/") + "/" + name)
+            if sub.type == pafs.FileType.NotFound:
+                continue
+            entries = [sub] + (afs.get_file_info(pafs.FileSelector(sub.path))
+                               if sub.type == pafs.FileType.Directory else [])
+            times.extend(e.mtime.timestamp() for e in entries if e.mtime is not None)
+        return max(times) if times else None
+    if not fs.exists(hpath):
+        return None
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    millis = [int(fs.getFileStatus(hpath).getModificationTime())]
+    for name in below:
+        p = jvm.org.apache.hadoop.fs.Path(join(path, name))
+        if fs.exists(p):
+            status = fs.getFileStatus(p)
+            millis.append(int(status.getModificationTime()))
+            if status.isDirectory():
+                millis.extend(int(s.getModificationTime()) for s in fs.listStatus(p))
+    return max(millis) / 1000.0
 
 
 def join(base: str, *parts: str) -> str:
@@ -168,8 +246,3 @@ def local_path(path: str) -> str | None:
     if parsed.scheme == "dbfs" and os.path.isdir("/dbfs"):
         return "/dbfs" + parsed.path
     return None
-
-
-def _local(path: str) -> str:
-    """The path for os/shutil calls when no Hadoop file system is at hand."""
-    return local_path(path) or path

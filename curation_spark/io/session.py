@@ -73,6 +73,9 @@ def get_spark(settings: "SparkSettings | None" = None, with_delta: bool = True) 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    remote = connect_url(settings)
+    if remote:
+        return _build_remote(remote, settings)
     if _launched_by_spark_submit():
         # Under spark-submit (and on Databricks) the master, name and packages come from the
         # launcher: build the session from them, adding nothing.
@@ -97,6 +100,33 @@ def get_spark(settings: "SparkSettings | None" = None, with_delta: bool = True) 
             log.warning("could not start Spark with Delta Lake (%s); continuing with Parquet only. %s",
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__, DELTA_HINT)
     return _build_local(settings, delta=False)
+
+
+def connect_url(settings: "SparkSettings | None") -> str | None:
+    """The Spark Connect server to use, configured the PySpark way: ``SPARK_REMOTE``
+    (``sc://host:port``), else ``spark.conf.spark.remote`` in the config; None: classic."""
+    url = os.environ.get("SPARK_REMOTE") or (settings.conf.get("spark.remote") if settings is not None else None)
+    return url or None
+
+
+def _build_remote(url: str, settings: "SparkSettings | None") -> "SparkSession":
+    """A Spark Connect session: the server owns master, packages and Delta; the config's
+    ``spark.conf`` entries are set as session settings (a server that refuses one: one
+    line naming it)."""
+    from pyspark.errors import PySparkException
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.remote(url).getOrCreate()
+    for key, value in (settings.conf if settings is not None else {}).items():
+        if key == "spark.remote":
+            continue
+        try:
+            spark.conf.set(key, value)
+        except PySparkException as exc:
+            raise CurationError(f"spark.conf.{key}: the Spark Connect server {url} does not take this setting from "
+                                f"a client ({str(exc).splitlines()[0][:160]}); set it on the server") from exc
+    log.info("Spark Connect session on %s", url)
+    return spark
 
 
 def _launched_by_spark_submit() -> bool:
@@ -128,12 +158,11 @@ def _build_local(settings: "SparkSettings", delta: bool) -> "SparkSession":
 
 def delta_available(spark: "SparkSession") -> bool:
     """Whether this session can read and write Delta tables."""
-    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
-        return True
-    try:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    except AttributeError:  # Spark Connect (PySparkAttributeError): Delta is the server's business
-        return True
+    from curation_spark.io.spark_api import is_connect
+
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION") or is_connect(spark):
+        return True  # (Spark Connect: Delta is the server's business; a server without it says so itself)
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
     from py4j.protocol import Py4JJavaError
 
     try:
@@ -152,11 +181,12 @@ def require_delta(spark: "SparkSession", what: str = "") -> None:
 
 
 def default_parallelism(spark: "SparkSession") -> int:
-    """Task slots the cluster offers now (cores of local[*], or all executor cores)."""
-    try:
-        return max(1, int(spark.sparkContext.defaultParallelism))
-    except AttributeError:  # Spark Connect: no SparkContext
-        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "8")))
+    """Task slots the cluster offers now (cores of local[*], or all executor cores; a Spark
+    Connect server that does not say: its shuffle partitions)."""
+    from curation_spark.io.spark_api import task_slots
+
+    slots = task_slots(spark)
+    return slots if slots is not None else max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "8") or 8))
 
 
 def task_cpus(spark: "SparkSession") -> int:

@@ -144,12 +144,14 @@ def check_columns(df: "DataFrame", id_col: str, embedding_col: str) -> None:
         raise InputError(f"column {id_col!r}: has type {id_type.simpleString()}, expected a scalar id (integer or string)")
 
 
-def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str) -> EmbeddingStats:
+def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str,
+                        count_duplicates: bool = True) -> EmbeddingStats:
     """Check an embedding table in one aggregate pass and return its size and dimension.
 
     Raises :class:`InputError` naming the column and the number of bad rows for: missing
     column, wrong type, empty table, null or duplicate ids, null embeddings, inconsistent
-    dimension, NaN/Inf values.
+    dimension, NaN/Inf values. ``count_duplicates=False`` skips the distinct count (a
+    shuffle) for rows whose ids are distinct by construction.
     """
     from pyspark.sql import functions as F
 
@@ -162,7 +164,7 @@ def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str) -> Emb
     row = arr.agg(
         F.count(F.lit(1)).alias("n"),
         F.sum(F.col("_id").isNull().cast("long")).alias("null_ids"),
-        F.countDistinct("_id").alias("distinct_ids"),
+        (F.countDistinct("_id") if count_duplicates else F.count("_id")).alias("distinct_ids"),
         F.sum(F.col("_e").isNull().cast("long")).alias("null_emb"),
         F.sum((F.col("_e").isNotNull() & (F.size("_e") != F.lit(ref_dim))).cast("long")).alias("bad_dim"),
         F.min(F.size("_e")).alias("min_dim"),
@@ -310,9 +312,25 @@ def delta_version(spark: "SparkSession", path: str) -> int | None:
     """Latest commit version of a Delta table (None if not a Delta table)."""
     if not has_delta_commit(spark, path):
         return None
-    from delta.tables import DeltaTable
+    return int(spark.sql(f"DESCRIBE HISTORY {delta_path_sql(path)} LIMIT 1").collect()[0]["version"])
 
-    return int(DeltaTable.forPath(spark, path).history(1).collect()[0]["version"])
+
+def delta_path_sql(path: str) -> str:
+    """The Delta table at ``path`` in Spark SQL: ``delta.`path` `` (backticks doubled)."""
+    return "delta.`" + path.replace("`", "``") + "`"
+
+
+def merge_into(target_path: str, source: "DataFrame", condition: str, clauses: str) -> None:
+    """``MERGE INTO`` the Delta table at ``target_path`` (alias ``t``) from ``source``
+    (alias ``s``) in Spark SQL, which classic and Spark Connect sessions both run with only
+    Delta's SQL extension (``DeltaTable``'s builder needs Delta's Connect plugin on a server)."""
+    spark = source.sparkSession
+    view = f"_curation_merge_{uuid.uuid4().hex[:12]}"
+    source.createOrReplaceTempView(view)
+    try:
+        spark.sql(f"MERGE INTO {delta_path_sql(target_path)} AS t USING {view} AS s ON {condition} {clauses}")
+    finally:
+        spark.catalog.dropTempView(view)
 
 
 def _run_write(action, path: str) -> None:

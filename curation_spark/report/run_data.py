@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -158,30 +157,11 @@ def _mtime(spark: "SparkSession", path: str) -> float | None:
     run.json's "samples" keeps the insertion order of names, so a table that was sampled
     again keeps its old position; the file system knows which one was written last.
     """
-    from py4j.protocol import Py4JError
-    from pyspark.errors import PySparkException
-
     try:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-        conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
-        hpath = jvm.org.apache.hadoop.fs.Path(path)
-        fs = hpath.getFileSystem(conf)
-        times = [int(fs.getFileStatus(hpath).getModificationTime())]
-        for sub in ("_SUCCESS", "_delta_log"):
-            p = jvm.org.apache.hadoop.fs.Path(paths.join(path, sub))
-            if fs.exists(p):
-                status = fs.getFileStatus(p)
-                times.append(int(status.getModificationTime()))
-                if status.isDirectory():
-                    times.extend(int(s.getModificationTime()) for s in fs.listStatus(p))
-        return max(times) / 1000.0
-    except (AttributeError, PySparkException, Py4JError) as exc:  # Spark Connect has no JVM handle; or
-        log.debug("report: modification time of %s through Hadoop failed (%s); trying the local path", path, exc)
-        local = paths.local_path(path)
-        try:
-            return os.path.getmtime(local) if local else None
-        except OSError:
-            return None
+        return paths.newest_mtime(spark, path, ("_SUCCESS", "_delta_log"))
+    except Exception as exc:  # noqa: BLE001 - only the order of the report's tables depends on it
+        log.debug("report: modification time of %s failed (%s)", path, exc)
+        return None
 
 
 def _open_input(ctx: RunData, input_path: str | None, in_cfg: "InputConfig", recorded_rows: int | None) -> None:

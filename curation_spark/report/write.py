@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from curation_spark.errors import ConfigError
 from curation_spark.io import paths
 from curation_spark.io.runfolder import open_existing
+from curation_spark.io.spark_api import describe_work
 from curation_spark.report.html import Section, render_html
 from curation_spark.report.plots import save_figure
 from curation_spark.report.run_data import RunData, open_run_data
@@ -65,7 +66,7 @@ def write_report(run_path: str, out_dir: str | None = None, table: str | None = 
     log.info("report: run %s, %d level(s), curated table %s, input %s -> %s", run.path, len(ctx.levels),
              ctx.curated_name or "(none)", ctx.input_desc or "(none)", target)
     sections = [_build(ctx, name, title, builder) for name, title, builder in SECTIONS]
-    _job(spark, None)
+    describe_work(spark, None)
     text = render_html(ctx, sections)
     out = os.path.join(target, REPORT_HTML)
     tmp = out + ".tmp"
@@ -94,17 +95,10 @@ def _report_dir(run_path: str, out_dir: str | None) -> str:
     return fallback
 
 
-def _job(spark: "SparkSession", text: str | None) -> None:
-    try:
-        spark.sparkContext.setJobDescription(text)
-    except AttributeError:  # Spark Connect has no SparkContext
-        pass
-
-
 def _build(ctx: RunData, name: str, title: str, builder: Callable[[RunData], Drawn]) -> Section:
     """Run one section builder; a failure becomes a note, never a failed report."""
     section = Section(title=title, name=name)
-    _job(ctx.spark, f"report · {title}")
+    describe_work(ctx.spark, f"report · {title}")
     t0 = time.perf_counter()
     try:
         drawn = builder(ctx)

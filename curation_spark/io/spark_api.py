@@ -1,0 +1,126 @@
+"""What a session offers: classic (a JVM driver in this process, ``sparkContext``) or
+Spark Connect (a client of a remote server: Databricks serverless and standard access
+mode, ``SPARK_REMOTE=sc://...``; no ``sparkContext``, RDDs or py4j).
+
+Everything that differs between the two goes through here, decided per call from the
+session's own type, so the rest of the code runs on both: naming the work (job
+descriptions on classic, job tags on Connect), shipping driver arrays to tasks (broadcast
+variables on classic, inside the task's closure on Connect) and the task slots the
+barrier engine may use.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from curation_spark.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+#: Largest driver array shipped inside a task's closure over Spark Connect (the closure
+#: travels in the plan, through gRPC; the server's default message limit is 128 MB).
+CONNECT_CLOSURE_MAX_BYTES = 64 * 1024 * 1024
+
+
+def is_connect(spark: "SparkSession") -> bool:
+    """Whether ``spark`` is a Spark Connect session (no SparkContext in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def master(spark: "SparkSession") -> str:
+    """The session's master URL (``local[2]``, ``spark://...``; ``""`` where the server does not say)."""
+    if not is_connect(spark):
+        return spark.sparkContext.master
+    try:
+        return spark.conf.get("spark.master", "") or ""
+    except Exception:  # noqa: BLE001 - a server that hides its settings
+        return ""
+
+
+def describe_work(spark: "SparkSession", text: str | None) -> None:
+    """Name the Spark jobs that follow in the UI (``None``: stop naming them).
+
+    Classic: the job description. Connect: one job tag (tags may not hold commas)."""
+    if not is_connect(spark):
+        spark.sparkContext.setJobDescription(text)
+        return
+    spark.clearTags()
+    tag = re.sub(r"[,\s]+", " ", text or "").strip()
+    if tag:
+        spark.addTag(tag[:200])
+
+
+class _Captured:
+    """A value that travels inside the task's closure: the broadcast variable's interface."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def unpersist(self) -> None:
+        pass
+
+
+def ship(spark: "SparkSession", value: Any, what: str) -> Any:
+    """``value`` (numpy arrays, tuples of them) for tasks to read as ``.value``.
+
+    Classic: a broadcast variable (sent once per executor). Connect has none: the value is
+    pickled with the task's function, which is refused above
+    :data:`CONNECT_CLOSURE_MAX_BYTES` with one line naming ``what`` (e.g. the centroids of
+    a K that only dedicated compute can take)."""
+    if not is_connect(spark):
+        return spark.sparkContext.broadcast(value)
+    size = _nbytes(value)
+    if size > CONNECT_CLOSURE_MAX_BYTES:
+        raise ConfigError(f"{what}: {size / 2**20:.0f} MiB to ship to every task, more than Spark Connect takes "
+                          f"inside a task ({CONNECT_CLOSURE_MAX_BYTES / 2**20:.0f} MiB); use fewer clusters per "
+                          "level or a classic session (dedicated compute, spark-submit)")
+    return _Captured(value)
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
+
+
+def task_slots(spark: "SparkSession") -> int | None:
+    """Tasks that can run at once (what a barrier stage may ask for), or None when the
+    session does not say.
+
+    Classic: ``defaultParallelism`` (cores of ``local[*]``, or every executor's). Connect
+    reads the server's settings: ``spark.default.parallelism``, else ``local[N]`` /
+    ``local[*]`` from ``spark.master`` (``*``: the server machine's cores, asked of one
+    task), else ``spark.executor.instances`` x ``spark.executor.cores``."""
+    if not is_connect(spark):
+        return max(1, int(spark.sparkContext.defaultParallelism))
+    conf = spark.conf
+    parallelism = conf.get("spark.default.parallelism", None)
+    if parallelism:
+        return max(1, int(parallelism))
+    master = conf.get("spark.master", None) or ""
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master)
+    if local:
+        cores = local.group(1) or "1"
+        return server_cores(spark) if cores == "*" else int(cores)
+    instances, cores = conf.get("spark.executor.instances", None), conf.get("spark.executor.cores", None)
+    if instances and cores:
+        return max(1, int(instances) * int(cores))
+    return None
+
+
+def server_cores(spark: "SparkSession") -> int:
+    """``os.cpu_count()`` where one task runs (for ``local[*]``: the server's machine)."""
+    import pandas as pd
+
+    def count(frames):
+        import os
+
+        for _ in frames:
+            pass
+        yield pd.DataFrame({"cores": [os.cpu_count() or 1]})
+
+    return int(spark.range(1, numPartitions=1).mapInPandas(count, "cores long").first()["cores"])
