@@ -7,7 +7,8 @@ and stopped after. The commands run as the ``curation-spark`` CLI in client proc
 commands run in this test session (classic, in-process), row for row: same ids, same
 clusters, bit-equal floats. The k-means levels are forced onto the barrier engine (tiny
 levels would otherwise be fit in the driver), whose task count the client reads from the
-server's ``spark.master``.
+server's ``spark.master``; one run uses near-duplicate removal and the ``passes`` engine;
+a notebook runs as a script against the server.
 """
 from __future__ import annotations
 
@@ -130,3 +131,33 @@ def test_update_over_connect_equals_the_classic_update(server, spark, runs):
     pipeline.update(load_config([], settings(base / "input_classic", runs["classic"])), spark)
     compared = cu.assert_same_run(runs["connect"], runs["classic"])
     assert "level_1/assignments" in compared and "r333" in compared
+
+
+def test_dedup_and_the_passes_engine_over_connect(server, spark, runs, tmp_path):
+    """``cluster`` with near-duplicate removal and ``engine: passes`` (one Spark job per Lloyd
+    iteration, centroids shipped in the tasks' closures), over Connect and classic."""
+    from curation_spark import pipeline
+    from curation_spark.config import load_config
+
+    base = runs["base"]
+    extra = ["clustering.n_levels=1", "clustering.n_clusters=[20]", "clustering.n_iters=[5]",
+             "clustering.n_resampling_steps=[0]", "clustering.sample_size=[2]", "clustering.sampling_strategy=[c]",
+             "clustering.engine=passes", "dedup.enabled=true", "dedup.threshold=0.9999", "dedup.n_clusters=8"]
+    over_connect(server, "cluster", sets=settings(base / "input_connect", tmp_path / "connect", *extra))
+    pipeline.cluster(load_config([], settings(base / "input_classic", tmp_path / "classic", *extra)), spark)
+    meta = json.loads((tmp_path / "connect" / "run.json").read_text())
+    assert meta["levels"]["1"]["engine"] == "passes" and meta["dedup"]["removed"] > 0, meta["dedup"]
+    assert cu.assert_same_run(tmp_path / "connect", tmp_path / "classic") == [
+        "dedup/duplicates", "level_1/assignments", "level_1/centroids"]
+
+
+def test_sample_notebook_over_connect(server, runs):
+    """notebooks/02_sample.py as a script with ``SPARK_REMOTE`` set: the notebooks take the
+    session ``get_spark`` gives them, a Connect one here as on Databricks serverless."""
+    env = server.client_env({"CURATION_RUN": str(runs["connect"]), "CURATION_TARGET_SIZE": "50",
+                             "CURATION_TABLE": "nb50", "CURATION_KEEP_COLUMNS": "label"})
+    result = subprocess.run([sys.executable, str(cu.REPO / "notebooks" / "02_sample.py")], env=env,
+                            capture_output=True, text=True, timeout=600, cwd=runs["base"])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    table = cu.run_tables(runs["connect"])["nb50"]
+    assert table.num_rows == 50 and "label" in table.column_names
