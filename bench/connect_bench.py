@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import cluster_utils as cu  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 CLI = Path(sys.executable).parent / "curation-spark"
 #: The settings a local session of ours gets (curation_spark.io.session.LOCAL_DEFAULTS), on both sides.
@@ -119,12 +120,7 @@ def main() -> None:
                     best["connect"]["level_seconds"] / max(best["classic"]["level_seconds"], 0.1), 3)}
             log(f"{name}: Connect {best['connect']['seconds']} s vs classic {best['classic']['seconds']} s = "
                 f"x{results['workloads'][name]['connect_over_classic']}")
-    out_dir = HERE / "results"
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    name = f"connect_{stamp}{'_' + args.tag if args.tag else ''}.json"
-    for path in (out_dir / name, out_dir / "connect_latest.json"):
-        path.write_text(json.dumps(results, indent=2))
-    log(f"wrote {out_dir / name}")
+    log(f"wrote {write_results('connect', results, args.tag)}")
     print(json.dumps(results, indent=2))
 
 

@@ -40,6 +40,7 @@ from kmeans_bench import MemorySampler  # noqa: E402
 from curation_spark import pipeline  # noqa: E402
 from curation_spark.config import load_config  # noqa: E402
 from curation_spark.method.dedup import unit_rows  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 THRESHOLD = 0.95
 BIG_GROUPS = (1000, 1500, 2000)
@@ -205,14 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cores": os.cpu_count(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
     result["memory"].pop("timeline", None)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    res_dir = HERE / "results"
-    name = f"dedup_{stamp}{'_' + args.tag if args.tag else ''}.json"
-    for target in (res_dir / name, res_dir / "dedup_latest.json"):
-        target.write_text(json.dumps(result, indent=2, default=str))
+    written = write_results("dedup", result, args.tag)
     print(json.dumps({k: v for k, v in result.items() if k != "memory"}, indent=2, default=str))
     print("peak RSS MiB:", result["memory"]["peak_rss_mib"])
-    log(f"wrote {res_dir / name}")
+    log(f"wrote {written}")
     return 0
 
 

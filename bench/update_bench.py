@@ -37,6 +37,7 @@ sys.path.insert(0, str(HERE.parent))
 from curation_spark import pipeline  # noqa: E402
 from curation_spark.config import load_config  # noqa: E402
 from curation_spark.method.balance import label_entropy  # noqa: E402
+from results_file import write_results  # noqa: E402
 
 #: The repository's toy recipe (conf/toy.yaml: 2 levels [1000, 300], 50 iterations, 10
 #: resampling steps per level, sample sizes [15, 2], k-means++), curated set of 100,000.
@@ -168,12 +169,7 @@ def main() -> None:
         log(f"{share:.0%}: update {best} s vs full run {full} s = {detail['update_over_full']:.1%}; balance "
             f"{detail['balance_after_update']} vs {detail['balance_fresh_full_run']} (fresh runs over seeds: "
             f"{detail['fresh_runs']['balance']})")
-    out_dir = HERE / "results"
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    name = f"update_{stamp}{'_' + args.tag if args.tag else ''}.json"
-    for path in (out_dir / name, out_dir / "update_latest.json"):
-        path.write_text(json.dumps(results, indent=2))
-    log(f"wrote {out_dir / name}")
+    log(f"wrote {write_results('update', results, args.tag)}")
     print(json.dumps(results, indent=2))
 
 

@@ -35,10 +35,7 @@ def master(spark: "SparkSession") -> str:
     """The session's master URL (``local[2]``, ``spark://...``; ``""`` where the server does not say)."""
     if not is_connect(spark):
         return spark.sparkContext.master
-    try:
-        return spark.conf.get("spark.master", "") or ""
-    except Exception:  # noqa: BLE001 - a server that hides its settings
-        return ""
+    return _server_conf(spark, "spark.master") or ""
 
 
 def describe_work(spark: "SparkSession", text: str | None) -> None:
@@ -94,22 +91,38 @@ def task_slots(spark: "SparkSession") -> int | None:
     Classic: ``defaultParallelism`` (cores of ``local[*]``, or every executor's). Connect
     reads the server's settings: ``spark.default.parallelism``, else ``local[N]`` /
     ``local[*]`` from ``spark.master`` (``*``: the server machine's cores, asked of one
-    task), else ``spark.executor.instances`` x ``spark.executor.cores``."""
+    task once per session), else ``spark.executor.instances`` x ``spark.executor.cores``."""
     if not is_connect(spark):
         return max(1, int(spark.sparkContext.defaultParallelism))
-    conf = spark.conf
-    parallelism = conf.get("spark.default.parallelism", None)
+    parallelism = _server_conf(spark, "spark.default.parallelism")
     if parallelism:
         return max(1, int(parallelism))
-    master = conf.get("spark.master", None) or ""
-    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master)
+    local = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", _server_conf(spark, "spark.master") or "")
     if local:
         cores = local.group(1) or "1"
-        return server_cores(spark) if cores == "*" else int(cores)
-    instances, cores = conf.get("spark.executor.instances", None), conf.get("spark.executor.cores", None)
+        if cores != "*":
+            return int(cores)
+        key = getattr(spark, "session_id", None) or id(spark)
+        if key not in _SERVER_CORES:
+            _SERVER_CORES[key] = server_cores(spark)
+        return _SERVER_CORES[key]
+    instances, cores = _server_conf(spark, "spark.executor.instances"), _server_conf(spark, "spark.executor.cores")
     if instances and cores:
         return max(1, int(instances) * int(cores))
     return None
+
+
+#: ``server_cores`` per Connect session (one small job the first time).
+_SERVER_CORES: dict[object, int] = {}
+
+
+def _server_conf(spark: "SparkSession", key: str) -> str | None:
+    """A server setting, or None where it is unset or hidden from clients (Databricks
+    serverless refuses to show some)."""
+    try:
+        return spark.conf.get(key, None) or None
+    except Exception:  # noqa: BLE001 - e.g. CONFIG_NOT_AVAILABLE
+        return None
 
 
 def server_cores(spark: "SparkSession") -> int:
