@@ -32,7 +32,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -254,30 +254,22 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
     sizes = stage_centroids(run, n_levels, added, dropped, n_points)
     phases["sizes"] = round(time.perf_counter() - t, 1)
 
-    # Drift and the re-sampling read different tables: side by side (see run_concurrently).
-    measured: dict[str, DriftCheck] = {}
-
-    def measure_drift() -> None:
-        t = time.perf_counter()
-        if meta.drift_baseline is None:
-            meta.drift_baseline = drift_baseline(run.read_assignments(1))
-        measured["drift"] = drift_check(added, meta.drift_baseline, config.update.drift_threshold)
-        phases["drift"] = round(time.perf_counter() - t, 1)
-
-    def resample() -> None:
-        t = time.perf_counter()
-        view = StagedRun(run, added, dropped, n_points, sizes)
-        for name, recorded in meta.samples.items():
-            stage_sample(view, name, recorded, raw, cfg.id_col)
-        phases["sample"] = round(time.perf_counter() - t, 1)
-
-    run_concurrently([measure_drift, resample])
-    drift = measured["drift"]
+    t = time.perf_counter()
+    if meta.drift_baseline is None:
+        meta.drift_baseline = drift_baseline(run.read_assignments(1))
+    drift = drift_check(added, meta.drift_baseline, config.update.drift_threshold)
+    phases["drift"] = round(time.perf_counter() - t, 1)
     if drift.recluster_due:
         log.warning("update: %.2f %% of the new rows lie beyond the fit's 99th-percentile distance (threshold "
                     "update.drift_threshold = %.2f %%): the hierarchy no longer covers the input well, a full "
                     "re-cluster (`curation-spark run --fresh`) is due", 100 * drift.share_beyond_p99,
                     100 * drift.threshold)
+
+    t = time.perf_counter()
+    view = StagedRun(run, added, dropped, n_points, sizes)
+    for name, recorded in meta.samples.items():
+        stage_sample(view, name, recorded, raw, cfg.id_col)
+    phases["sample"] = round(time.perf_counter() - t, 1)
     return UpdateSummary(from_version=from_version, to_version=to_version, method=changes.method,
                          rows_read=changes.rows_read, rows_added=changes.n_added - changes.n_changed,
                          rows_deleted=changes.n_dropped - changes.n_changed, rows_changed=changes.n_changed,
@@ -447,19 +439,15 @@ def commit(run: RunFolder, summary: UpdateSummary, started: float | None = None)
     if not paths.exists(spark, summary.staged):
         raise CurationError(f"run.json: pending_update: its staged tables {summary.staged} are missing; re-cluster "
                             "with `curation-spark run --overwrite`")
-    def commit_centroids(level: int) -> None:  # (Delta reads the version it overwrites; Parquet: via a sibling)
+    commit_assignments(run)
+    n_levels = meta.config.clustering.n_levels
+    for level in range(1, n_levels + 1):  # (Delta reads the version it overwrites; Parquet goes via a sibling)
         write_table(centroids_with_staged_sizes(run, level), run.centroids_path(level), run.format)
-
-    def commit_sample(name: str) -> None:
+    for name in summary.samples:
         recorded = meta.samples[name]
         sample = read_staged(run, f"samples/{name}")
         recorded.rows = sample.count()  # (Parquet: from the footers)
         write_table(sample, recorded.path, run.format)
-
-    n_levels = meta.config.clustering.n_levels
-    run_concurrently([lambda: commit_assignments(run)]
-                     + [lambda level=level: commit_centroids(level) for level in range(1, n_levels + 1)]
-                     + [lambda name=name: commit_sample(name) for name in summary.samples])
     sizes = (read_staged(run, "sizes").where(F.col("level") == 1).select("cluster_id", "size").toArrow()
              .sort_by("cluster_id"))
     level1 = meta.levels[1]
@@ -476,20 +464,6 @@ def commit(run: RunFolder, summary: UpdateSummary, started: float | None = None)
     run.save()
     paths.delete(spark, summary.staged)
     log.info("update: committed (%.1f s)", summary.phases["commit"])
-
-
-def run_concurrently(steps: "list[Callable[[], None]]") -> None:
-    """Run independent steps (each on its own tables) as concurrent Spark jobs from threads,
-    and wait for all of them; the first failure is raised once every step has ended. The
-    update's steps are mostly small jobs and Delta commits, latency more than work: side by
-    side they take about the longest one's time instead of the sum."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=max(1, len(steps)), thread_name_prefix="update") as pool:
-        futures = [pool.submit(step) for step in steps]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        raise errors[0]
 
 
 def commit_assignments(run: RunFolder) -> None:
