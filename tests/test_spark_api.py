@@ -83,3 +83,27 @@ def test_work_is_named_by_one_tag_over_connect():
     assert client.tags == ["sampling · level-1 selection"]
     spark_api.describe_work(client, None)
     assert client.tags == []
+
+
+def test_run_folder_files_through_pyarrow_on_a_connect_client(tmp_path):
+    """io/paths on a Connect client (no JVM): the driver-side pyarrow.fs layer, local paths."""
+    from curation_spark.io import paths
+
+    client, base = _ConnectClient({}), str(tmp_path)
+    paths.write_text_atomic(client, f"{base}/run/run.json", '{"a": 1}')
+    paths.write_text_atomic(client, f"{base}/run/run.json", '{"a": 2}')  # replaces
+    assert paths.read_text(client, f"{base}/run/run.json") == '{"a": 2}'
+    assert paths.read_text(client, f"{base}/run/missing.json") is None
+    assert paths.is_dir(client, f"{base}/run") and paths.list_names(client, f"{base}/run") == ["run.json"]
+    (tmp_path / "table").mkdir()
+    (tmp_path / "table" / "_SUCCESS").write_text("")
+    assert not paths.has_data_files(client, f"{base}/table")
+    (tmp_path / "table" / "part-0.parquet").write_text("")
+    assert paths.has_data_files(client, f"file://{base}/table")
+    assert paths.newest_mtime(client, f"{base}/table", ("_SUCCESS", "_delta_log")) is not None
+    paths.rename(client, f"{base}/table", f"{base}/moved/table")
+    assert not paths.exists(client, f"{base}/table") and paths.list_names(client, f"{base}/moved/table") == [
+        "_SUCCESS", "part-0.parquet"]
+    paths.delete(client, f"{base}/moved")
+    paths.delete(client, f"{base}/moved")  # nothing there: no error
+    assert not paths.exists(client, f"{base}/moved") and paths.newest_mtime(client, f"{base}/moved") is None

@@ -141,7 +141,12 @@ def rename(spark: "SparkSession", src: str, dst: str) -> None:
         parent = inner_dst.rstrip("/").rpartition("/")[0]
         if parent:
             afs.create_dir(parent, recursive=True)
-        afs.move(inner_src, inner_dst)
+        try:
+            afs.move(inner_src, inner_dst)
+        except OSError as exc:  # e.g. object stores: pyarrow moves files, not folders
+            raise ConfigError(f"{src}: cannot rename it to {dst} from this Spark Connect client ({exc}); "
+                              "Parquet run folders are written by renaming a folder: use output.format=delta "
+                              "(Delta commits need no rename) on this store") from exc
         return
     hdst = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(dst)  # type: ignore[attr-defined]
     parent = hdst.getParent()
