@@ -224,10 +224,10 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
     if n_points == 0:
         raise InputError(f"input: every row of the run in {run.path} was deleted and none added; nothing to curate")
 
+    new_rows = changes.added.coalesce(max(1, -(-changes.n_added // ASSIGN_ROWS_PER_TASK)))
     if changes.n_added:
         # (the change feed's rows are one per id by construction: no distinct count there)
-        new_stats = validate_embeddings(changes.added.coalesce(max(1, -(-changes.n_added // ASSIGN_ROWS_PER_TASK))),
-                                        cfg.id_col, cfg.embedding_col,
+        new_stats = validate_embeddings(new_rows, cfg.id_col, cfg.embedding_col,
                                         count_duplicates=changes.method != CHANGE_FEED)  # errors name column and rows
         if meta.input.dim is not None and new_stats.dim != meta.input.dim:
             raise InputError(f"input.embedding_col: new rows have dimension {new_stats.dim}, the run "
@@ -241,7 +241,6 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
     phases["validate"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    new_rows = changes.added.coalesce(max(1, -(-changes.n_added // ASSIGN_ROWS_PER_TASK)))
     assign_new_rows(run, to_points(new_rows, cfg.id_col, cfg.embedding_col), staged(run, "added"))
     write_staged(changes.dropped.coalesce(max(1, -(-changes.n_dropped // DROPPED_ROWS_PER_FILE))), run, "dropped")
     added, dropped = read_staged(run, "added"), read_staged(run, "dropped")

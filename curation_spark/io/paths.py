@@ -55,6 +55,13 @@ def _info(path: str):
     return fs, inner, fs.get_file_info(inner)
 
 
+def _make_parent(afs: "pafs.FileSystem", inner: str) -> None:
+    """Create the folder ``inner`` goes into (pyarrow does not on write or move)."""
+    parent = inner.rstrip("/").rpartition("/")[0]
+    if parent:
+        afs.create_dir(parent, recursive=True)
+
+
 def normalise(path: str) -> str:
     """Absolute, scheme-qualified form of a path, for comparing two paths."""
     parsed = urlparse(path)
@@ -138,9 +145,7 @@ def rename(spark: "SparkSession", src: str, dst: str) -> None:
     if fs is None:
         afs, inner_src = arrow_fs(src)
         _, inner_dst = arrow_fs(dst)
-        parent = inner_dst.rstrip("/").rpartition("/")[0]
-        if parent:
-            afs.create_dir(parent, recursive=True)
+        _make_parent(afs, inner_dst)
         try:
             afs.move(inner_src, inner_dst)
         except OSError as exc:  # e.g. object stores: pyarrow moves files, not folders
@@ -183,9 +188,7 @@ def write_text_atomic(spark: "SparkSession", path: str, text: str) -> None:
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
         afs, inner = arrow_fs(path)
-        parent = inner.rstrip("/").rpartition("/")[0]
-        if parent:
-            afs.create_dir(parent, recursive=True)
+        _make_parent(afs, inner)
         with afs.open_output_stream(inner + ".tmp") as out:
             out.write(text.encode("utf-8"))
         afs.move(inner + ".tmp", inner)  # (replaces the target: os.replace locally, a copy on object stores)
