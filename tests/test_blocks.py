@@ -52,3 +52,29 @@ def test_matrix_round_trip():
     x = np.arange(12, dtype=np.float32).reshape(4, 3)
     col = float_matrix_to_list_array(x)
     assert col.to_pylist() == x.tolist()
+
+
+def test_checked_block_sets_bad_rows_aside_with_their_reason():
+    """What update's assignment pass keeps (right size, finite values; arrival order) and
+    what it sets aside: a null embedding (dim null), another size, NaN / Inf / a null value
+    (the run's size)."""
+    from curation_spark.io.blocks import checked_assignment_batches, checked_block
+
+    good = [[3.0, 4.0], [0.0, 1.0]]
+    emb = pa.array([good[0], None, [1.0, 2.0, 3.0], [float("nan"), 1.0], good[1], [1.0, None], [float("inf"), 0.0]],
+                   pa.list_(pa.float32()))
+    batch = pa.RecordBatch.from_arrays([pa.array([10, 11, 12, 13, 14, 15, 16], pa.int64()), emb],
+                                       names=["point_id", "embedding"])
+    block = checked_block([batch, batch.slice(0, 0)], 2)
+    assert block.ids.to_pylist() == [10, 14] and np.array_equal(block.x, np.array(good, np.float32))
+    np.testing.assert_allclose(block.norms, [5.0, 1.0])
+    assert sorted(zip(block.rejected_ids.to_pylist(), block.rejected_dims.to_pylist())) == [
+        (11, None), (12, 3), (13, 2), (15, 2), (16, 2)]
+    schema = pa.schema([("point_id", pa.int64()), ("cluster_id", pa.int32()), ("distance", pa.float32()),
+                        ("embedding_dim", pa.int32()), ("norm", pa.float32())])
+    out = pa.Table.from_batches(list(checked_assignment_batches(block, np.array([1, 0]), np.array([0.5, 0.25],
+                                                                                                np.float32), 2, schema)))
+    assert out.column("cluster_id").to_pylist() == [1, 0, None, None, None, None, None]
+    assert out.column("embedding_dim").to_pylist()[:2] == [2, 2] and out.column("norm").null_count == 5
+    everything_bad = checked_block([batch.slice(1, 2)], 2)
+    assert len(everything_bad.ids) == 0 and everything_bad.x.shape == (0, 2) and len(everything_bad.rejected_ids) == 2

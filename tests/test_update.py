@@ -178,6 +178,12 @@ def test_update_over_the_change_data_feed(spark, delta_base):
     noop = pipeline.update(cfg, spark)
     assert noop.summary is None and "nothing to do" in noop.message
     assert json.loads((work / "run" / "run.json").read_text())["updates"] == json.loads(text)["updates"]
+    # Deletions only: nothing to assign, the sizes and the curated table still follow.
+    spark.sql(f"DELETE FROM delta.`{work / 'input'}` WHERE id % 100 = 11")
+    gone = pipeline.update(cfg, spark).summary
+    assert gone is not None and (gone.rows_added, gone.rows_deleted, gone.n_points) == (0, 33, N + 234)
+    assert gone.drift is not None and gone.drift.new_rows == 0 and not gone.drift.recluster_due
+    check_updated(spark, work)
 
 
 def test_update_written_by_delta_rs(spark, delta_base):
@@ -245,8 +251,8 @@ def test_interrupted_update_leaves_the_run_and_is_finished(spark, delta_base, mo
 
     real = update_mod.commit_assignments
 
-    def commit_then_fail(run):
-        real(run)
+    def commit_then_fail(run, **kwargs):
+        real(run, **kwargs)
         raise RuntimeError("killed while committing")
 
     with monkeypatch.context() as m:
@@ -271,6 +277,18 @@ def test_update_refuses_changed_inputs(spark, delta_base):
     spark.createDataFrame(mixture_rows(5, 6)).write.format("delta").mode("append").save(str(work / "input"))
     with pytest.raises(InputError, match="'id' values are repeated"):  # id 5 again
         pipeline.update(cfg, spark)
+    spark.sql(f"DELETE FROM delta.`{work / 'input'}` WHERE id = 5")
+    rows = mixture_rows(N, N + 3)
+    bad = rows.to_pylist()
+    bad[0]["embedding"] = [float("nan")] * DIM  # checked in the assignment pass, judged before any commit
+    spark.createDataFrame(pa.Table.from_pylist(bad, schema=rows.schema)).write.format("delta").mode("append").save(str(work / "input"))
+    with pytest.raises(InputError, match="1 row\\(s\\) hold NaN, Inf or null values"):
+        pipeline.update(cfg, spark)
+    bad[1]["embedding"] = [1.0] * (DIM + 1)
+    spark.createDataFrame(pa.Table.from_pylist(bad[1:2], schema=rows.schema)).write.format("delta").mode("overwrite") \
+        .option("replaceWhere", f"id = {N + 1}").save(str(work / "input"))
+    with pytest.raises(InputError, match="inconsistent dimension: 1 row"):
+        pipeline.update(cfg, spark)
     other = mixture_rows(0, 10, dim=4)
     spark.createDataFrame(other).write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
         .save(str(work / "input"))
@@ -284,16 +302,15 @@ def test_update_refuses_changed_inputs(spark, delta_base):
 
 
 def test_drift_flags_new_rows_beyond_the_fits_tail(spark):
+    from curation_spark.curation import drift
     from curation_spark.io.run_metadata import DriftBaseline
 
     fit = spark.createDataFrame([(i, 0, float(i)) for i in range(1, 101)], "point_id long, cluster_id int, distance float")
-    base = update_mod.drift_baseline(fit)
-    assert (base.rows, base.mean_distance) == (100, 50.5) and base.p99_distance == 99.0
+    for base in (drift.baseline_of_assignments(fit), drift.baseline_of_distances(np.arange(1, 101, dtype=np.float32))):
+        assert (base.rows, base.mean_distance) == (100, 50.5) and base.p99_distance == 99.0
     baseline = DriftBaseline(rows=1000, mean_distance=1.0, p99_distance=2.0)
-    new = spark.createDataFrame([(i, 0, 1.0 if i < 90 else 3.0) for i in range(100)],
-                                "point_id long, cluster_id int, distance float")
-    drift = update_mod.drift_check(new, baseline, threshold=0.05)
-    assert drift.new_rows == 100 and drift.share_beyond_p99 == pytest.approx(0.10) and drift.recluster_due
-    assert drift.mean_ratio == pytest.approx(1.2)
-    calm = update_mod.drift_check(new.where("distance < 2"), baseline, threshold=0.05)
+    moved = drift.judge(100, 89 * 1.0 + 11 * 3.0, 11, baseline, threshold=0.05)  # 11 rows at 3.0
+    assert moved.new_rows == 100 and moved.share_beyond_p99 == pytest.approx(0.11) and moved.recluster_due
+    assert moved.mean_ratio == pytest.approx(1.22)
+    calm = drift.judge(89, 89.0, 0, baseline, threshold=0.05)
     assert calm.share_beyond_p99 == 0 and not calm.recluster_due

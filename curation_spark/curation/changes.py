@@ -76,9 +76,8 @@ def find_changes(spark: "SparkSession", cfg: "InputConfig", raw: "DataFrame", as
         # The Delta version the run recorded: no commit since, nothing to read.
         return InputChanges(raw.limit(0), assigned.limit(0), 0, 0, 0, SAME_VERSION, 0, n_input)
     if from_version is not None and to_version is not None:
-        feed = _change_feed(spark, cfg, from_version, to_version)
-        if feed is not None:
-            changes = _from_feed(feed, cfg, assigned, n_input)
+        changes = _from_feed(spark, cfg, assigned, n_input, from_version, to_version)
+        if changes is not None:
             if _adds_up(changes, n_assigned, n_input):
                 return changes
             changes.release()
@@ -99,10 +98,12 @@ def _adds_up(changes: InputChanges, n_assigned: int, n_input: int) -> bool:
     return n_assigned - changes.n_dropped + changes.n_added == n_input
 
 
-def _change_feed(spark: "SparkSession", cfg: "InputConfig", from_version: int,
-                 to_version: int) -> "DataFrame | None":
-    """The input's change data feed after ``from_version`` up to ``to_version``, or None
-    (with the reason logged) when the table does not have one for all of them."""
+def _from_feed(spark: "SparkSession", cfg: "InputConfig", assigned: "DataFrame", n_input: int, from_version: int,
+               to_version: int) -> InputChanges | None:
+    """The changes from the input's change data feed after ``from_version`` up to
+    ``to_version``, or None (the reason logged) when the table has no feed for all of them:
+    a range without a recorded feed fails at the first pass over it, before anything is
+    written."""
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
@@ -111,17 +112,16 @@ def _change_feed(spark: "SparkSession", cfg: "InputConfig", from_version: int,
     reader = (spark.read.format("delta").option("readChangeFeed", "true")
               .option("startingVersion", from_version + 1).option("endingVersion", to_version))
     try:
-        feed = reader.table(cfg.table) if cfg.table else reader.load(cfg.path)
-        feed.limit(1).count()  # a range without a recorded feed fails here, not half-way through
+        return _changes_in_feed(reader.table(cfg.table) if cfg.table else reader.load(cfg.path), cfg, assigned,
+                                n_input)
     except (PySparkException, Py4JError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.info("update: no change data feed for input versions %d..%d (%s); comparing ids instead",
                  from_version + 1, to_version, first[:200])
         return None
-    return feed
 
 
-def _from_feed(feed: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n_input: int) -> InputChanges:
+def _changes_in_feed(feed: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n_input: int) -> InputChanges:
     """Two passes: the feed once (each id's last change, with the rows it had in the feed),
     then the assigned ids it touched (dropped, and how many of them come back)."""
     from pyspark import StorageLevel
@@ -136,8 +136,12 @@ def _from_feed(feed: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n_i
              .withColumn("_rows", F.count(F.lit(1)).over(per_id))
              .withColumn("_rank", F.row_number().over(last)).where(F.col("_rank") == 1)
              .select(*columns, "_priority", "_rows").persist(StorageLevel.MEMORY_AND_DISK))
-    counts = final.agg(F.sum("_rows").alias("read"),
-                       F.sum(F.when(F.col("_priority") == 2, 1).otherwise(0)).alias("added")).first()
+    try:
+        counts = final.agg(F.sum("_rows").alias("read"),
+                           F.sum(F.when(F.col("_priority") == 2, 1).otherwise(0)).alias("added")).first()
+    except Exception:
+        final.unpersist()
+        raise
     rows_read, n_added = int(counts["read"] or 0), int(counts["added"] or 0)
     added = final.where(F.col("_priority") == 2).select(*columns)
     touched = final.select(F.col(cfg.id_col).alias(POINT_ID), (F.col("_priority") == 2).alias("_again"))

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from curation_spark.curation import drift
 from curation_spark.io.spark_api import describe_work
 from curation_spark.method import inprocess, kernels, seeds
 from curation_spark.engine import kmeans, stage_resampling
@@ -233,6 +234,8 @@ class _LevelTables:
     info: LevelStats
     #: DataFrames or k-means results: anything whose ``unpersist()`` frees a cache.
     cached: list[Any] = field(default_factory=list)
+    #: Every point's distance to its centroid when the driver holds them (in-process).
+    distances: np.ndarray | None = None
 
     def release(self) -> None:
         for frame in self.cached:
@@ -280,6 +283,12 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
         level_tables.release()
     if level > 1:
         fill_parents(run, level)
+    else:  # what every later `update` compares its new rows with (see curation.drift)
+        assert run.metadata is not None
+        describe_work(run.spark, "level 1 · drift baseline")
+        run.metadata.drift_baseline = (drift.baseline_of_distances(level_tables.distances)
+                                       if level_tables.distances is not None
+                                       else drift.baseline_of_assignments(run.read_assignments(1)))
     sizes, objective, info = level_tables.sizes, level_tables.objective, level_tables.info
     stats = kernels.size_stats(sizes)
     info.n_clusters, info.objective, info.sizes = int(len(sizes)), objective, stats
@@ -336,7 +345,7 @@ def _level_in_process(cfg: "ClusteringConfig", level: int, points: "DataFrame", 
                       "distance": pa.array(result.dist, pa.float32())})
     assignments = spark.createDataFrame(table, schema=kmeans.assignment_schema(points))
     cents = centroids_frame(spark, result.centroids, result.sizes)
-    return _LevelTables(assignments, cents, result.sizes, result.objective, info)
+    return _LevelTables(assignments, cents, result.sizes, result.objective, info, distances=result.dist)
 
 
 def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int, k: int, dim: int,

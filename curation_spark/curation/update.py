@@ -20,10 +20,16 @@ Two phases make it atomic and resumable:
    idempotent, so a failure inside the commit is finished by the next ``update``; until
    then ``sample`` and ``cluster`` refuse the run folder.
 
-Drift: the fit's own rows' distances to their centroid (mean, 99th percentile) are
-measured once, at the first update, and every update's new rows are compared with them;
-when more than ``update.drift_threshold`` of the new rows lie beyond the fit's 99th
-percentile, ``update`` warns that a full re-cluster is due (``report`` shows it).
+Drift (:mod:`curation_spark.curation.drift`): the fit recorded its own rows' distances to
+their centroid (mean, 99th percentile) when it wrote level 1; every update's new rows are
+compared with them, and when more than ``update.drift_threshold`` of the new rows lie beyond
+the fit's 99th percentile, ``update`` warns that a full re-cluster is due (``report`` shows it).
+
+The new rows are not validated in a pass of their own: their assignment pass checks every
+row (null embedding, another dimension, NaN / Inf) and stages the reason next to the
+assignment, and one job over the staged rows gives the checks, the drift figures and every
+cluster's net change in rows; a bad row is refused with the validation's one-line error
+before anything live changes.
 """
 from __future__ import annotations
 
@@ -37,16 +43,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from curation_spark.config import UNIT_NORM_TOLERANCE
-from curation_spark.curation import hierarchy, sampling
-from curation_spark.curation.changes import CHANGE_FEED, InputChanges, find_changes
+from curation_spark.curation import drift, hierarchy, sampling
+from curation_spark.curation.changes import ANTI_JOIN, CHANGE_FEED, InputChanges, find_changes
 from curation_spark.engine import kmeans
 from curation_spark.errors import ConfigError, CurationError, InputError
 from curation_spark.io import paths
-from curation_spark.io.blocks import batches_to_block
-from curation_spark.io.run_metadata import DriftBaseline, DriftCheck, SampleSummary, UpdateSummary
+from curation_spark.io.blocks import BlockChecks, batches_to_block
+from curation_spark.io.run_metadata import SampleSummary, UpdateSummary
 from curation_spark.io.runfolder import RunFolder, open_existing
-from curation_spark.io.tables import (POINT_ID, check_columns, merge_into, read_input, read_table,
-                                      to_points, validate_embeddings, write_table)
+from curation_spark.io.spark_api import describe_work
+from curation_spark.io.tables import (POINT_ID, check_columns, merge_into, raise_for_checks, read_input, read_table,
+                                      to_points, write_table)
 from curation_spark.method import kernels
 
 if TYPE_CHECKING:
@@ -56,8 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Accuracy of the fit's 99th-percentile distance (``percentile_approx``: relative rank error 1 / this).
-PERCENTILE_ACCURACY = 10_000
+#: The columns of level 1's assignments (the staged new rows have two more: their checks).
+ASSIGNMENT_COLUMNS = (POINT_ID, "cluster_id", "distance")
 #: The staged tables are the update's own scratch (run.json's ``pending_update`` is what
 #: makes them count), so plain Parquet: no Delta log to replay at every read of a new table.
 STAGING_FORMAT = "parquet"
@@ -97,8 +104,15 @@ def update(config: "Config", spark: "SparkSession | None" = None) -> UpdateResul
     stats1 = run.level_stats(1)
     assert stats1 is not None
     t0 = time.perf_counter()
+    describe_work(spark, "update · find changes")
     changes = find_changes(spark, config.input, raw, run.read_assignments(1).select(POINT_ID, "cluster_id"),
                            stats1.n_points, from_version, to_version)
+    if changes.method == ANTI_JOIN:
+        try:
+            check_same_dimension(run, raw, config)
+        except InputError:
+            changes.release()
+            raise
     found_in = time.perf_counter() - t0
     log.info("update: %d rows to assign, %d to drop (%d rewritten in place) by %s; %d input rows read (%.1f s)",
              changes.n_added, changes.n_dropped, changes.n_changed, changes.method, changes.rows_read, found_in)
@@ -162,26 +176,36 @@ def check_updatable(run: RunFolder, config: "Config") -> None:
 
 
 def check_same_schema(run: RunFolder, raw: "DataFrame", config: "Config") -> None:
-    """Refuse an input whose columns, id type or embedding dimension changed since the run."""
+    """Refuse an input whose columns or id type changed since the run (its schema only)."""
     cfg = config.input
     check_columns(raw, cfg.id_col, cfg.embedding_col)
-    meta = run.metadata
-    assert meta is not None
     id_now = raw.schema[cfg.id_col].dataType.simpleString()
     id_then = run.read_assignments(1).schema[POINT_ID].dataType.simpleString()
     if id_now != id_then:
         raise InputError(f"input.id_col: column {cfg.id_col!r} is {id_now} now but was {id_then} when the run in "
                          f"{run.path} was made; re-cluster with `curation-spark run --overwrite`")
-    dim = first_dimension(raw, cfg.embedding_col)
+
+
+def check_same_dimension(run: RunFolder, raw: "DataFrame", config: "Config") -> None:
+    """Refuse an input rewritten at another embedding dimension under the same ids: one row
+    read. Only needed when ids are compared (the change feed hands rewritten rows to the
+    assignment, whose checks refuse another dimension)."""
+    meta = run.metadata
+    assert meta is not None
+    dim = first_dimension(raw, config.input.embedding_col)
     if meta.input.dim is not None and dim is not None and dim != meta.input.dim:
-        raise InputError(f"input.embedding_col: column {cfg.embedding_col!r} has dimension {dim} now but "
-                         f"{meta.input.dim} when the run in {run.path} was made; the hierarchy cannot take these "
-                         "rows: re-cluster with `curation-spark run --overwrite`")
+        raise dimension_changed(run, config.input.embedding_col, str(dim), meta.input.dim)
+
+
+def dimension_changed(run: RunFolder, embedding_col: str, now: str, then: int) -> InputError:
+    return InputError(f"input.embedding_col: column {embedding_col!r} has dimension {now} now but {then} when the "
+                      f"run in {run.path} was made; the hierarchy cannot take these rows: re-cluster with "
+                      "`curation-spark run --overwrite`")
 
 
 def first_dimension(raw: "DataFrame", embedding_col: str) -> int | None:
     """The size of the first non-null embedding (one row read; every new row's size is
-    checked by the validation of the new rows)."""
+    checked by the assignment's checks)."""
     from pyspark.sql import functions as F
 
     from curation_spark.io.tables import embedding_array_column
@@ -217,6 +241,7 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
     phases: dict[str, float] = {}
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t = time.perf_counter()
+    describe_work(spark, "update · stage")
     if paths.exists(spark, run.update_staging_path()):
         log.info("update: removing the staging folder of an earlier update that did not reach its commit")
         paths.delete(spark, run.update_staging_path())
@@ -225,44 +250,39 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
         raise InputError(f"input: every row of the run in {run.path} was deleted and none added; nothing to curate")
 
     new_rows = changes.added.coalesce(max(1, -(-changes.n_added // ASSIGN_ROWS_PER_TASK)))
-    if changes.n_added:
-        # (the change feed's rows are one per id by construction: no distinct count there)
-        new_stats = validate_embeddings(new_rows, cfg.id_col, cfg.embedding_col,
-                                        count_duplicates=changes.method != CHANGE_FEED)  # errors name column and rows
-        if meta.input.dim is not None and new_stats.dim != meta.input.dim:
-            raise InputError(f"input.embedding_col: new rows have dimension {new_stats.dim}, the run "
-                             f"{meta.input.dim}")
-        if meta.distance == "cosine" and meta.config.clustering.distance == "auto" and new_stats.norm_min is not None \
-                and not (abs(new_stats.norm_min - 1) <= UNIT_NORM_TOLERANCE
-                         and abs(new_stats.norm_max - 1) <= UNIT_NORM_TOLERANCE):
-            log.warning("update: the run chose cosine for unit-norm embeddings, but the new rows' norms span "
-                        "%.4f..%.4f; they are assigned by cosine all the same", new_stats.norm_min,
-                        new_stats.norm_max)
-    phases["validate"] = round(time.perf_counter() - t, 1)
-
-    t = time.perf_counter()
-    assign_new_rows(run, to_points(new_rows, cfg.id_col, cfg.embedding_col), staged(run, "added"))
+    # The new rows are checked in their assignment pass (no validation pass before it):
+    # nothing live changes until the staged rows are judged below.
+    dim = run_dimension(run)
+    assign_new_rows(run, to_points(new_rows, cfg.id_col, cfg.embedding_col), staged(run, "added"), dim)
     write_staged(changes.dropped.coalesce(max(1, -(-changes.n_dropped // DROPPED_ROWS_PER_FILE))), run, "dropped")
-    added, dropped = read_staged(run, "added"), read_staged(run, "dropped")
+    checked, dropped = read_staged(run, "added"), read_staged(run, "dropped")
     phases["assign"] = round(time.perf_counter() - t, 1)
     log.info("update: %d new rows assigned to their nearest level-1 centroid (%.1f s)", changes.n_added,
              phases["assign"])
 
     t = time.perf_counter()
-    n_levels = meta.config.clustering.n_levels
-    sizes = stage_centroids(run, n_levels, added, dropped, n_points)
-    phases["sizes"] = round(time.perf_counter() - t, 1)
+    if meta.drift_baseline is None:  # a run made before the fit recorded it
+        meta.drift_baseline = drift.baseline_of_assignments(run.read_assignments(1))
+    phases["drift"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    if meta.drift_baseline is None:
-        meta.drift_baseline = drift_baseline(run.read_assignments(1))
-    drift = drift_check(added, meta.drift_baseline, config.update.drift_threshold)
-    phases["drift"] = round(time.perf_counter() - t, 1)
-    if drift.recluster_due:
+    staged_rows = summarise_staged(checked, dropped, dim, meta.drift_baseline.p99_distance)
+    judge_new_rows(staged_rows, checked, run, cfg.id_col, cfg.embedding_col, dim,
+                   count_duplicates=changes.method != CHANGE_FEED)
+    drift_now = drift.judge(staged_rows.totals.rows, staged_rows.distance_sum, staged_rows.beyond_p99,
+                            meta.drift_baseline, config.update.drift_threshold)
+    phases["validate"] = round(time.perf_counter() - t, 1)
+    if drift_now.recluster_due:
         log.warning("update: %.2f %% of the new rows lie beyond the fit's 99th-percentile distance (threshold "
                     "update.drift_threshold = %.2f %%): the hierarchy no longer covers the input well, a full "
-                    "re-cluster (`curation-spark run --fresh`) is due", 100 * drift.share_beyond_p99,
-                    100 * drift.threshold)
+                    "re-cluster (`curation-spark run --fresh`) is due", 100 * drift_now.share_beyond_p99,
+                    100 * drift_now.threshold)
+
+    t = time.perf_counter()
+    added = checked.select(*ASSIGNMENT_COLUMNS)
+    n_levels = meta.config.clustering.n_levels
+    sizes = stage_centroids(run, n_levels, staged_rows.moves_ids, staged_rows.moves, n_points)
+    phases["sizes"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
     view = StagedRun(run, added, dropped, n_points, sizes)
@@ -273,7 +293,7 @@ def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChan
                          rows_read=changes.rows_read, rows_added=changes.n_added - changes.n_changed,
                          rows_deleted=changes.n_dropped - changes.n_changed, rows_changed=changes.n_changed,
                          n_points=n_points, samples=list(meta.samples), staged=run.update_staging_path(),
-                         started=started, phases=phases, drift=drift)
+                         started=started, phases=phases, drift=drift_now)
 
 
 def level_one_centroids(run: RunFolder, dim: int) -> np.ndarray:
@@ -285,36 +305,124 @@ def level_one_centroids(run: RunFolder, dim: int) -> np.ndarray:
     return c
 
 
-def assign_new_rows(run: RunFolder, points: "DataFrame", target: str) -> None:
-    """Nearest level-1 centroid of every new row with the level's own assignment settings
-    (the centroid index when K is large), written to ``target``."""
+def run_dimension(run: RunFolder) -> int:
+    """The embedding dimension of the run (run.json, else its level-1 centroids)."""
+    from pyspark.sql import functions as F
+
+    from curation_spark.io.tables import EMBEDDING
+
     meta = run.metadata
     assert meta is not None
-    dim = meta.input.dim or kmeans.embedding_dim(points)
+    if meta.input.dim is not None:
+        return int(meta.input.dim)
+    first = hierarchy.centroid_points(run, 1).select(F.size(EMBEDDING).alias("d")).head(1)
+    if not first:
+        raise CurationError(f"{run.centroids_path(1)}: no centroids; the run folder is damaged")
+    return int(first[0]["d"])
+
+
+def assign_new_rows(run: RunFolder, points: "DataFrame", target: str, dim: int) -> None:
+    """Nearest level-1 centroid of every new row with the level's own assignment settings
+    (the centroid index when K is large), written to ``target`` with the input checks of
+    each row (``kmeans.assign_points(with_checks=True)``: judged by :func:`judge_new_rows`)."""
+    meta = run.metadata
+    assert meta is not None
     centroids = level_one_centroids(run, dim)
     clustering = dataclasses.replace(meta.config.clustering, distance=meta.distance)
     params = hierarchy.level_params(clustering, 1, len(centroids))
-    assignments = kmeans.assign_points(points, centroids, meta.distance, stage="update", params=params)
+    assignments = kmeans.assign_points(points, centroids, meta.distance, stage="update", params=params,
+                                       with_checks=True)
     write_table(assignments, target, STAGING_FORMAT)
 
 
-def stage_centroids(run: RunFolder, n_levels: int, added: "DataFrame", dropped: "DataFrame",
-                    n_points: int) -> sampling.LevelSizes:
-    """Every level's new ``size`` (level 1) and ``flat_size`` (all levels), moved by the
-    rows added and dropped below each cluster, staged as one small table ``sizes``
-    (``level, cluster_id, size, flat_size``; the centroids themselves never change) and
-    returned as :func:`sampling.centroid_sizes` gives them (what the re-sampling takes).
-    The counts are O(K) numbers computed in the driver (one job for the rows per level-1
-    cluster, one for every level's sizes and parents) and checked to add up to
-    ``n_points`` before anything is written."""
-    import pyarrow as pa
+@dataclass
+class StagedRows:
+    """What one job over the staged new rows and dropped ids tells the driver: the input
+    checks of the new rows, their drift figures and norms, and each level-1 cluster's net
+    change in rows (``moves`` for ``moves_ids``)."""
+
+    totals: BlockChecks
+    distance_sum: float
+    beyond_p99: int
+    norm_min: float | None
+    norm_max: float | None
+    moves_ids: np.ndarray
+    moves: np.ndarray
+
+
+def summarise_staged(checked: "DataFrame", dropped: "DataFrame", dim: int, p99_distance: float) -> StagedRows:
+    """One job: a rollup of the staged new rows by cluster (rows per cluster; on the total
+    row every figure over all new rows, packed in one array column so that the per-cluster
+    rows carry an id and a count only) next to the dropped ids per cluster. O(K) rows
+    reach the driver."""
+    import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
-    moves = (added.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("n")).select("cluster_id", "n")
-             .unionByName(dropped.groupBy("cluster_id").agg((-F.count(F.lit(1))).alias("n")))
-             .groupBy("cluster_id").agg(F.sum("n").alias("n")).toArrow())
+    d, c, distance = F.col(kmeans.EMBEDDING_DIM), F.col("cluster_id"), F.col("distance")
+    figures = [F.count(F.lit(1)), F.sum(F.col(POINT_ID).isNull().cast("long")), F.sum(d.isNull().cast("long")),
+               F.sum((d != dim).cast("long")), F.sum(((d == dim) & c.isNull()).cast("long")), F.min(d), F.max(d),
+               F.sum(distance), F.sum((distance > F.lit(p99_distance)).cast("long")), F.min(kmeans.NORM),
+               F.max(kmeans.NORM)]
+    added = checked.rollup("cluster_id").agg(
+        F.count(F.lit(1)).alias("n"), F.grouping("cluster_id").cast("boolean").alias("_total"),
+        F.when(F.grouping("cluster_id") == 1, F.array(*[f.cast("double") for f in figures])).alias("_figures"))
+    gone = dropped.groupBy("cluster_id").agg((-F.count(F.lit(1))).alias("n")).select(
+        "cluster_id", "n", F.lit(False).alias("_total"), F.lit(None).cast("array<double>").alias("_figures"))
+    table = added.unionByName(gone).toArrow()
+    total = pc.filter(table, table.column("_total"))
+    rows = pc.filter(table, pc.and_(pc.invert(table.column("_total")), pc.is_valid(table.column("cluster_id"))))
+    values = total.column("_figures")[0].as_py() if total.num_rows else [0.0, 0.0, 0.0, 0.0, 0.0] + [None] * 6
+    (n, null_ids, null_embeddings, bad_dim, bad_values, min_dim, max_dim, distance_sum, beyond_p99, norm_min,
+     norm_max) = values
+
+    def count(v: float | None) -> int:
+        return int(v) if v is not None else 0
+
+    checks = BlockChecks(rows=count(n), null_ids=count(null_ids), null_embeddings=count(null_embeddings),
+                         bad_dim=count(bad_dim), bad_values=count(bad_values),
+                         min_dim=int(min_dim) if min_dim is not None else -1,
+                         max_dim=int(max_dim) if max_dim is not None else -1)
+    return StagedRows(checks, float(distance_sum or 0.0), count(beyond_p99), norm_min, norm_max,
+                      rows.column("cluster_id").to_numpy(zero_copy_only=False).astype(np.int64),
+                      rows.column("n").to_numpy(zero_copy_only=False).astype(np.int64))
+
+
+def judge_new_rows(rows: StagedRows, checked: "DataFrame", run: RunFolder, id_col: str, embedding_col: str,
+                   dim: int, count_duplicates: bool) -> None:
+    """The validation's one-line errors for the staged new rows (the run's dimension is
+    the reference), and the norm warning of a cosine run; ``count_duplicates``: one more
+    job for repeated ids (the anti-join path: the change feed's rows are one per id)."""
+    meta = run.metadata
+    assert meta is not None
+    checks = rows.totals
+    if not checks.rows:  # only deletions
+        return
+    if count_duplicates:
+        distinct = checked.where(checked[POINT_ID].isNotNull()).select(POINT_ID).distinct().count()
+        checks.duplicate_ids = checks.rows - checks.null_ids - distinct
+    if not checks.null_embeddings and checks.bad_dim == checks.rows:
+        seen = str(checks.min_dim) if checks.min_dim == checks.max_dim else f"{checks.min_dim}..{checks.max_dim}"
+        raise dimension_changed(run, embedding_col, seen, dim)
+    raise_for_checks(checks, id_col, embedding_col, dim)
+    if meta.distance == "cosine" and meta.config.clustering.distance == "auto" and rows.norm_min is not None \
+            and not (abs(rows.norm_min - 1) <= UNIT_NORM_TOLERANCE and abs(rows.norm_max - 1) <= UNIT_NORM_TOLERANCE):
+        log.warning("update: the run chose cosine for unit-norm embeddings, but the new rows' norms span "
+                    "%.4f..%.4f; they are assigned by cosine all the same", rows.norm_min, rows.norm_max)
+
+
+def stage_centroids(run: RunFolder, n_levels: int, move_ids: np.ndarray, moves: np.ndarray,
+                    n_points: int) -> sampling.LevelSizes:
+    """Every level's new ``size`` (level 1) and ``flat_size`` (all levels), moved by the
+    rows added and dropped below each cluster (``moves``: the net change of level-1 cluster
+    ``move_ids``, from :func:`summarise_staged`), staged as one small table ``sizes``
+    (``level, cluster_id, size, flat_size``; the centroids themselves never change) and
+    returned as :func:`sampling.centroid_sizes` gives them (what the re-sampling takes).
+    The counts are O(K) numbers computed in the driver (one job for every level's sizes
+    and parents) and checked to add up to ``n_points`` before anything is written."""
+    import pyarrow as pa
+
     levels = sampling.centroid_sizes(run, n_levels)
-    delta = _per_cluster(levels[1]["cluster_id"], moves.column("cluster_id").to_numpy(), moves.column("n").to_numpy(),
+    delta = _per_cluster(levels[1]["cluster_id"], move_ids, moves,
                          f"{run.assignments_path(1)} / {run.centroids_path(1)}")
     parts, new_levels = [], {}
     for level in range(1, n_levels + 1):
@@ -357,29 +465,6 @@ def _per_cluster(cluster_ids: np.ndarray, ids: np.ndarray, values: np.ndarray, w
                                 "the run folder is damaged")
         np.add.at(out, pos, values.astype(np.int64))
     return out
-
-
-def drift_baseline(assignments: "DataFrame") -> DriftBaseline:
-    """Mean and 99th-percentile distance of the fit's rows to their level-1 centroid."""
-    from pyspark.sql import functions as F
-
-    row = assignments.agg(F.count(F.lit(1)).alias("n"), F.avg("distance").alias("mean"),
-                          F.percentile_approx("distance", 0.99, PERCENTILE_ACCURACY).alias("p99")).first()
-    return DriftBaseline(rows=int(row["n"]), mean_distance=float(row["mean"]), p99_distance=float(row["p99"]))
-
-
-def drift_check(added: "DataFrame", baseline: DriftBaseline, threshold: float) -> DriftCheck:
-    """The new rows' distances against the fit's (see :class:`DriftCheck`)."""
-    from pyspark.sql import functions as F
-
-    row = added.agg(F.count(F.lit(1)).alias("n"), F.avg("distance").alias("mean"),
-                    F.sum(F.when(F.col("distance") > F.lit(baseline.p99_distance), 1).otherwise(0)).alias("far")
-                    ).first()
-    n = int(row["n"])
-    share = float(row["far"]) / n if n else 0.0
-    return DriftCheck(new_rows=n, new_mean_distance=float(row["mean"]) if n else 0.0,
-                      old_mean_distance=baseline.mean_distance, old_p99_distance=baseline.p99_distance,
-                      share_beyond_p99=share, threshold=threshold, recluster_due=bool(n and share > threshold))
 
 
 class StagedRun(RunFolder):
@@ -435,10 +520,11 @@ def commit(run: RunFolder, summary: UpdateSummary, started: float | None = None)
     meta = run.metadata
     assert meta is not None
     t = time.perf_counter()
+    describe_work(spark, "update · commit")
     if not paths.exists(spark, summary.staged):
         raise CurationError(f"run.json: pending_update: its staged tables {summary.staged} are missing; re-cluster "
                             "with `curation-spark run --overwrite`")
-    commit_assignments(run)
+    commit_assignments(run, rewritten=summary.rows_changed > 0)
     n_levels = meta.config.clustering.n_levels
     for level in range(1, n_levels + 1):  # (Delta reads the version it overwrites; Parquet goes via a sibling)
         write_table(centroids_with_staged_sizes(run, level), run.centroids_path(level), run.format)
@@ -465,17 +551,19 @@ def commit(run: RunFolder, summary: UpdateSummary, started: float | None = None)
     log.info("update: committed (%.1f s)", summary.phases["commit"])
 
 
-def commit_assignments(run: RunFolder) -> None:
+def commit_assignments(run: RunFolder, rewritten: bool = True) -> None:
     """Level 1's assignments without the dropped ids and with the new rows: one Delta MERGE
     (rows matched by ``point_id``: dropped ones deleted, rewritten ones updated, new ones
-    inserted; running it again changes nothing), or an atomic rewrite for Parquet."""
+    inserted; running it again changes nothing), or an atomic rewrite for Parquet.
+    ``rewritten``: some dropped ids come back with new rows (else no dropped id is among
+    the new rows, and the MERGE source needs no anti-join to tell them apart)."""
     from pyspark.sql import functions as F
 
-    spark = run.spark
-    added, dropped = read_staged(run, "added"), read_staged(run, "dropped")
+    added, dropped = read_staged(run, "added").select(*ASSIGNMENT_COLUMNS), read_staged(run, "dropped")
     target = run.assignments_path(1)
     if run.format == "delta":
-        only_dropped = dropped.join(added.select(POINT_ID), POINT_ID, "left_anti").select(
+        only_dropped = dropped.join(added.select(POINT_ID), POINT_ID, "left_anti") if rewritten else dropped
+        only_dropped = only_dropped.select(
             POINT_ID, F.lit(None).cast("int").alias("cluster_id"), F.lit(None).cast("float").alias("distance"),
             F.lit("d").alias("_op"))
         source = added.select(POINT_ID, "cluster_id", "distance", F.lit("u").alias("_op")).unionByName(only_dropped)

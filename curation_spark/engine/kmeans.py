@@ -36,8 +36,8 @@ import numpy as np
 
 from curation_spark.io.spark_api import describe_work, master, ship, task_slots
 from curation_spark.method import centroid_index, kernels, reduce
-from curation_spark.io.blocks import (BlockChecks, assignment_batches, batches_to_block, float_matrix_to_list_array,
-                                   from_ipc, to_ipc)
+from curation_spark.io.blocks import (BlockChecks, assignment_batches, batches_to_block, checked_assignment_batches,
+                                   checked_block, float_matrix_to_list_array, from_ipc, to_ipc)
 from curation_spark.errors import InputError
 from curation_spark.engine.exchange import TaskGroup
 from curation_spark.io.progress import IterationProgress
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The extra columns of :func:`assign_points` ``with_checks``.
+EMBEDDING_DIM = "embedding_dim"
+NORM = "norm"
 #: Point sets larger than this (float32 embeddings) are cached on disk only.
 MEMORY_CACHE_MAX_BYTES = 1024 * 1024 * 1024
 
@@ -116,6 +119,21 @@ def assignment_schema(points: "DataFrame"):
         StructField(POINT_ID, points.schema[POINT_ID].dataType, False),
         StructField("cluster_id", IntegerType(), False),
         StructField("distance", FloatType(), False),
+    ])
+
+
+def checked_assignment_schema(points: "DataFrame"):
+    """:func:`assignment_schema` of :func:`assign_points` ``with_checks``: ``cluster_id`` and
+    ``distance`` null for a row that could not be assigned, ``embedding_dim`` (null: null
+    embedding) and ``norm`` (the embedding's L2 norm; null for such rows)."""
+    from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
+
+    return StructType([
+        StructField(POINT_ID, points.schema[POINT_ID].dataType, True),
+        StructField("cluster_id", IntegerType(), True),
+        StructField("distance", FloatType(), True),
+        StructField(EMBEDDING_DIM, IntegerType(), True),
+        StructField(NORM, FloatType(), True),
     ])
 
 
@@ -676,12 +694,17 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
 
 
 def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l2",
-                  stage: str | None = None, params: KMeansParams | None = None) -> "DataFrame":
+                  stage: str | None = None, params: KMeansParams | None = None,
+                  with_checks: bool = False) -> "DataFrame":
     """Nearest-centroid assignment of every point (one pass; centroids broadcast). With
     ``params`` whose assignment mode picks the index (large K), each batch goes through
     the index's probe path; the distance is always exact to the chosen centroid.
 
-    Returns a lazy DataFrame ``point_id, cluster_id, distance``.
+    Returns a lazy DataFrame ``point_id, cluster_id, distance``. ``with_checks``: the
+    input checks are made in the same pass instead of a validation pass before it: rows
+    that cannot be assigned (null embedding, another dimension, NaN/Inf/null values) get a
+    null ``cluster_id`` and ``distance``, and two more columns say why and give the norms
+    (:func:`checked_assignment_schema`); the caller judges them before using the rows.
     """
     import pyarrow as pa
 
@@ -699,29 +722,41 @@ def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l
     else:  # the coarse quantizer is trained once here, not in every task
         bc = ship(spark, (c, centroid_index.train_coarse(c, index_params.index_probes, distance, index_params.seed)),
                   f"{stage or 'assignment'}: the centroids and their index")
-    schema = assignment_schema(points)
+    schema = checked_assignment_schema(points) if with_checks else assignment_schema(points)
     arrow_id = _arrow_type(schema[POINT_ID].dataType)
     out_schema = pa.schema([(POINT_ID, arrow_id), ("cluster_id", pa.int32()), ("distance", pa.float32())])
+    checked_schema = pa.schema([*out_schema, (EMBEDDING_DIM, pa.int32()), (NORM, pa.float32())])
+
+    def nearest(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not len(x):  # (a partition of rejected rows only)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if distance == "cosine":
+            x = kernels.normalize_rows(x)
+        if index_params is None:
+            return kernels.assign(x, bc.value, distance)
+        centroids_all, coarse = bc.value
+        return centroid_index.assign_fresh(x, centroids_all, coarse, distance, index_params.index_probes,
+                                           index_params.index_neighbours)
+
+    def assigned(batches) -> Iterator[pa.RecordBatch]:
+        if not with_checks:
+            ids, x = batches_to_block(batches, dim, sort_by_id=False)
+            labels, dist = nearest(x)
+            yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
+            return
+        block = checked_block(batches, dim)
+        labels, dist = nearest(block.x)
+        yield from checked_assignment_batches(block, labels, dist, dim, checked_schema)
 
     def run(batches):
         kernels.set_threads(threads)
         for batch in batches:
-            ids, x = batches_to_block([batch], dim, sort_by_id=False)
-            if distance == "cosine":
-                x = kernels.normalize_rows(x)
-            labels, dist = kernels.assign(x, bc.value, distance)
-            yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
+            yield from assigned([batch])
 
     def run_index(batches):
         # The index path checks a sample against exact search: worth it once per partition.
         kernels.set_threads(threads)
-        ids, x = batches_to_block(batches, dim, sort_by_id=False)
-        if distance == "cosine":
-            x = kernels.normalize_rows(x)
-        centroids_all, coarse = bc.value
-        labels, dist = centroid_index.assign_fresh(x, centroids_all, coarse, distance, index_params.index_probes,
-                                                   index_params.index_neighbours)
-        yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
+        yield from assigned(batches)
 
     if stage:
         describe_work(spark, f"{stage} · assign points")

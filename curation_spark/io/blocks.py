@@ -132,6 +132,55 @@ def batches_to_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = 
     return ids, x
 
 
+@dataclass
+class CheckedBlock:
+    """A partition's rows split for an assignment that checks them as it goes: ``ids`` /
+    ``x`` / ``norms`` of the rows it can assign (the run's dimension, finite values), and
+    the ``rejected_ids`` with their ``rejected_dims`` (null: null embedding; another size;
+    the run's size: NaN, Inf or null values) of the rows it cannot."""
+
+    ids: pa.Array
+    x: np.ndarray
+    norms: np.ndarray
+    rejected_ids: pa.Array
+    rejected_dims: pa.Array
+
+
+def checked_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = "point_id",
+                  emb_col: str = "embedding") -> CheckedBlock:
+    """:func:`batches_to_block` (batch order kept) that sets bad rows aside instead of failing."""
+    kept: list[pa.RecordBatch] = []
+    rejected_ids: list[pa.Array] = []
+    rejected_dims: list[pa.Array] = []
+    id_type = None
+    for batch in batches:
+        id_type = batch.schema.field(id_col).type
+        lengths = pc.list_value_length(_whole(batch.column(emb_col)))
+        right = pc.fill_null(pc.equal(lengths, dim), False)
+        if not pc.all(right).as_py():
+            wrong = pc.invert(right)
+            rejected_ids.append(pc.filter(_whole(batch.column(id_col)), wrong))
+            rejected_dims.append(pc.filter(lengths, wrong).cast(pa.int32()))
+            batch = batch.filter(right)
+        kept.append(batch)
+    ids, x = batches_to_block(kept, dim, id_col, emb_col, sort_by_id=False)
+    if id_type is not None and len(ids) == 0:
+        ids = pa.array([], type=id_type)
+    finite = np.isfinite(x).all(axis=1)  # (null values inside an embedding arrived as NaN)
+    if not finite.all():
+        bad = pa.array(~finite)
+        rejected_ids.append(pc.filter(ids, bad))
+        rejected_dims.append(pa.array(np.full(int((~finite).sum()), dim, dtype=np.int32)))
+        ids, x = pc.filter(ids, pa.array(finite)), x[finite]
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
+    if rejected_ids:
+        all_rejected = pa.concat_arrays([a.cast(ids.type) for a in rejected_ids])
+        all_dims = pa.concat_arrays(rejected_dims)
+    else:
+        all_rejected, all_dims = pa.array([], type=ids.type), pa.array([], type=pa.int32())
+    return CheckedBlock(ids, x, norms, all_rejected, all_dims)
+
+
 def _whole(column: "pa.Array | pa.ChunkedArray") -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
@@ -154,6 +203,25 @@ def assignment_batches(ids: pa.Array, labels: np.ndarray, dist: np.ndarray,
             [ids.slice(start, end - start), pa.array(labels[start:end].astype(np.int32)), pa.array(dist[start:end])],
             schema=schema,
         )
+
+
+def checked_assignment_batches(block: CheckedBlock, labels: np.ndarray, dist: np.ndarray, dim: int,
+                               schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Yield the assignments of a :class:`CheckedBlock` (``point_id, cluster_id, distance,
+    embedding_dim, norm``): its assigned rows, then its rejected ones with null cluster,
+    distance and norm."""
+    n = len(block.ids)
+    for start in range(0, n, OUTPUT_BATCH_ROWS):
+        end = min(n, start + OUTPUT_BATCH_ROWS)
+        yield pa.RecordBatch.from_arrays(
+            [block.ids.slice(start, end - start).cast(schema.field(0).type), pa.array(labels[start:end].astype(np.int32)),
+             pa.array(dist[start:end]), pa.array(np.full(end - start, dim, dtype=np.int32)),
+             pa.array(block.norms[start:end])], schema=schema)
+    r = len(block.rejected_ids)
+    if r:
+        yield pa.RecordBatch.from_arrays(
+            [block.rejected_ids.cast(schema.field(0).type), pa.nulls(r, pa.int32()), pa.nulls(r, pa.float32()),
+             block.rejected_dims, pa.nulls(r, pa.float32())], schema=schema)
 
 
 def to_ipc(batch: pa.RecordBatch) -> bytes:

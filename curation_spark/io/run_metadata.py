@@ -114,8 +114,8 @@ class DedupSummary:
 @dataclass
 class DriftBaseline:
     """How far the fit's own rows sit from their level-1 centroid (``run.json``
-    ``drift_baseline``): measured once, at the first update, over the assignments the
-    k-means wrote; every update's new rows are compared with it."""
+    ``drift_baseline``): measured when the fit writes level 1 (at the first update for runs
+    made before it was recorded); every update's new rows are compared with it."""
 
     rows: int
     mean_distance: float
