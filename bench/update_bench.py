@@ -121,10 +121,13 @@ def main() -> None:
     shutil.copytree(live, snapshot)
     results: dict[str, Any] = {"n": n, "dim": args.dim, "components": COMPONENTS,
                                "recipe": config(live / "input", live / "run").to_dict()["clustering"],
-                               "base_full_run_seconds": base_seconds, "scenarios": {}}
+                               "base_full_run_seconds": base_seconds,
+                               # (what the update keeps: its fit's balance over the N rows)
+                               "balance_base_run": balance(spark, live / "run", live / "input", COMPONENTS),
+                               "scenarios": {}}
     for share in shares:
         n_new = int(n * share)
-        rounds, full, detail = [], None, {}
+        rounds, phases_rounds, full, detail = [], [], None, {}
         for r in range(args.rounds):
             shutil.rmtree(live)
             shutil.copytree(snapshot, live)
@@ -132,6 +135,7 @@ def main() -> None:
             t = time.perf_counter()
             result = pipeline.update(config(live / "input", live / "run"), spark)
             rounds.append(round(time.perf_counter() - t, 1))
+            phases_rounds.append(result.summary.phases)
             log(f"{share:.0%} new rows, round {r + 1}: update {rounds[-1]} s\n{result.message}")
             if r == 0:
                 s = result.summary
@@ -159,7 +163,8 @@ def main() -> None:
                                         "balance_range": round(max(balances) - min(balances), 4)}
                 detail["full_run_rows_read"] = n - n // 1000 + n_new
         best = min(rounds)
-        detail.update({"update_seconds_rounds": rounds, "update_seconds": best, "full_run_seconds": full,
+        detail.update({"update_seconds_rounds": rounds, "update_phases_rounds": phases_rounds,
+                       "update_seconds": best, "full_run_seconds": full,
                        "update_over_full": round(best / full, 3),
                        "balance_difference": round(detail["balance_after_update"] - detail["balance_fresh_full_run"],
                                                    4),
