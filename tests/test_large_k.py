@@ -135,3 +135,19 @@ def test_large_k_relative_to_n_runs_end_to_end(spark, tmp_dir):
     c = np.stack(cents.sort_values("cluster_id")["centroid"].to_numpy()).astype(np.float32)
     want = ci.exact_distances(x[a["point_id"].to_numpy()], c, a["cluster_id"].to_numpy())
     np.testing.assert_allclose(a["distance"].to_numpy(), want, rtol=1e-5, atol=1e-6)
+    # update's checked assignment takes the same index path, and sets bad rows aside
+    from curation_spark.curation import hierarchy
+    from curation_spark.engine import kmeans
+
+    import dataclasses
+
+    params = hierarchy.level_params(dataclasses.replace(config.clustering, distance="l2"), 1, 5000)
+    rows = [(i, x[i].tolist()) for i in range(200)] + [(900_001, [float("nan")] * 8), (900_002, [1.0] * 9)]
+    points = spark.createDataFrame(rows, "point_id long, embedding array<float>")
+    checked = kmeans.assign_points(points, c, params=params, with_checks=True).toPandas().set_index("point_id")
+    plain = kmeans.assign_points(points.where("point_id < 900000"), c, params=params).toPandas().set_index("point_id")
+    assert checked.loc[900_001, "embedding_dim"] == 8 and checked.loc[900_002, "embedding_dim"] == 9
+    assert checked.loc[[900_001, 900_002], "cluster_id"].isna().all()
+    good = checked.drop([900_001, 900_002])
+    assert (good["cluster_id"].astype(int) == plain.loc[good.index, "cluster_id"]).all()
+    np.testing.assert_allclose(good["norm"], np.linalg.norm(x[good.index.to_numpy()], axis=1), rtol=1e-5)
