@@ -307,18 +307,14 @@ def level_one_centroids(run: RunFolder, dim: int) -> np.ndarray:
 
 def run_dimension(run: RunFolder) -> int:
     """The embedding dimension of the run (run.json, else its level-1 centroids)."""
-    from pyspark.sql import functions as F
-
-    from curation_spark.io.tables import EMBEDDING
-
     meta = run.metadata
     assert meta is not None
     if meta.input.dim is not None:
         return int(meta.input.dim)
-    first = hierarchy.centroid_points(run, 1).select(F.size(EMBEDDING).alias("d")).head(1)
-    if not first:
-        raise CurationError(f"{run.centroids_path(1)}: no centroids; the run folder is damaged")
-    return int(first[0]["d"])
+    try:
+        return kmeans.embedding_dim(hierarchy.centroid_points(run, 1))
+    except ValueError:  # (an empty table)
+        raise CurationError(f"{run.centroids_path(1)}: no centroids; the run folder is damaged") from None
 
 
 def assign_new_rows(run: RunFolder, points: "DataFrame", target: str, dim: int) -> None:
