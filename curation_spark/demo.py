@@ -168,9 +168,9 @@ def run_demo(out: str, fmt: str = "delta", target_size: int = 1000) -> dict[str,
         from curation_spark.report import write_report
 
         report_path = write_report(summary.run_path, spark=spark)
-        print(f"report: {report_path}")
+        print(f"report: {paths.display(report_path)}")
     except ImportError:
         log.warning("report module not available; skipping the HTML report")
     phases.done("HTML report")
-    print(f"demo finished in {phases.total:.0f} s; run folder {summary.run_path}")
+    print(f"demo finished in {phases.total:.0f} s; run folder {paths.display(summary.run_path)}")
     return {"counts": rows, "entropy": entropy, "report": report_path, "run": summary.run_path}

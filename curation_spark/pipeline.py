@@ -6,7 +6,8 @@ that users' notebooks keep one stable import whatever the package's folders look
 """
 from curation_spark.curation.commands import (RunSummary, check_keep_columns, check_output_path, cluster,  # noqa: F401
                                               dedup,
-                                              input_version, load_and_validate, run, sample, session_for, validate,
+                                              input_version, load_and_validate, prepare, qualified_paths, run, sample,
+                                              session_for, validate,
                                               write_mixture, write_synthetic)
 from curation_spark.curation.update import UpdateResult, update  # noqa: F401
 from curation_spark.config import Config, load_config  # noqa: F401
@@ -14,4 +15,4 @@ from curation_spark.config import Config, load_config  # noqa: F401
 __all__ = ["RunSummary", "Config", "load_config", "validate", "dedup", "cluster", "sample", "run", "update", "UpdateResult",
            "write_synthetic",
            "write_mixture", "load_and_validate", "input_version", "check_output_path", "check_keep_columns",
-           "session_for"]
+           "session_for", "prepare", "qualified_paths"]

@@ -57,6 +57,24 @@ def session_for(config: "Config", spark: "SparkSession | None" = None) -> "Spark
     return spark if spark is not None else get_spark(config.spark)
 
 
+def prepare(config: "Config", spark: "SparkSession | None" = None) -> tuple["Config", "SparkSession"]:
+    """The session for ``config`` and the config with its paths qualified against it
+    (:func:`qualified_paths`): every command starts here, so no layer sees a relative path."""
+    spark = session_for(config, spark)
+    return qualified_paths(config, spark), spark
+
+
+def qualified_paths(config: "Config", spark: "SparkSession | None") -> "Config":
+    """``config`` with ``input.path`` and ``output.path`` fully qualified (scheme + absolute
+    path, :func:`paths.qualify`); ``spark=None`` qualifies against this machine's file
+    system (a local session, before it starts). Idempotent."""
+    inp, out = config.input, config.output
+    return dataclasses.replace(
+        config,
+        input=dataclasses.replace(inp, path=paths.qualify(spark, inp.path, "input.path")) if inp.path else inp,
+        output=dataclasses.replace(out, path=paths.qualify(spark, out.path, "output.path")) if out.path else out)
+
+
 def check_output_path(spark: "SparkSession", config: "Config") -> str:
     """The run folder must not be, contain, or lie inside the input."""
     out = config.output.require_path()
@@ -100,7 +118,7 @@ def load_and_validate(spark: "SparkSession", config: "Config",
 
 def validate(config: "Config", spark: "SparkSession | None" = None) -> EmbeddingStats:
     """``curation-spark validate``: check the input table only."""
-    spark = session_for(config, spark)
+    config, spark = prepare(config, spark)
     _, stats = load_and_validate(spark, config)
     return stats
 
@@ -121,7 +139,7 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
     still resumes.
     """
     started = time.perf_counter()
-    spark = session_for(config, spark)
+    config, spark = prepare(config, spark)
     out = check_output_path(spark, config)
     raw = raw if raw is not None else read_input(spark, config.input)
     quick = quick_stats(raw, config.input.id_col, config.input.embedding_col)
@@ -178,7 +196,7 @@ def dedup(config: "Config", spark: "SparkSession | None" = None, overwrite: bool
     kept). The run folder is then the one ``cluster`` / ``run`` with this ``dedup``
     section continue in."""
     config = dataclasses.replace(config, dedup=dataclasses.replace(config.dedup, enabled=True))
-    spark = session_for(config, spark)
+    config, spark = prepare(config, spark)
     out = check_output_path(spark, config)
     raw, stats = load_and_validate(spark, config, read_input(spark, config.input))
     points = to_points(raw, config.input.id_col, config.input.embedding_col)
@@ -240,7 +258,7 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
     run folder ``cluster`` returned (else ``run_path`` / ``output.path`` is opened).
     """
     started = time.perf_counter()
-    spark = session_for(config, spark)
+    config, spark = prepare(config, spark)
     sc = config.sampling
     if sc.target_size is None:
         raise ConfigError("sampling.target_size: required (how many samples the curated set should hold)")
@@ -279,7 +297,7 @@ def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool =
     one read of the input, one open of the run folder."""
     if config.sampling.target_size is None:
         raise ConfigError("sampling.target_size: required for `run` (or use `cluster` alone)")
-    spark = session_for(config, spark)
+    config, spark = prepare(config, spark)
     raw = read_input(spark, config.input)
     check_keep_columns(raw, config)
     summary = cluster(config, spark, overwrite=overwrite, raw=raw, fresh=fresh)

@@ -86,10 +86,10 @@ class UpdateResult:
 
 def update(config: "Config", spark: "SparkSession | None" = None) -> UpdateResult:
     """Bring the run in ``output.path`` up to date with its input (see the module doc)."""
-    from curation_spark.curation.commands import input_version, session_for
+    from curation_spark.curation.commands import input_version, prepare
 
     started = time.perf_counter()
-    spark = session_for(config, spark)
+    config, spark = prepare(config, spark)
     run = open_existing(spark, config.output.require_path())
     check_updatable(run, config)
     meta = run.metadata

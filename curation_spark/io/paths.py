@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from curation_spark.errors import ConfigError
-from curation_spark.io.spark_api import is_connect
+from curation_spark.io.spark_api import is_connect, server_is_local
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
@@ -60,6 +60,60 @@ def _make_parent(afs: "pafs.FileSystem", inner: str) -> None:
     parent = inner.rstrip("/").rpartition("/")[0]
     if parent:
         afs.create_dir(parent, recursive=True)
+
+
+def qualify(spark: "SparkSession | None", path: str, key: str = "path") -> str:
+    """The fully qualified form (scheme + absolute path) of a user's path, resolved once
+    where it enters (config, ``--run``, ``--out``) so that every layer -- Spark SQL's
+    ``delta.`path` ``, readers and writers, the file system calls, ``run.json`` -- sees one
+    string. Spark SQL resolves a relative ``delta.`runs/x` `` against no folder at all, so
+    an unqualified path must never reach it.
+
+    A path with a scheme is kept (``file:`` made absolute). A scheme-less one is resolved
+    the way Spark resolves it: against the default file system and working folder of the
+    session (``file:`` + the current folder for a local session or when no session exists
+    yet, HDFS/DBFS home on a cluster). Over Spark Connect the server resolves paths, so a
+    relative path is refused with one line naming ``key`` unless the server runs on this
+    machine (loopback); an absolute one is left to the server.
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(f"{key}: expected a path, got {path!r}")
+    path = path.strip()
+    if path.startswith("~"):
+        path = os.path.expanduser(path)
+    parsed = urlparse(path)
+    if parsed.scheme == "file":
+        return "file:" + _absolute(parsed.path or "/")
+    if parsed.scheme and not (len(parsed.scheme) == 1 and os.name == "nt"):
+        return path if path.endswith(":/") or path.endswith("://") else path.rstrip("/")
+    if spark is None:
+        return "file:" + _absolute(path)
+    if is_connect(spark):
+        if server_is_local(spark):
+            return "file:" + _absolute(path)
+        if os.path.isabs(path):
+            return path.rstrip("/") or "/"
+        raise ConfigError(f"{key}: {path} is a relative path, and over Spark Connect the server would resolve it "
+                          "against a folder of its own; give an absolute path or a URI (/Volumes/..., s3://..., "
+                          "abfss://..., dbfs:/...)")
+    fs, hpath = _jvm_fs(spark, path)
+    return str(fs.makeQualified(hpath)).rstrip("/")
+
+
+def display(path: str) -> str:
+    """A qualified path as a person reads it: local ``file:`` paths without the scheme."""
+    local = local_path(path) if urlparse(path).scheme == "file" else None
+    return local if local is not None else path
+
+
+def is_qualified(path: str) -> bool:
+    """Whether ``path`` has a scheme or is absolute (what Spark SQL's ``delta.`...` `` needs)."""
+    return bool(urlparse(path).scheme) or os.path.isabs(path)
+
+
+def _absolute(local: str) -> str:
+    """An absolute local path without a trailing slash (``/`` stays ``/``)."""
+    return os.path.abspath(os.path.expanduser(local)).rstrip("/") or "/"
 
 
 def normalise(path: str) -> str:

@@ -193,8 +193,9 @@ def input_changes(recorded: dict[str, Any], current: dict[str, Any]) -> str:
 
 
 def open_existing(spark: "SparkSession", path: str) -> RunFolder:
-    """A finished (or partly finished) run folder, for ``sample`` and ``report``."""
-    folder = RunFolder(spark, path, "delta")
+    """A finished (or partly finished) run folder, for ``sample`` and ``report``
+    (``path`` as the user gave it: qualified here, :func:`paths.qualify`)."""
+    folder = RunFolder(spark, paths.qualify(spark, path, "--run"), "delta")
     if folder.load() is None:
         raise ConfigError(f"--run: {path} is not a curation-spark run folder (no {METADATA})")
     return folder

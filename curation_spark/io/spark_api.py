@@ -31,6 +31,27 @@ def is_connect(spark: "SparkSession") -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
+#: Host names of a Spark Connect server on this machine (its relative paths are ours).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def connect_host(spark: "SparkSession") -> str | None:
+    """The host of a Spark Connect session's server (None: classic, or the client does not say)."""
+    if not is_connect(spark):
+        return None
+    try:
+        return str(spark.client._builder.host)  # type: ignore[attr-defined]
+    except AttributeError:  # another client implementation (Databricks Connect): unknown
+        return None
+
+
+def server_is_local(spark: "SparkSession") -> bool:
+    """Whether a Spark Connect server runs on this machine (loopback), so that a local
+    path means the same folder to the client and to the server."""
+    host = connect_host(spark)
+    return host is not None and (host in LOOPBACK_HOSTS or host.startswith("127."))
+
+
 def master(spark: "SparkSession") -> str:
     """The session's master URL (``local[2]``, ``spark://...``; ``""`` where the server does not say)."""
     if not is_connect(spark):

@@ -60,6 +60,8 @@ def write_report(run_path: str, out_dir: str | None = None, table: str | None = 
 
         spark = get_spark()
     run = open_existing(spark, run_path)
+    if input_path:
+        input_path = paths.qualify(spark, input_path, "--input")
     target = _report_dir(run.path, out_dir)
     ctx = open_run_data(spark, run, table, input_path, target)  # a bad --table fails before anything is written
     os.makedirs(target, exist_ok=True)
