@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from curation_spark import pipeline
-    from curation_spark.io import preflight
+    from curation_spark.io import paths, preflight
     from curation_spark.config import load_config
 
     if args.command == "synth":
@@ -188,7 +188,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             preflight.check_run_folder(args.run_path)
 
         path = write_report(args.run_path, out_dir=args.out, table=args.table, input_path=args.input)
-        print(f"report: {path}")
+        print(f"report: {paths.display(path)}")
         return 0
     if args.command == "sample":
         from curation_spark.config import sampling_only_config
@@ -199,12 +199,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             preflight.check_run_folder(args.run_path)
         name = args.table or f"curated_{args.target_size}_{args.strategy}_m{args.multiplier}_s{args.seed}"
         summary = pipeline.sample(config, run_path=args.run_path, table_name=name)
-        print(f"curated table: {summary.curated_path} ({summary.curated_rows} rows)")
+        print(_curated_line(summary, config.sampling.target_size))
         return 0
 
     config = load_config(args.config, args.overrides)
     if preflight.applies(config.spark.master):  # path mistakes in a second, before Spark starts
+        config = pipeline.qualified_paths(config, None)  # (a local session: this machine's folders)
         preflight.check_config_paths(config)
+        preflight.check_input_schema(config, keep_columns=args.command == "run")  # column mistakes too
     if args.command == "validate":
         stats = pipeline.validate(config)
         print(f"ok: {stats.n_rows} rows, dimension {stats.dim}")
@@ -213,7 +215,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = pipeline.dedup(config, overwrite=args.overwrite)
         print(f"dedup: removed {result.removed} of {result.points_in} points ({result.groups} groups) at cosine "
               f">= {result.threshold}, {result.pairs_compared} pairs compared, {result.seconds:.1f} s")
-        print(f"duplicates: {result.path}")
+        print(f"duplicates: {paths.display(result.path)}")
         return 0
     if args.command == "cluster":
         summary = pipeline.cluster(config, overwrite=args.overwrite, fresh=args.fresh)
@@ -225,12 +227,25 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         summary = pipeline.run(config, overwrite=args.overwrite, fresh=args.fresh)
         _print_levels(summary)
-        print(f"curated table: {summary.curated_path} ({summary.curated_rows} rows)")
+        print(_curated_line(summary, config.sampling.target_size))
         return 0
     raise CurationError(f"unknown command {args.command}")
 
 
+def _curated_line(summary, target_size: int) -> str:
+    """The curated table's line; says loudly when capacity kept it below the target."""
+    from curation_spark.io import paths
+
+    line = f"curated table: {paths.display(summary.curated_path)} ({summary.curated_rows} rows)"
+    if summary.curated_rows < target_size:
+        line += (f" -- FEWER THAN THE TARGET {target_size}: the hierarchy's points, each at most "
+                 "sampling.multiplier times, are all there is")
+    return line
+
+
 def _print_levels(summary) -> None:
+    from curation_spark.io import paths
+
     if summary.dedup is not None:
         d = summary.dedup
         print(f"dedup: {d.removed} of {d.points_in} points removed as near-duplicates (cosine >= {d.threshold})")
@@ -241,26 +256,29 @@ def _print_levels(summary) -> None:
               f"objective {info.objective:.6g}, {info.seconds:.1f} s")
     if summary.distance is not None:
         print(f"distance: {summary.distance}")
-    print(f"run folder: {summary.run_path}")
+    print(f"run folder: {paths.display(summary.run_path)}")
 
 
 def _synth(args: argparse.Namespace) -> int:
     from curation_spark import synth
     from curation_spark.curation.commands import write_mixture, write_synthetic
+    from curation_spark.io import paths
     from curation_spark.io.session import get_spark
 
-    out = str(Path(args.out)) if "://" not in args.out else args.out
     if args.kind == "rings":
         table = synth.make_rings(seed=args.seed)
-        write_synthetic(get_spark(), table, out, args.format, n_files=args.files)
+        spark = get_spark()
+        write_synthetic(spark, table, paths.qualify(spark, args.out, "--out"), args.format, n_files=args.files)
         n_rows = table.num_rows
     else:
         try:  # argument errors before Spark starts
             synth.iter_gaussian_mixture_batches(args.n, args.dim, args.components, seed=args.seed, alpha=args.alpha)
         except ValueError as exc:
             raise ConfigError(f"synth mixture: {exc}") from None
-        write_mixture(get_spark(), out, args.n, args.dim, args.components, seed=args.seed, alpha=args.alpha,
-                      n_files=args.files, fmt=args.format, partition_by_shard=args.partitioned)
+        spark = get_spark()
+        write_mixture(spark, paths.qualify(spark, args.out, "--out"), args.n, args.dim, args.components,
+                      seed=args.seed, alpha=args.alpha, n_files=args.files, fmt=args.format,
+                      partition_by_shard=args.partitioned)
         n_rows = args.n
-    print(f"wrote {n_rows} rows ({args.kind}) to {out} as {args.format}")
+    print(f"wrote {n_rows} rows ({args.kind}) to {args.out} as {args.format}")
     return 0

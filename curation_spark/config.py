@@ -14,7 +14,7 @@ import copy
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,71 +38,9 @@ REFERENCE_IGNORED_KEYS = (
 
 #: Clustering keys that do not change the hierarchy (only what is reported about it): a
 #: run folder may be resumed with other values.
-NOT_IN_FINGERPRINT = ("degenerate_share",)
+NOT_IN_FINGERPRINT = ("degenerate_share", "clamp_n_clusters")
 
 PER_LEVEL_KEYS = ("n_clusters", "n_iters", "n_splits", "n_resampling_steps", "sample_size", "sampling_strategy")
-
-DEFAULTS: dict[str, Any] = {
-    "input": {
-        "path": None,
-        "table": None,
-        "format": "auto",
-        "id_col": "id",
-        "embedding_col": "embedding",
-    },
-    "output": {
-        "path": None,
-        "format": "delta",
-    },
-    "clustering": {
-        "n_levels": 1,
-        "n_clusters": [100],
-        "n_iters": 20,
-        "n_splits": 1,
-        "n_resampling_steps": 0,
-        "sample_size": 1,
-        "sampling_strategy": "c",
-        "init": "auto",
-        "init_sample_size": None,
-        "assignment": "auto",
-        "index_min_clusters": 4096,
-        "index_neighbours": 64,
-        "index_probes": 64,
-        "in_process_max_mb": 256,
-        "degenerate_share": 0.5,
-        "distance": "auto",
-        "seed": 0,
-        "tol": 0.0,
-        "engine": "barrier",
-        "num_partitions": None,
-    },
-    "sampling": {
-        "target_size": None,
-        "multiplier": 1,
-        "strategy": "r",
-        "seed": 0,
-        "keep_columns": [],
-        "table_name": "curated",
-    },
-    "dedup": {
-        "enabled": None,
-        "threshold": 0.95,
-        "keep": "first",
-        "n_clusters": None,
-        "probes": 2,
-        "n_iters": 10,
-        "block_rows": 2048,
-        "seed": 0,
-    },
-    "update": {
-        "drift_threshold": 0.05,
-    },
-    "spark": {
-        "master": "local[*]",
-        "app_name": "curation-spark",
-        "conf": {},
-    },
-}
 
 STRATEGIES = ("c", "r")
 DISTANCES = ("auto", "l2", "cosine")
@@ -119,6 +57,18 @@ def resolve_distance(requested: str, norm_min: float | None, norm_max: float | N
     unit = (norm_min is not None and norm_max is not None and abs(norm_min - 1.0) <= UNIT_NORM_TOLERANCE
             and abs(norm_max - 1.0) <= UNIT_NORM_TOLERANCE)
     return "cosine" if unit else "l2"
+
+
+def resolve_sample_size(requested: int | None, n_points: int, n_clusters: int) -> int:
+    """A level's resampling ``sample_size``: as given, or (``None``, the default) half the
+    level's mean cluster size, rounded, at least 1 -- the reference recipes' rule of thumb
+    (the toy rings: 29,700 points in 1,000 clusters -> 15; 1,000 in 300 -> 2). Resampling
+    runs only where it is above 1."""
+    if requested is not None:
+        return requested
+    return max(1, int(round(n_points / (2.0 * max(1, n_clusters)))))
+
+
 INITS = ("auto", "kmeans++", "two_level", "random")
 ASSIGNMENTS = ("auto", "exact", "index")
 INPUT_FORMATS = ("auto", "delta", "parquet")
@@ -126,14 +76,19 @@ OUTPUT_FORMATS = ("delta", "parquet")
 ENGINES = ("barrier", "passes")
 KEEP_RULES = ("first", "centroid", "random")
 
+# Every section is a frozen dataclass whose field defaults are *the* defaults: DEFAULTS
+# (the YAML-shaped view the loader merges files into) is derived from them.
+
 
 @dataclass(frozen=True)
 class InputConfig:
-    path: str | None
-    table: str | None
-    format: str
-    id_col: str
-    embedding_col: str
+    """Where the embeddings are: a Parquet/Delta folder (``path``) or a catalog ``table``."""
+
+    path: str | None = None
+    table: str | None = None
+    format: str = "auto"
+    id_col: str = "id"
+    embedding_col: str = "embedding"
 
     def require_source(self) -> None:
         """Commands that read embeddings call this: exactly one of path/table is needed."""
@@ -143,8 +98,10 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    path: str | None
-    format: str
+    """The run folder and the format of its tables."""
+
+    path: str | None = None
+    format: str = "delta"
 
     def require_path(self) -> str:
         if not self.output_path_set():
@@ -157,36 +114,48 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class ClusteringConfig:
-    n_levels: int
-    n_clusters: tuple[int, ...]
-    n_iters: tuple[int, ...]
-    n_splits: tuple[int, ...]
-    n_resampling_steps: tuple[int, ...]
-    sample_size: tuple[int, ...]
-    sampling_strategy: tuple[str, ...]
-    init: str
-    init_sample_size: int | None
-    assignment: str
-    index_min_clusters: int
-    index_neighbours: int
-    index_probes: int
-    in_process_max_mb: int
-    degenerate_share: float
-    distance: str
-    seed: int
-    tol: float
-    engine: str
-    num_partitions: int | None
+    """Hierarchical k-means with resampling; per-level keys hold one value per level.
+
+    The defaults give the method, not plain k-means: every level resamples
+    (``n_resampling_steps`` 10, ``sample_size`` ``None`` = half the level's mean cluster
+    size, :func:`resolve_sample_size`) and the distance follows the data (``auto``)."""
+
+    n_levels: int = 1
+    n_clusters: tuple[int, ...] = (100,)
+    n_iters: tuple[int, ...] = (20,)
+    n_splits: tuple[int, ...] = (1,)
+    n_resampling_steps: tuple[int, ...] = (10,)
+    #: ``None``: derived per level from its mean cluster size (:func:`resolve_sample_size`).
+    sample_size: tuple[int | None, ...] = (None,)
+    sampling_strategy: tuple[str, ...] = ("c",)
+    init: str = "auto"
+    init_sample_size: int | None = None
+    assignment: str = "auto"
+    index_min_clusters: int = 4096
+    index_neighbours: int = 64
+    index_probes: int = 64
+    in_process_max_mb: int = 256
+    degenerate_share: float = 0.5
+    distance: str = "auto"
+    seed: int = 0
+    tol: float = 0.0
+    engine: str = "barrier"
+    num_partitions: int | None = None
+    #: A level asked for more clusters than it has points is refused (one line) unless
+    #: this is true; then it gets one cluster per point, as the reference does.
+    clamp_n_clusters: bool = False
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    target_size: int | None
-    multiplier: int
-    strategy: str
-    seed: int
-    keep_columns: tuple[str, ...]
-    table_name: str
+    """Hierarchical balanced sampling into the curated table."""
+
+    target_size: int | None = None
+    multiplier: int = 1
+    strategy: str = "r"
+    seed: int = 0
+    keep_columns: tuple[str, ...] = ()
+    table_name: str = "curated"
 
 
 @dataclass(frozen=True)
@@ -194,18 +163,18 @@ class DedupConfig:
     """Near-duplicate removal before clustering (``curation-spark dedup``; ``run`` and
     ``cluster`` dedup first when ``enabled``, which a ``dedup`` section in the config sets)."""
 
-    enabled: bool
+    enabled: bool = False
     #: Cosine similarity at or above which two points are near-duplicates. 0.95: near-copies
     #: (re-encoded, resized, cropped by a few pixels, re-punctuated) sit above it in CLIP /
     #: DINOv2 / sentence-embedding space, while distinct items of one concept mostly sit
     #: below; SemDeDup's strongest setting (epsilon = 0.05) is the same threshold.
-    threshold: float
-    keep: str
-    n_clusters: int | None
-    probes: int
-    n_iters: int
-    block_rows: int
-    seed: int
+    threshold: float = 0.95
+    keep: str = "first"
+    n_clusters: int | None = None
+    probes: int = 2
+    n_iters: int = 10
+    block_rows: int = 2048
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,32 +190,103 @@ class UpdateConfig:
 
 @dataclass(frozen=True)
 class SparkSettings:
-    master: str
-    app_name: str
+    """The session we start when none is active (an active one is never touched)."""
+
+    master: str = "local[*]"
+    app_name: str = "curation-spark"
     conf: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Config:
-    input: InputConfig
-    output: OutputConfig
-    clustering: ClusteringConfig
-    sampling: SamplingConfig
-    spark: SparkSettings
-    dedup: DedupConfig
+    """A whole, validated run configuration; ``Config()`` is the default one."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+        """A config from a mapping of sections (the YAML file's shape), validated like a
+        file: unknown keys and bad values raise one :class:`ConfigError` naming the key."""
+        return build_config(normalise_reference_format(dict(data), source="config"))
+
+    @classmethod
+    def from_yaml(cls, *paths: str | Path, overrides: Sequence[str] = ()) -> "Config":
+        """A config from YAML files (later ones win) and ``section.key=value`` overrides."""
+        return load_config(paths, overrides)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with dotted keys changed and validated again, e.g.
+        ``config.replace(**{"clustering.n_iters": 20, "sampling.target_size": 1000})``."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            section, _, name = key.partition(".")
+            if section not in DEFAULTS or not name:
+                raise ConfigError(f"{key}: expected section.key with a section of {', '.join(DEFAULTS)}")
+            data[section][name] = value
+        return build_config(data)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-serialisable view (lists instead of tuples)."""
+        """Plain, JSON-serialisable view (lists instead of tuples); ``from_dict`` takes it back."""
         return json.loads(json.dumps(asdict(self)))
 
-    def clustering_fingerprint(self) -> str:
-        """Hash of everything that determines the hierarchy; a run folder is tied to it."""
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """Everything that determines the hierarchy (what :meth:`clustering_fingerprint` hashes)."""
         clustering = {k: v for k, v in asdict(self.clustering).items() if k not in NOT_IN_FINGERPRINT}
         relevant = {"input": asdict(self.input), "clustering": clustering}
         if self.dedup.enabled:  # the hierarchy is built on the kept points only
             relevant["dedup"] = {k: v for k, v in asdict(self.dedup).items() if k != "enabled"}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return json.loads(json.dumps(relevant))
+
+    def clustering_fingerprint(self) -> str:
+        """Hash of everything that determines the hierarchy; a run folder is tied to it."""
+        return hashlib.sha256(json.dumps(self.fingerprint_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fingerprint_differences(old: Config, new: Config, same_path=None) -> list[str]:
+    """The keys that determine the hierarchy and differ between two configs, as
+    ``section.key: old -> new`` (``same_path(a, b)``: whether two path spellings name one
+    folder, so ``runs/x`` and ``file:/.../runs/x`` are no difference)."""
+    a, b = old.fingerprint_fields(), new.fingerprint_fields()
+    out = []
+    for section in sorted(set(a) | set(b)):
+        left, right = a.get(section, {}), b.get(section, {})
+        for key in sorted(set(left) | set(right)):
+            x, y = left.get(key), right.get(key)
+            if x == y:
+                continue
+            if key == "path" and same_path is not None and x and y and same_path(x, y):
+                continue
+            out.append(f"{section}.{key}: {x!r} -> {y!r}" if section in a and section in b
+                       else f"{section}: {'removed' if section in a else 'added'}")
+    return out
+
+
+def _yaml_defaults(cls: type) -> dict[str, Any]:
+    """A section's defaults in the YAML shape: per-level keys as one value for every level
+    (``n_clusters`` as the one-level list), tuples as lists."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        value = getattr(cls(), f.name)
+        if f.name in PER_LEVEL_KEYS and cls is ClusteringConfig:
+            value = list(value) if f.name == "n_clusters" else value[0]
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = copy.deepcopy(value)
+    return out
+
+
+SECTIONS: dict[str, type] = {"input": InputConfig, "output": OutputConfig, "clustering": ClusteringConfig,
+                             "sampling": SamplingConfig, "dedup": DedupConfig, "update": UpdateConfig,
+                             "spark": SparkSettings}
+#: The defaults in the YAML file's shape, derived from the dataclasses above.
+DEFAULTS: dict[str, dict[str, Any]] = {name: _yaml_defaults(cls) for name, cls in SECTIONS.items()}
+DEFAULTS["dedup"]["enabled"] = None  # (unset: a dedup section in the config switches it on)
 
 
 # --------------------------------------------------------------------------- loading
@@ -355,11 +395,32 @@ def load_config(paths: Sequence[str | Path] = (), overrides: Sequence[str] = ())
         One line naming the first offending key.
     """
     data: dict[str, Any] = {}
+    origin: dict[str, str] = {}  # "section.key" -> the file or --set that gave it last
     for p in paths:
-        data = deep_merge(data, load_yaml_file(p))
+        layer = load_yaml_file(p)
+        origin.update({key: str(p) for key in _dotted_keys(layer)})
+        data = deep_merge(data, layer)
     data = apply_overrides(data, overrides)
+    origin.update({".".join(parse_override(text)[0][:2]): "--set" for text in overrides})
     data = normalise_reference_format(data, source="--set")
-    return build_config(data)
+    try:
+        return build_config(data)
+    except ConfigError as exc:
+        key = str(exc).split(":", 1)[0].split("[", 1)[0]
+        source = origin.get(key) or origin.get(key.split(".", 1)[0])
+        if source is None or source == "--set":
+            raise
+        raise ConfigError(f"{exc} (in {source})") from None
+
+
+def _dotted_keys(data: Mapping[str, Any]) -> list[str]:
+    """``section`` and ``section.key`` for every key a loaded file sets."""
+    keys = []
+    for section, body in data.items():
+        keys.append(str(section))
+        if isinstance(body, Mapping):
+            keys.extend(f"{section}.{key}" for key in body)
+    return keys
 
 
 def sampling_only_config(target_size: int, multiplier: int = 1, strategy: str = "r", seed: int = 0,
@@ -402,6 +463,12 @@ def _int(key: str, value: Any, minimum: int | None = None, allow_none: bool = Fa
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
     return value
 
 
@@ -466,10 +533,19 @@ def build_config(data: Mapping[str, Any]) -> Config:
             name = f"clustering.{key}[{i}]" if isinstance(cl[key], (list, tuple)) else f"clustering.{key}"
             if key == "sampling_strategy":
                 checked.append(_choice(name, v, STRATEGIES))
+            elif key == "sample_size" and (v is None or v == "auto"):
+                checked.append(None)  # half the level's mean cluster size (resolve_sample_size)
             else:
                 minimum = 0 if key == "n_resampling_steps" else 1
                 checked.append(_int(name, v, minimum=minimum))
         levels[key] = checked
+    clamp = cl["clamp_n_clusters"]
+    for i in range(1, n_levels):
+        most = levels["n_clusters"][i - 1] * levels["n_splits"][i - 1]
+        if levels["n_clusters"][i] > most and clamp is not True:
+            raise ConfigError(f"clustering.n_clusters[{i}]: level {i + 1} asks for {levels['n_clusters'][i]} clusters "
+                              f"but level {i} makes at most {most} to cluster; lower it, or set "
+                              "clustering.clamp_n_clusters=true to use one cluster per point")
     tol = cl["tol"]
     if isinstance(tol, str):  # YAML 1.1 reads 1e-3 as a string
         try:
@@ -499,6 +575,7 @@ def build_config(data: Mapping[str, Any]) -> Config:
         tol=float(tol),
         engine=_choice("clustering.engine", cl["engine"], ENGINES),
         num_partitions=_int("clustering.num_partitions", cl["num_partitions"], minimum=1, allow_none=True),
+        clamp_n_clusters=_bool("clustering.clamp_n_clusters", cl["clamp_n_clusters"]),
     )
 
     sa = merged["sampling"]

@@ -134,11 +134,13 @@ def run_demo(out: str, fmt: str = "delta", target_size: int = 1000) -> dict[str,
     """Run the toy pipeline in ``out``; prints a comparison table and returns its numbers."""
     phases = _Phases()
     base = [f"output.format={fmt}", f"sampling.target_size={target_size}", "sampling.keep_columns=[label]"]
+    spark_settings = load_config([], base).spark
+    spark = get_spark(replace(spark_settings, conf={**DEMO_SPARK_CONF, **spark_settings.conf}))
+    phases.done("Spark session")
+    out = paths.qualify(spark, out, "--out")
     config = load_config([], [f"input.path={paths.join(out, 'rings')}", f"output.path={paths.join(out, 'run')}",
                               *TOY_CLUSTERING, *base])
     flat_config = load_config([], [f"input.path={paths.join(out, 'rings')}", *FLAT_CLUSTERING, *base])
-    spark = get_spark(replace(config.spark, conf={**DEMO_SPARK_CONF, **config.spark.conf}))
-    phases.done("Spark session")
     rings = synth.make_rings(seed=0)
     if not paths.exists(spark, paths.join(out, "rings")):
         pipeline.write_synthetic(spark, rings, paths.join(out, "rings"), fmt)

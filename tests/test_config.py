@@ -20,7 +20,8 @@ def test_toy_config_loads_with_overrides():
     assert cfg.clustering.sample_size == (15, 2)
     assert cfg.output.format == "parquet"
     assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "3"
-    assert cfg.sampling.keep_columns == ("label",)
+    assert cfg.sampling.keep_columns == ()  # a recipe carries nothing specific to one table
+    assert cfg.input.path is None and cfg.output.path is None
 
 
 def test_override_values_are_yaml():
@@ -159,3 +160,67 @@ def test_a_dedup_section_switches_dedup_on_and_ties_the_fingerprint():
     assert plain.clustering_fingerprint() != with_dedup.clustering_fingerprint()
     assert plain.clustering_fingerprint() == load_config([], ["input.path=/in", "dedup.enabled=false",
                                                               "dedup.threshold=0.97"]).clustering_fingerprint()
+
+
+def test_defaults_give_the_method_resampling_and_distance_auto():
+    """With no clustering keys, every level resamples (10 steps, sample_size derived from
+    its mean cluster size) and the distance follows the data."""
+    from curation_spark.config import Config, build_config
+
+    for cfg in (Config(), build_config({}), load_config([], ["input.path=/in"])):
+        assert cfg.clustering.n_resampling_steps == (10,) and cfg.clustering.sample_size == (None,)
+        assert cfg.clustering.distance == "auto"
+    two = build_config({"clustering": {"n_levels": 2, "n_clusters": [100, 10]}})
+    assert two.clustering.n_resampling_steps == (10, 10) and two.clustering.sample_size == (None, None)
+    assert build_config({"clustering": {"sample_size": "auto"}}).clustering.sample_size == (None,)
+
+
+@pytest.mark.parametrize("requested, n_points, k, expected", [
+    (None, 29_700, 1000, 15), (None, 1000, 300, 2), (None, 500, 400, 1), (None, 10, 10, 1), (7, 10, 10, 7),
+])
+def test_sample_size_default_is_half_the_mean_cluster_size(requested, n_points, k, expected):
+    from curation_spark.config import resolve_sample_size
+
+    assert resolve_sample_size(requested, n_points, k) == expected
+
+
+def test_one_source_of_defaults_round_trips():
+    from dataclasses import fields
+
+    from curation_spark.config import DEFAULTS, SECTIONS, Config
+
+    for name, cls in SECTIONS.items():  # every dataclass field is a known key, and nothing else
+        assert set(DEFAULTS[name]) == {f.name for f in fields(cls)}
+    cfg = load_config([CONF / "toy.yaml"], ["input.path=/in", "output.path=/out"])
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    changed = cfg.replace(**{"clustering.n_iters": 7, "sampling.target_size": 20})
+    assert changed.clustering.n_iters == (7, 7) and changed.sampling.target_size == 20
+    with pytest.raises(ConfigError, match=r"^clustering.n_iters: must be >= 1"):
+        cfg.replace(**{"clustering.n_iters": 0})
+    with pytest.raises(ConfigError, match=r"^clustering.bogus: unknown key"):
+        Config.from_dict({"clustering": {"bogus": 1}})
+
+
+def test_a_config_error_names_its_file(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("clustering:\n  n_clusterz: 5\n")
+    with pytest.raises(ConfigError, match=r"^clustering.n_clusterz: unknown key .* \(in .*mine.yaml\)$"):
+        load_config([CONF / "toy.yaml", bad])
+    bad.write_text("clustering:\n  n_iters: [1, 2, 3]\n")
+    with pytest.raises(ConfigError, match=r"^clustering.n_iters: has 3 values .* \(in .*mine.yaml\)$"):
+        load_config([CONF / "toy.yaml", bad])
+    with pytest.raises(ConfigError) as info:  # an override names itself already
+        load_config([CONF / "toy.yaml"], ["clustering.n_iters=0"])
+    assert "(in " not in str(info.value)
+
+
+def test_more_clusters_than_the_level_below_makes_is_refused_unless_clamped():
+    with pytest.raises(ConfigError, match=r"^clustering.n_clusters\[1\]: level 2 asks for 300 clusters but level 1 "
+                                          r"makes at most 200.*clamp_n_clusters"):
+        load_config([], ["clustering.n_levels=2", "clustering.n_clusters=[200,300]"])
+    assert load_config([], ["clustering.n_levels=2", "clustering.n_clusters=[200,300]", "clustering.n_splits=[2,1]"])
+    clamped = load_config([], ["clustering.n_levels=2", "clustering.n_clusters=[200,300]",
+                               "clustering.clamp_n_clusters=true"])
+    assert clamped.clustering.clamp_n_clusters is True
+    with pytest.raises(ConfigError, match=r"^clustering.clamp_n_clusters: expected true or false"):
+        load_config([], ["clustering.clamp_n_clusters=maybe"])

@@ -39,13 +39,14 @@ def settings(input_path: Path, run_path: Path, *extra: str) -> list[str]:
     return [*SETTINGS, f"input.path={input_path}", f"output.path={run_path}", *extra]
 
 
-def over_connect(server: cu.ConnectServer, command: str, *args: str, sets: list[str] = ()) -> str:
-    """``curation-spark <command>`` in a client process of ``server``; returns its output
-    (after checking that it was a Connect client: no local session of its own)."""
+def over_connect(server: cu.ConnectServer, command: str, *args: str, sets: list[str] = (), cwd: Path | None = None) -> str:
+    """``curation-spark <command>`` in a client process of ``server`` (in folder ``cwd``);
+    returns its output (after checking that it was a Connect client: no local session of
+    its own)."""
     argv = [str(CLI), command, *args]
     for pair in sets:
         argv += ["--set", pair]
-    result = subprocess.run(argv, env=server.client_env(), capture_output=True, text=True, timeout=900)
+    result = subprocess.run(argv, env=server.client_env(), capture_output=True, text=True, timeout=900, cwd=cwd)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{command} over Spark Connect failed:\n{output[-6000:]}\n" \
                                    f"server log:\n{server.log_tail()}"
@@ -69,7 +70,9 @@ def runs(server, spark, tmp_path_factory):
     base = tmp_path_factory.mktemp("connect_runs")
     cu.write_rings(base / "input_connect", RING_SIZES, fmt="delta")
     shutil.copytree(base / "input_connect", base / "input_classic")
-    output = over_connect(server, "run", sets=settings(base / "input_connect", base / "run_connect"))
+    # Relative paths, as a user types them: the server is on this machine, so they name the
+    # client's folders (paths.qualify), for the Delta SQL (history, MERGE) too.
+    output = over_connect(server, "run", sets=settings(Path("input_connect"), Path("run_connect")), cwd=base)
     pipeline.run(load_config([], settings(base / "input_classic", base / "run_classic")), spark)
     return {"base": base, "output": output, "connect": base / "run_connect", "classic": base / "run_classic"}
 
@@ -92,8 +95,8 @@ def test_validate_sample_and_report_over_connect(server, spark, runs, tmp_path):
     base = runs["base"]
     out = over_connect(server, "validate", sets=settings(base / "input_connect", runs["connect"]))
     assert "2970" in out, out
-    over_connect(server, "sample", "--run", str(runs["connect"]), "--target-size", "333", "--strategy", "r",
-                 "--seed", "3", "--table", "r333")
+    over_connect(server, "sample", "--run", "run_connect", "--target-size", "333", "--strategy", "r",
+                 "--seed", "3", "--table", "r333", cwd=base)  # (relative, as in the README)
     pipeline.sample(load_config([], settings(base / "input_classic", runs["classic"], "sampling.target_size=333",
                                              "sampling.strategy=r", "sampling.seed=3")),
                     spark, run_path=str(runs["classic"]), table_name="r333")
@@ -126,7 +129,7 @@ def test_update_over_connect_equals_the_classic_update(server, spark, runs):
         path = str(base / f"input_{side}")
         deltalake.write_deltalake(path, new, mode="append")
         deltalake.DeltaTable(path).delete("id < 30")
-    out = over_connect(server, "update", sets=settings(base / "input_connect", runs["connect"]))
+    out = over_connect(server, "update", sets=settings(Path("input_connect"), Path("run_connect")), cwd=base)
     assert "+100 rows, -30 rows" in out, out
     pipeline.update(load_config([], settings(base / "input_classic", runs["classic"])), spark)
     compared = cu.assert_same_run(runs["connect"], runs["classic"])

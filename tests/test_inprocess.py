@@ -87,7 +87,7 @@ def test_plan_asks_for_every_hash_key_it_uses():
     with pytest.raises(KeyError, match="no xxhash64 keys for seed"):
         inprocess.cluster_level_in_memory(x, {}, hierarchy.level_plan(
             load_config([], ["clustering.n_clusters=[20]", "clustering.init_sample_size=100",
-                              "clustering.distance=l2"]).clustering, 1, 20))
+                              "clustering.distance=l2"]).clustering, 1, 20, n_points=N))
 
 
 # ----------------------------------------------------------------------------- against Spark

@@ -23,6 +23,7 @@ from curation_spark.io.run_metadata import DedupSummary, InputIdentity, LevelSta
 from curation_spark.io.runfolder import RunFolder, open_existing
 from curation_spark.io.session import get_spark, require_delta
 from curation_spark.engine.kmeans import InputCheck
+from curation_spark.io.progress import ensure_log_handler
 from curation_spark.io.spark_api import describe_work
 from curation_spark.io.tables import (EmbeddingStats, delta_version, has_delta_commit, input_location, quick_stats,
                                    read_input, to_points, validate_embeddings, write_table)
@@ -59,7 +60,9 @@ def session_for(config: "Config", spark: "SparkSession | None" = None) -> "Spark
 
 def prepare(config: "Config", spark: "SparkSession | None" = None) -> tuple["Config", "SparkSession"]:
     """The session for ``config`` and the config with its paths qualified against it
-    (:func:`qualified_paths`): every command starts here, so no layer sees a relative path."""
+    (:func:`qualified_paths`): every command starts here, so no layer sees a relative path.
+    Where nobody configured logging (a script, a notebook), the progress lines show."""
+    ensure_log_handler()
     spark = session_for(config, spark)
     return qualified_paths(config, spark), spark
 
@@ -143,6 +146,7 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
     out = check_output_path(spark, config)
     raw = raw if raw is not None else read_input(spark, config.input)
     quick = quick_stats(raw, config.input.id_col, config.input.embedding_col)
+    hierarchy.level_clusters(config.clustering, 1, quick.n_rows)  # K above the rows: refused before any work
     input_check = None
     # Whether level 1 checks the values while loading does not depend on the distance; the
     # sampled norms give it one to build the level's parameters with.
@@ -274,6 +278,13 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
         input_df = read_input(spark, run.config.input)
     params = sampling.SamplingParams(sc.target_size, sc.multiplier, sc.strategy, sc.seed)
     selection, plan = sampling.curate(run, n_levels, params)
+    previous = run.metadata.samples.get(name) if run.metadata is not None else None
+    if previous is not None and (previous.target_size, previous.multiplier, previous.strategy, previous.seed) != (
+            sc.target_size, sc.multiplier, sc.strategy, sc.seed):
+        log.warning("sampling: replacing the curated table %s (target %d, multiplier %d, strategy %s, seed %d: %d "
+                    "rows) with target %d, multiplier %d, strategy %s, seed %d; set sampling.table_name to keep both",
+                    name, previous.target_size, previous.multiplier, previous.strategy, previous.seed, previous.rows,
+                    sc.target_size, sc.multiplier, sc.strategy, sc.seed)
     if sc.keep_columns:
         selection = sampling.with_input_columns(selection, input_df, run.config.input.id_col, sc.keep_columns)
     target = run.table_path(name)
@@ -286,7 +297,11 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
     n_rows = read_table(spark, target, run.format).count()
     run.mark_sample(name, SampleSummary(**plan, rows=n_rows, path=target,
                                         seconds=round(time.perf_counter() - started, 1)))
-    log.info("curated table %s: %d rows (target %d)", target, n_rows, sc.target_size)
+    if n_rows < sc.target_size:
+        log.warning("curated table %s holds %d rows, fewer than sampling.target_size=%d: every point at most "
+                    "sampling.multiplier=%d times is all there is", paths.display(target), n_rows, sc.target_size,
+                    sc.multiplier)
+    log.info("curated table %s: %d rows (target %d)", paths.display(target), n_rows, sc.target_size)
     describe_work(spark, None)
     return RunSummary(path, None, [], target, n_rows, time.perf_counter() - started, run=run)
 

@@ -22,6 +22,7 @@ complete, so an interrupted run resumes after its last completed level.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from curation_spark.config import resolve_sample_size
 from curation_spark.curation import drift
+from curation_spark.errors import ConfigError
+from curation_spark.io.progress import IterationProgress
 from curation_spark.io.spark_api import describe_work
 from curation_spark.method import inprocess, kernels, seeds
 from curation_spark.engine import kmeans, stage_resampling
@@ -69,6 +73,34 @@ def centroid_points(run: RunFolder, level: int) -> "DataFrame":
 
     return run.read_centroids(level).select(F.col("cluster_id").cast("long").alias(POINT_ID),
                                             F.col("centroid").alias(EMBEDDING))
+
+
+def level_clusters(cfg: "ClusteringConfig", level: int, n_points: int) -> int:
+    """The level's K: ``n_clusters[level]``, refused with one line when the level has
+    fewer points (k-means would make one cluster per point and take long over it) unless
+    ``clustering.clamp_n_clusters`` asks for exactly that."""
+    requested = cfg.n_clusters[level - 1]
+    if requested > n_points and not cfg.clamp_n_clusters:
+        what = "the input has" if level == 1 else f"level {level - 1} made"
+        raise ConfigError(f"clustering.n_clusters: level {level} asks for {requested} clusters but {what} only "
+                          f"{n_points} {'rows' if level == 1 else 'clusters'} to cluster; lower n_clusters, or set "
+                          "clustering.clamp_n_clusters=true to use one cluster per point")
+    return lloyd.clamp_clusters(requested, n_points, f"level {level}")
+
+
+def with_sample_size(cfg: "ClusteringConfig", level: int, n_points: int, k: int) -> "ClusteringConfig":
+    """``cfg`` with the level's ``sample_size`` resolved (``None``: half its mean cluster
+    size, :func:`config.resolve_sample_size`), logged when derived."""
+    i = level - 1
+    requested = cfg.sample_size[i]
+    size = resolve_sample_size(requested, n_points, k)
+    if requested is None:
+        steps = cfg.n_resampling_steps[i]
+        log.info("level %d: sample_size %d (half the mean cluster size %.1f)%s", level, size, n_points / k,
+                 "" if size > 1 or steps == 0 else "; no resampling, which needs sample_size > 1")
+    sizes = list(cfg.sample_size)
+    sizes[i] = size
+    return dataclasses.replace(cfg, sample_size=tuple(sizes))
 
 
 def level_params(cfg: "ClusteringConfig", level: int, k: int, seed_offset: int = 0) -> KMeansParams:
@@ -187,8 +219,10 @@ def split_seed(cfg: "ClusteringConfig", level: int) -> int:
 
 
 def n_resampling_steps(cfg: "ClusteringConfig", level: int) -> int:
-    """Resampling runs only where ``sample_size > 1``."""
+    """Resampling runs only where ``sample_size > 1`` (resolved: :func:`with_sample_size`)."""
     i = level - 1
+    if cfg.sample_size[i] is None:
+        raise ValueError(f"level {level}: sample_size is not resolved yet (hierarchy.with_sample_size)")
     return cfg.n_resampling_steps[i] if cfg.sample_size[i] > 1 else 0
 
 
@@ -206,8 +240,11 @@ def in_process_decision(cfg: "ClusteringConfig", n_points: int, dim: int) -> tup
     return False, f"{mb:.1f} MB of embeddings > clustering.in_process_max_mb={cfg.in_process_max_mb}"
 
 
-def level_plan(cfg: "ClusteringConfig", level: int, k: int) -> LevelPlan:
-    """The in-process plan of a level: the same k-means parameters and seeds as the Spark path."""
+def level_plan(cfg: "ClusteringConfig", level: int, k: int, n_points: int | None = None) -> LevelPlan:
+    """The in-process plan of a level: the same k-means parameters and seeds as the Spark
+    path. ``n_points``: the level's points, to resolve a default ``sample_size``."""
+    if n_points is not None:
+        cfg = with_sample_size(cfg, level, n_points, k)
     i = level - 1
     steps = n_resampling_steps(cfg, level)
     return LevelPlan(
@@ -269,7 +306,8 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
     :func:`level_one_checks_input`)."""
     stage = f"level {level}"
     started = time.perf_counter()
-    k = lloyd.clamp_clusters(cfg.n_clusters[level - 1], n_points, stage)
+    k = level_clusters(cfg, level, n_points)
+    cfg = with_sample_size(cfg, level, n_points, k)
     dim = dim or kmeans.embedding_dim(points)
     in_process, why = in_process_decision(cfg, n_points, dim)
     log.info("%s: %s (%s)", stage, "in-process (numpy/faiss in the driver)" if in_process else "on Spark", why)
@@ -294,6 +332,7 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
     info.n_clusters, info.objective, info.sizes = int(len(sizes)), objective, stats
     info.sizes_histogram = kernels.size_histogram(sizes)
     info.degenerate = bool(len(sizes) > 1 and stats["largest_share"] > cfg.degenerate_share)
+    info.sample_size = cfg.sample_size[level - 1]
     info.seconds = time.perf_counter() - started
     if info.degenerate:
         log.warning("%s is degenerate: its largest cluster holds %.0f %% of its %d points (more than "
@@ -336,7 +375,8 @@ def _level_in_process(cfg: "ClusteringConfig", level: int, points: "DataFrame", 
              time.perf_counter() - t0)
     if len(x) != n_points:
         raise RuntimeError(f"{stage}: expected {n_points} points, collected {len(x)}")
-    result = inprocess.cluster_level_in_memory(x, keys, plan, stage)
+    with IterationProgress(stage, sum(p.n_iters for p in plan.kmeans_params), local=False) as progress:
+        result = inprocess.cluster_level_in_memory(x, keys, plan, stage, on_iteration=progress.update)
     info = _level_info(cfg, level, n_points, len(result.kmeans.centroids), "in-process", result.kmeans.history,
                        result.kmeans.objective, result.kmeans.sizes)
     info.resampling = result.resampling

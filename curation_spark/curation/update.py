@@ -50,7 +50,7 @@ from curation_spark.errors import ConfigError, CurationError, InputError
 from curation_spark.io import paths
 from curation_spark.io.blocks import BlockChecks, batches_to_block
 from curation_spark.io.run_metadata import SampleSummary, UpdateSummary
-from curation_spark.io.runfolder import RunFolder, open_existing
+from curation_spark.io.runfolder import RunFolder, config_differences, open_existing
 from curation_spark.io.spark_api import describe_work
 from curation_spark.io.tables import (POINT_ID, check_columns, merge_into, raise_for_checks, read_input, read_table,
                                       to_points, write_table)
@@ -162,10 +162,10 @@ def check_updatable(run: RunFolder, config: "Config") -> None:
     """The run must be this config's, finished, and without near-duplicate removal."""
     meta = run.metadata
     assert meta is not None
-    fingerprint = config.clustering_fingerprint()
-    if meta.fingerprint != fingerprint:
-        raise ConfigError(f"output.path: {run.path} holds a run of a different config (fingerprint "
-                          f"{meta.fingerprint} != {fingerprint}); `update` takes the config the run was made with")
+    differences = config_differences(meta.config, config) if meta.fingerprint != config.clustering_fingerprint() else []
+    if differences:
+        raise ConfigError(f"output.path: {run.path} holds a run of a different clustering config "
+                          f"({'; '.join(differences)}); `update` takes the config the run was made with")
     n_levels = meta.config.clustering.n_levels
     if run.n_levels_done() < n_levels:
         raise ConfigError(f"output.path: {run.path} has {run.n_levels_done()} of {n_levels} levels complete; "

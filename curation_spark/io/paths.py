@@ -70,9 +70,10 @@ def qualify(spark: "SparkSession | None", path: str, key: str = "path") -> str:
     an unqualified path must never reach it.
 
     A path with a scheme is kept (``file:`` made absolute). A scheme-less one is resolved
-    the way Spark resolves it: against the default file system and working folder of the
-    session (``file:`` + the current folder for a local session or when no session exists
-    yet, HDFS/DBFS home on a cluster). Over Spark Connect the server resolves paths, so a
+    against the session's default file system: on the local disk (a local session, or no
+    session yet) relative to this process's current folder (``os.getcwd()``, which a
+    notebook may have changed since the JVM started), elsewhere the way Hadoop qualifies
+    it (the HDFS / DBFS home folder of a cluster). Over Spark Connect the server resolves paths, so a
     relative path is refused with one line naming ``key`` unless the server runs on this
     machine (loopback); an absolute one is left to the server.
     """
@@ -89,15 +90,24 @@ def qualify(spark: "SparkSession | None", path: str, key: str = "path") -> str:
     if spark is None:
         return "file:" + _absolute(path)
     if is_connect(spark):
-        if server_is_local(spark):
-            return "file:" + _absolute(path)
-        if os.path.isabs(path):
-            return path.rstrip("/") or "/"
-        raise ConfigError(f"{key}: {path} is a relative path, and over Spark Connect the server would resolve it "
-                          "against a folder of its own; give an absolute path or a URI (/Volumes/..., s3://..., "
-                          "abfss://..., dbfs:/...)")
+        return qualify_for_server(path, key, server_is_local(spark))
     fs, hpath = _jvm_fs(spark, path)
+    if str(fs.getScheme()) == "file":  # the local disk: relative to this process's folder, as in Python
+        return "file:" + _absolute(path)  # (the JVM's own working folder stays where it started)
     return str(fs.makeQualified(hpath)).rstrip("/")
+
+
+def qualify_for_server(path: str, key: str, server_is_local: bool) -> str:
+    """A scheme-less path for a Spark Connect server: the client's folder when the server
+    runs on this machine; otherwise an absolute path is the server's business and a
+    relative one is refused (it would name a folder relative to the server's own)."""
+    if server_is_local:
+        return "file:" + _absolute(path)
+    if os.path.isabs(path):
+        return path.rstrip("/") or "/"
+    raise ConfigError(f"{key}: {path} is a relative path, and over Spark Connect the server would resolve it "
+                      "against a folder of its own; give an absolute path or a URI (/Volumes/..., s3://..., "
+                      "abfss://..., dbfs:/...)")
 
 
 def display(path: str) -> str:
@@ -129,7 +139,7 @@ def check_not_overlapping(out: str, src: str) -> None:
     """The run folder must not be, contain, or lie inside the input (one message for the
     check before Spark starts and the one after)."""
     if is_same_or_inside(out, src) or is_same_or_inside(src, out):
-        raise ConfigError(f"output.path: {out} overlaps the input {src}; the input is never written to, "
+        raise ConfigError(f"output.path: {display(out)} overlaps the input {display(src)}; the input is never written to, "
                           "choose a folder outside it")
 
 

@@ -19,6 +19,21 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def ensure_log_handler(level: int = logging.INFO) -> None:
+    """Show the package's INFO lines (the progress of long steps) where nobody configured
+    logging -- a plain script or a notebook, where Python would print only warnings --
+    without touching a configuration someone made (any handler on the root logger or ours)."""
+    ours = logging.getLogger("curation_spark")
+    if logging.getLogger().handlers or ours.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    ours.addHandler(handler)
+    if ours.level == logging.NOTSET or ours.level > level:
+        ours.setLevel(level)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
 def _bar_enabled() -> bool:
     if os.environ.get("CURATION_SPARK_PROGRESS", "").lower() in ("0", "false", "off"):
         return False

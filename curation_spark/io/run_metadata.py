@@ -53,6 +53,8 @@ class LevelStats:
     sizes: dict[str, Any] = field(default_factory=dict)
     sizes_histogram: dict[str, Any] = field(default_factory=dict)
     degenerate: bool = False
+    #: The resampling sample size the level used (``clustering.sample_size`` resolved).
+    sample_size: int | None = None
     seconds: float = 0.0
     status: str = "running"
     extra: dict[str, Any] = field(default_factory=dict)

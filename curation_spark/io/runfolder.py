@@ -116,7 +116,7 @@ class RunFolder:
         existing = self.load()
         if existing is not None and not overwrite:
             self.require_no_pending_update()
-        refusal = self._refusal(existing, fingerprint, identity)
+        refusal = self._refusal(existing, fingerprint, identity, config)
         if refusal:
             if not overwrite:
                 raise ConfigError(refusal)
@@ -128,25 +128,30 @@ class RunFolder:
                                         input=identity)
         else:
             existing.config = config
+            existing.fingerprint = fingerprint
             recorded = dataclasses.asdict(existing.input)
             existing.input = InputIdentity(**{k: v if v is not None else recorded[k]
                                               for k, v in dataclasses.asdict(identity).items()})
         self.save()
 
-    def _refusal(self, existing: RunMetadata | None, fingerprint: str, identity: InputIdentity) -> str:
+    def _refusal(self, existing: RunMetadata | None, fingerprint: str, identity: InputIdentity,
+                 config: "Config") -> str:
         """Why this folder cannot take (or resume) the run, or "" if it can."""
         if existing is None:
             if paths.exists(self.spark, self.path) and paths.has_data_files(self.spark, self.path):
-                return (f"output.path: {self.path} exists and is not a curation-spark run folder; "
+                return (f"output.path: {paths.display(self.path)} exists and is not a curation-spark run folder; "
                         "choose an empty or new folder (or pass --overwrite to replace it)")
             return ""
         if existing.fingerprint != fingerprint:
-            return (f"output.path: {self.path} holds a run with a different config "
-                    f"(fingerprint {existing.fingerprint} != {fingerprint}); "
-                    "choose another output.path or pass --overwrite to replace it")
+            differences = config_differences(existing.config, config)
+            if differences:
+                return (f"output.path: {paths.display(self.path)} holds a run with a different clustering config "
+                        f"({'; '.join(differences)}); choose another output.path or pass --overwrite to replace it")
+            # Same settings, spelled differently (a path written relative before paths were
+            # qualified): the run is this config's; the new fingerprint is recorded.
         changed = input_changes(dataclasses.asdict(existing.input), dataclasses.asdict(identity))
         if changed:
-            return (f"input.path: the input changed since the run in {self.path} started ({changed}); "
+            return (f"input.path: the input changed since the run in {paths.display(self.path)} started ({changed}); "
                     "its levels would not match the input any more: pass --overwrite to start again, "
                     "or choose another output.path")
         return ""
@@ -156,7 +161,7 @@ class RunFolder:
         (its tables are part old, part new until ``update`` finishes it)."""
         pending = self.metadata.pending_update if self.metadata is not None else None
         if pending is not None:
-            raise ConfigError(f"{self.path}: an update (input version {pending.from_version} -> "
+            raise ConfigError(f"{paths.display(self.path)}: an update (input version {pending.from_version} -> "
                               f"{pending.to_version}) was interrupted while committing its tables; "
                               "run `curation-spark update` with the same config to finish it")
 
@@ -184,6 +189,14 @@ class RunFolder:
         self.save()
 
 
+def config_differences(recorded: "Config", current: "Config") -> list[str]:
+    """The settings that decide the hierarchy and differ between a run's recorded config
+    and a new one (``section.key: old -> new``); two spellings of one folder are equal."""
+    from curation_spark.config import fingerprint_differences
+
+    return fingerprint_differences(recorded, current, same_path=lambda a, b: paths.normalise(a) == paths.normalise(b))
+
+
 def input_changes(recorded: dict[str, Any], current: dict[str, Any]) -> str:
     """What differs between the input a run recorded and the input now ("" if nothing);
     keys missing on either side (older run folders, Parquet inputs) are not compared."""
@@ -197,5 +210,5 @@ def open_existing(spark: "SparkSession", path: str) -> RunFolder:
     (``path`` as the user gave it: qualified here, :func:`paths.qualify`)."""
     folder = RunFolder(spark, paths.qualify(spark, path, "--run"), "delta")
     if folder.load() is None:
-        raise ConfigError(f"--run: {path} is not a curation-spark run folder (no {METADATA})")
+        raise ConfigError(f"--run: {paths.display(folder.path)} is not a curation-spark run folder (no {METADATA})")
     return folder

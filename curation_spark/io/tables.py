@@ -12,10 +12,11 @@ import logging
 import math
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from curation_spark.io import paths
 from curation_spark.io.blocks import BlockChecks
+from curation_spark.io.local_schema import ColumnKind
 from curation_spark.errors import CurationError, InputError
 from curation_spark.io.session import require_delta
 
@@ -50,11 +51,11 @@ class EmbeddingStats:
 def detect_format(spark: "SparkSession", path: str) -> str:
     """``delta`` if the folder has a ``_delta_log``, else ``parquet``; errors name the path."""
     if not paths.exists(spark, path):
-        raise InputError(f"input.path: {path} does not exist")
+        raise InputError(f"input.path: {paths.display(path)} does not exist")
     if has_delta_commit(spark, path):
         return "delta"
     if paths.is_dir(spark, path) and not paths.has_data_files(spark, path):
-        raise InputError(f"input.path: {path} holds no table (no data files and no _delta_log)")
+        raise InputError(f"input.path: {paths.display(path)} holds no table (no data files and no _delta_log)")
     return "parquet"
 
 
@@ -63,7 +64,7 @@ def read_table(spark: "SparkSession", path: str, fmt: str = "auto") -> "DataFram
     if fmt == "auto":
         fmt = detect_format(spark, path)
     elif not paths.exists(spark, path):
-        raise InputError(f"input.path: {path} does not exist")
+        raise InputError(f"input.path: {paths.display(path)} does not exist")
     if fmt == "delta":
         require_delta(spark, f"reading {path}")
     from py4j.protocol import Py4JError
@@ -72,7 +73,7 @@ def read_table(spark: "SparkSession", path: str, fmt: str = "auto") -> "DataFram
     try:
         return spark.read.format(fmt).load(path)
     except (PySparkException, Py4JError) as exc:
-        raise InputError(f"input.path: {path} could not be read as {fmt}: {_first_line(exc)}") from None
+        raise InputError(f"input.path: {paths.display(path)} could not be read as {fmt}: {_first_line(exc)}") from None
 
 
 def read_input(spark: "SparkSession", cfg: "InputConfig") -> "DataFrame":
@@ -127,21 +128,38 @@ def embedding_array_column(df: "DataFrame", embedding_col: str):
 
 def check_columns(df: "DataFrame", id_col: str, embedding_col: str) -> None:
     """Schema-only checks (no Spark job): columns exist and have usable types."""
+    check_column_kinds([(f.name, column_kind(f.dataType)) for f in df.schema.fields], id_col, embedding_col)
+
+
+def column_kind(dtype) -> ColumnKind:
+    """A Spark type reduced to what :func:`check_column_kinds` needs."""
     from pyspark.sql.types import ArrayType, AtomicType, DoubleType, FloatType
 
-    names = df.columns
+    embedding = (isinstance(dtype, ArrayType) and isinstance(dtype.elementType, (FloatType, DoubleType))
+                 or _is_vector(dtype))
+    return ColumnKind(dtype.simpleString(), scalar=isinstance(dtype, AtomicType), embedding=embedding)
+
+
+def check_column_kinds(columns: Sequence[tuple[str, ColumnKind]], id_col: str, embedding_col: str) -> None:
+    """The messages of :func:`check_columns` from plain (name, kind) pairs, so the check
+    before Spark starts (:mod:`curation_spark.io.preflight`, from the table's files) and
+    the one on the DataFrame say the same line. A failed type check on a column whose
+    type only Spark can name (``type_string`` None) says nothing: Spark's check will."""
+    names = [name for name, _ in columns]
     for key, col in (("input.id_col", id_col), ("input.embedding_col", embedding_col)):
         if col not in names:
             raise InputError(f"column {col!r} ({key}) not found; the table has columns: {', '.join(names)}")
-    dtype = df.schema[embedding_col].dataType
-    ok = (isinstance(dtype, ArrayType) and isinstance(dtype.elementType, (FloatType, DoubleType))) or _is_vector(dtype)
-    if not ok:
+    kinds: dict[str, ColumnKind] = {}
+    for name, kind in columns:
+        kinds.setdefault(name, kind)  # (the first of repeated names, as ``df.schema[name]``)
+    emb = kinds[embedding_col]
+    if not emb.embedding and emb.type_string is not None:
         raise InputError(
-            f"column {embedding_col!r}: has type {dtype.simpleString()}, expected array<float>, array<double> or an ML Vector"
+            f"column {embedding_col!r}: has type {emb.type_string}, expected array<float>, array<double> or an ML Vector"
         )
-    id_type = df.schema[id_col].dataType
-    if not isinstance(id_type, AtomicType):
-        raise InputError(f"column {id_col!r}: has type {id_type.simpleString()}, expected a scalar id (integer or string)")
+    ident = kinds[id_col]
+    if not ident.scalar and ident.type_string is not None:
+        raise InputError(f"column {id_col!r}: has type {ident.type_string}, expected a scalar id (integer or string)")
 
 
 def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str,
@@ -316,7 +334,14 @@ def delta_version(spark: "SparkSession", path: str) -> int | None:
 
 
 def delta_path_sql(path: str) -> str:
-    """The Delta table at ``path`` in Spark SQL: ``delta.`path` `` (backticks doubled)."""
+    """The Delta table at ``path`` in Spark SQL: ``delta.`path` `` (backticks doubled).
+
+    Spark SQL does not resolve a relative path here (``delta.`runs/x` `` is "table not
+    found"), so only qualified paths (:func:`paths.qualify`, done where a path enters) may
+    reach it; anything else is a bug of ours, said as such rather than as a missing table."""
+    if not paths.is_qualified(path):
+        raise CurationError(f"internal error: {path!r} reached Spark SQL unqualified (paths.qualify is skipped "
+                            "somewhere); please report it")
     return "delta.`" + path.replace("`", "``") + "`"
 
 

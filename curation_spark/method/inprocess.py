@@ -25,7 +25,7 @@ import glob
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +33,9 @@ import numpy as np
 
 from curation_spark.method import bounded_assign, centroid_index, kernels, lloyd, seeds
 from curation_spark.method.lloyd import KMeansParams
+
+#: A callback taking one Lloyd iteration's history entry (progress reporting).
+OnIteration = Callable[[dict[str, Any]], None]
 
 log = logging.getLogger(__name__)
 
@@ -270,15 +273,17 @@ NUMPY_BLAS_THREADS = 1
 
 
 def fit_in_memory(x: np.ndarray, params: KMeansParams, keys: Mapping[int, np.ndarray],
-                  stage: str = "k-means") -> KMeansRun:
+                  stage: str = "k-means", on_iteration: OnIteration | None = None) -> KMeansRun:
     """k-means on an id-ordered block with :func:`curation_spark.engine.kmeans.fit`'s rules: init
     from the rows ``init_sample`` would gather (through ``lloyd.init_from_sample``), then
-    the barrier engine's Lloyd loop (:func:`_lloyd`); numpy's BLAS on one thread."""
+    the barrier engine's Lloyd loop (:func:`_lloyd`); numpy's BLAS on one thread.
+    ``on_iteration``: called with each iteration's history entry (the driver's progress)."""
     with numpy_blas_threads(NUMPY_BLAS_THREADS):
-        return _fit_in_memory(x, params, keys, stage)
+        return _fit_in_memory(x, params, keys, stage, on_iteration)
 
 
-def _fit_in_memory(x: np.ndarray, params: KMeansParams, keys: Mapping[int, np.ndarray], stage: str) -> KMeansRun:
+def _fit_in_memory(x: np.ndarray, params: KMeansParams, keys: Mapping[int, np.ndarray], stage: str,
+                   on_iteration: OnIteration | None = None) -> KMeansRun:
     started = time.perf_counter()
     n, dim = x.shape
     if n == 0:
@@ -297,10 +302,11 @@ def _fit_in_memory(x: np.ndarray, params: KMeansParams, keys: Mapping[int, np.nd
         raise ValueError(f"{stage}: expected {k} initial centroids, got {len(c)}")
     c = np.ascontiguousarray(c, dtype=np.float32)
     with faiss_threads(threads_for(n, k, dim)):
-        return _lloyd(x, c, params, stage, started)
+        return _lloyd(x, c, params, stage, started, on_iteration)
 
 
-def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, started: float) -> KMeansRun:
+def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, started: float,
+           on_iteration: OnIteration | None = None) -> KMeansRun:
     """The barrier engine's loop with the whole level as its one block, through the
     engine's own block half (``lloyd.BlockLloyd``: exact or index-assisted assignment,
     sums kept across iterations): assign, sums, update (empty clusters keep their
@@ -338,6 +344,8 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
             entry["n_probes"] = block.index.n_probes  # type: ignore[union-attr]
         history.append(entry)
         lloyd.log_iteration(stage, entry)
+        if on_iteration is not None:
+            on_iteration(entry)
         if shift == 0.0 or (params.tol > 0 and shift <= params.tol):
             break
     labels, dist = block.assign(c)
@@ -396,7 +404,7 @@ def split_in_memory(x: np.ndarray, labels: np.ndarray, n_splits: int, n_iters: i
 
 
 def cluster_level_in_memory(x: np.ndarray, keys: Mapping[int, np.ndarray], plan: LevelPlan,
-                            stage: str | None = None) -> LevelResult:
+                            stage: str | None = None, on_iteration: OnIteration | None = None) -> LevelResult:
     """Cluster one level held in memory: k-means, resampling steps, splits.
 
     Parameters
@@ -410,15 +418,20 @@ def cluster_level_in_memory(x: np.ndarray, keys: Mapping[int, np.ndarray], plan:
         The level's parameters (built by the caller from the config, with the same
         ``KMeansParams`` and seeds as the Spark path).
 
+    on_iteration
+        Called with every Lloyd iteration's history entry, over the level's k-means and
+        its resampling steps' (the driver's progress bar).
+
     numpy's BLAS runs on one thread meanwhile (:func:`numpy_blas_threads`).
     """
     with numpy_blas_threads(NUMPY_BLAS_THREADS):
-        return _cluster_level(x, keys, plan, stage or f"level {plan.level}")
+        return _cluster_level(x, keys, plan, stage or f"level {plan.level}", on_iteration)
 
 
-def _cluster_level(x: np.ndarray, keys: Mapping[int, np.ndarray], plan: LevelPlan, stage: str) -> LevelResult:
+def _cluster_level(x: np.ndarray, keys: Mapping[int, np.ndarray], plan: LevelPlan, stage: str,
+                   on_iteration: OnIteration | None = None) -> LevelResult:
     distance = plan.distance
-    res = fit_in_memory(x, plan.kmeans_params[0], keys, stage)
+    res = fit_in_memory(x, plan.kmeans_params[0], keys, stage, on_iteration)
     log.info("%s: k-means K=%d on %d points in-process, %d iterations: objective %.6g, sizes %s (%.1f s)", stage,
              len(res.centroids), len(x), len(res.history), res.objective, kernels.size_stats(res.sizes), res.seconds)
     centroids, labels, dist, sizes, objective = res.centroids, res.labels, res.dist, res.sizes, res.objective
@@ -436,7 +449,7 @@ def _cluster_level(x: np.ndarray, keys: Mapping[int, np.ndarray], plan: LevelPla
         # A fresh k-means (new init) on the per-cluster sample, as on Spark.
         k = lloyd.clamp_clusters(k, n_sample, substage)
         step_res = fit_in_memory(x[rows], replace(plan.kmeans_params[step], n_clusters=k), _RowKeys(keys, rows),
-                                 substage)
+                                 substage, on_iteration)
         centroids = step_res.centroids
         with faiss_threads(threads_for(len(x), k, x.shape[1])):
             labels, dist = reassign(x, centroids, distance, plan.kmeans_params[step])
