@@ -90,6 +90,20 @@ def test_plan_asks_for_every_hash_key_it_uses():
                               "clustering.distance=l2"]).clustering, 1, 20, n_points=N))
 
 
+def test_the_driver_path_reports_every_iteration():
+    """``on_iteration`` (the driver's progress bar) sees each Lloyd iteration of the level's
+    k-means and of every resampling step, in order."""
+    cfg = load_config([], ["clustering.n_clusters=[20]", "clustering.n_iters=4", "clustering.n_resampling_steps=2",
+                           "clustering.distance=l2"]).clustering
+    plan = hierarchy.level_plan(cfg, 1, 20, n_points=N)
+    x = np.random.default_rng(1).normal(size=(N, DIM)).astype(np.float32)
+    seen = []
+    result = inprocess.cluster_level_in_memory(x, {}, plan, on_iteration=seen.append)
+    assert plan.sample_size == round(N / 40) and len(result.resampling) == 2
+    assert len(seen) > len(result.kmeans.history) and seen[:len(result.kmeans.history)] == result.kmeans.history
+    assert sum(p.n_iters for p in plan.kmeans_params) >= len(seen)
+
+
 # ----------------------------------------------------------------------------- against Spark
 
 
