@@ -41,7 +41,7 @@ TOY_CLUSTERING = [
 ]
 FLAT_CLUSTERING = [
     "clustering.n_levels=1", "clustering.n_clusters=[1000]", "clustering.n_iters=50",
-    "clustering.n_resampling_steps=0", "clustering.sample_size=1", "clustering.seed=0",
+    "clustering.n_resampling_steps=0", "clustering.seed=0",
 ]
 
 #: Settings of the local session the demo starts (29,700 rows; every table is a few kB).
@@ -81,7 +81,7 @@ def flat_selection(spark, config, stats):
     sampling.check_params(params)
     stage = "flat k-means"
     k = lloyd.clamp_clusters(cfg.n_clusters[0], n_points, stage)
-    plan = hierarchy.level_plan(cfg, 1, k)
+    plan = hierarchy.level_plan(cfg, 1, k, n_points=n_points)
     seeds = sorted(set(plan.hash_seeds(n_points, dim)) | ({sc.seed} if sc.strategy == "r" else set()))
     points = to_points(read_input(spark, config.input), config.input.id_col, config.input.embedding_col)
     describe_work(spark, f"{stage} · collect {n_points} points (in-process)")

@@ -97,5 +97,6 @@ def flat_run(spark, rings_path, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("flat") / "run")
     config = load_config([], [f"input.path={rings_path}", f"output.path={out}", "clustering.n_levels=1",
                               "clustering.n_clusters=[1000]", "clustering.n_iters=50", "clustering.seed=0",
+                              "clustering.n_resampling_steps=0",
                               "sampling.target_size=1000", "sampling.keep_columns=[label]"])
     return config, pipeline.run(config, spark)

@@ -180,7 +180,7 @@ def test_zero_vectors_are_refused(spark, tmp_path):
 
 def test_other_dedup_config_is_refused_without_overwrite(spark, pool_path, probed_run):
     out, _ = probed_run
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match=r"different clustering config \(dedup.threshold: 0.95 -> 0.9\)"):
         pipeline.dedup(_config(pool_path, out, "dedup.keep=first", "dedup.n_clusters=4", "dedup.probes=2",
                                "dedup.threshold=0.9"), spark)
     # the same config resumes: the finished dedup is kept, nothing is recomputed

@@ -15,6 +15,7 @@ import pytest
 
 from curation_spark import pipeline, synth
 from curation_spark.config import load_config
+from curation_spark.io import paths
 from curation_spark.io.tables import delta_version, read_table
 
 #: End-to-end Spark runs: outside the fast lane (`-m "not slow and not cluster"`), in CI.
@@ -45,7 +46,7 @@ def test_level_tables_are_consistent(spark, toy_run):
     from pyspark.sql import functions as F
 
     config, summary = toy_run
-    run = summary.run_path
+    run = paths.display(summary.run_path)  # (qualified: file:/...; a local folder here)
     n = 29_700
     meta = json.loads(Path(run, "run.json").read_text())
     assert [meta["levels"][str(level)]["status"] for level in (1, 2)] == ["complete", "complete"]
@@ -110,7 +111,7 @@ def test_different_config_on_existing_run_is_refused(spark, small_mixture, tmp_d
 
     base = [f"input.path={small_mixture}", f"output.path={tmp_dir}/r", "clustering.n_clusters=[5]", "clustering.n_iters=3"]
     pipeline.cluster(load_config([], base), spark)
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match=r"different clustering config \(clustering.n_clusters: \[5\] -> \[6\]\)"):
         pipeline.cluster(load_config([], base + ["clustering.n_clusters=[6]"]), spark)
     summary = pipeline.cluster(load_config([], base + ["clustering.n_clusters=[6]"]), spark, overwrite=True)
     assert summary.levels[0].n_clusters == 6

@@ -15,6 +15,7 @@ import pytest
 
 from curation_spark import pipeline, report, synth
 from curation_spark.config import load_config
+from curation_spark.io import paths
 from curation_spark.method.balance import label_entropy
 from curation_spark.errors import ConfigError
 from curation_spark.report import html as report_html
@@ -75,7 +76,7 @@ def default_report(spark, report_run):
 @slow
 def test_report_is_written_next_to_the_run_and_self_contained(report_run, default_report):
     path, text = default_report
-    assert path == os.path.join(report_run["run"], "report", report.REPORT_HTML)
+    assert path == os.path.join(paths.display(report_run["run"]), "report", report.REPORT_HTML)
     images = IMG_RE.findall(text)
     assert len(images) == len(DRAWN)
     assert "This run has no near-duplicate removal" in text and "(no dedup)" in text
@@ -92,7 +93,8 @@ def test_config_is_a_collapsed_table_of_dotted_keys(report_run, default_report):
     details = re.findall(r"<details>(.*?)</details>", text, flags=re.S)
     assert len(details) == 1
     assert "<td class='l'>clustering.n_resampling_steps</td><td class='l'>[2, 1]</td>" in details[0]
-    assert f"<td class='l'>input.path</td><td class='l'>{report_run['rings']}</td>" in details[0]
+    # (run.json records the path qualified, as every layer saw it)
+    assert f"<td class='l'>input.path</td><td class='l'>file:{report_run['rings']}</td>" in details[0]
     assert "<pre>" not in text  # no vertical JSON any more
 
 

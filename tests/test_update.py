@@ -272,7 +272,7 @@ def test_interrupted_update_leaves_the_run_and_is_finished(spark, delta_base, mo
 def test_update_refuses_changed_inputs(spark, delta_base):
     work = delta_base.restore()
     cfg = config_for(work / "input", work / "run")
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match=r"different clustering config \(clustering.n_iters: \[5, 5\] -> \[6, 6\]\)"):
         pipeline.update(config_for(work / "input", work / "run", ("clustering.n_iters=6",)), spark)
     spark.createDataFrame(mixture_rows(5, 6)).write.format("delta").mode("append").save(str(work / "input"))
     with pytest.raises(InputError, match="'id' values are repeated"):  # id 5 again

@@ -164,7 +164,7 @@ def check_updatable(run: RunFolder, config: "Config") -> None:
     assert meta is not None
     differences = config_differences(meta.config, config) if meta.fingerprint != config.clustering_fingerprint() else []
     if differences:
-        raise ConfigError(f"output.path: {run.path} holds a run of a different clustering config "
+        raise ConfigError(f"output.path: {paths.display(run.path)} holds a run of a different clustering config "
                           f"({'; '.join(differences)}); `update` takes the config the run was made with")
     n_levels = meta.config.clustering.n_levels
     if run.n_levels_done() < n_levels:
