@@ -23,5 +23,13 @@ fi
 export PATH="$VENV/bin:$PATH"
 export PYSPARK_PYTHON="$VENV/bin/python"
 export PYSPARK_DRIVER_PYTHON="$VENV/bin/python"
-# The Delta Lake jars (io.delta:delta-spark_2.13) are fetched from Maven Central by Spark's
-# Ivy resolver the first time a session starts, and cached in ~/.ivy2.5.2 afterwards.
+# The Delta Lake jars (io.delta:delta-spark_2.13 and its dependencies) are resolved from Maven
+# Central once, with Ivy's output in a log file, into a cache folder ($CURATION_SPARK_JARS, else
+# ~/.cache/curation-spark/jars/; curation_spark/io/delta_jars.py); sessions then put them on the
+# classpath with spark.jars: no Ivy output and no network on a start. A failure here is not fatal
+# (sessions fall back to Parquet only, with a warning).
+if DELTA_JARS="$("$VENV/bin/python" -m curation_spark.io.delta_jars)"; then
+  echo "[bootstrap] Delta Lake jars: $DELTA_JARS"
+else
+  echo "[bootstrap] warning: no Delta Lake jars (see the line above); Spark sessions will be Parquet-only" >&2
+fi

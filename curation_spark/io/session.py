@@ -2,16 +2,17 @@
 
 On Databricks, under ``spark-submit`` or in a notebook a session already exists and we
 never touch its settings. Run as a plain Python program we start ``local[*]`` with Delta
-Lake enabled (its jars come from Maven Central through Spark's Ivy resolver on first use
-and are cached in ``~/.ivy2.5.2``) and Arrow on. When Delta cannot be had, the session
-still starts and Parquet keeps working; anything that needs Delta raises one clear error.
+Lake enabled (its jars are resolved from Maven Central once, quietly, into a local cache
+and put on the classpath with ``spark.jars``: :mod:`curation_spark.io.delta_jars`) and Arrow
+on. When Delta cannot be had, the session still starts and Parquet keeps working; anything
+that needs Delta raises one clear error.
 """
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from curation_spark.errors import CurationError
 
@@ -145,15 +146,30 @@ def _build_local(settings: "SparkSettings", delta: bool) -> "SparkSession":
         conf["spark.sql.extensions"] = DELTA_EXTENSION
         conf["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
     conf.update(settings.conf)
+    if delta:
+        conf.update(_delta_classpath(settings.conf))
     for key, value in conf.items():
         builder = builder.config(key, value)
-    if delta:
-        from delta import configure_spark_with_delta_pip
-
-        builder = configure_spark_with_delta_pip(builder)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def _delta_classpath(user_conf: Mapping[str, str]) -> dict[str, str]:
+    """The ``spark.jars`` entry that puts the cached Delta Lake jars on the classpath (no Ivy
+    run, no network on a start), merged with the user's own ``spark.jars``. Nothing when the
+    user brings Delta themselves (``io.delta:delta-spark`` in their ``spark.jars.packages``
+    or a delta-spark jar in their ``spark.jars``): their setting wins. Other
+    ``spark.jars.packages`` of theirs are left for Spark to resolve as usual."""
+    from curation_spark.io.delta_jars import delta_jars
+
+    packages = [p.strip() for p in str(user_conf.get("spark.jars.packages", "") or "").split(",")]
+    if any(p.startswith("io.delta:delta-spark") for p in packages):
+        return {}
+    own_jars = [j.strip() for j in str(user_conf.get("spark.jars", "") or "").split(",") if j.strip()]
+    if any(os.path.basename(j).startswith(("delta-spark_", "io.delta_delta-spark_")) for j in own_jars):
+        return {}
+    return {"spark.jars": ",".join([str(p) for p in delta_jars(user_conf)] + own_jars)}
 
 
 def delta_available(spark: "SparkSession") -> bool:
