@@ -2,6 +2,13 @@
 
 Hierarchical k-means with resampling followed by hierarchical balanced sampling
 (Vo et al., 2024), with numeric kernels in numpy/faiss and Spark plumbing apart.
+
+>>> import curation_spark as cs
+>>> config = cs.Config.from_dict({"output": {"path": "runs/nb"}, "sampling": {"target_size": 500},
+...                               "clustering": {"n_levels": 2, "n_clusters": [100, 10]}})
+>>> run = cs.run(config, df)                  # doctest: +SKIP  (df: id and embedding columns)
+>>> run.curated().count(), run.levels[0].n_clusters   # doctest: +SKIP
+(500, 100)
 """
 import logging as _logging
 
@@ -11,4 +18,8 @@ from curation_spark.version import __version__
 # support due to: ModuleNotFoundError"), which reads like a failure; its errors still show.
 _logging.getLogger("faiss.loader").setLevel(_logging.WARNING)
 
-__all__ = ["__version__"]
+from curation_spark.api import Run, cluster, dedup, open_run, run, session, validate  # noqa: E402
+from curation_spark.config import Config, ConfigError  # noqa: E402
+
+__all__ = ["__version__", "Config", "ConfigError", "Run", "session", "validate", "dedup", "cluster", "run",
+           "open_run"]

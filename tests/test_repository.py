@@ -4,14 +4,15 @@ from __future__ import annotations
 import re
 
 import cluster_utils as cu
+from test_readme import readme_blocks
 
 
 def readme_commands() -> list[str]:
-    """The commands of the README's "Two commands" block, without their comments."""
-    text = (cu.REPO / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"## Two commands.*?```bash\n(.*?)```", text, re.S)
-    assert block, "README: no 'Two commands' bash block"
-    return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    """The commands of the README's "Two commands" block, without their comments (the block
+    parser of tests/test_readme.py, which runs the README's blocks)."""
+    blocks = [b for b in readme_blocks() if b.is_shell and b.heading.startswith("Two commands")]
+    assert blocks, "README: no 'Two commands' bash block"
+    return blocks[0].commands
 
 
 def test_ci_runs_the_readme_test_command():

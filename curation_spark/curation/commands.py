@@ -119,11 +119,28 @@ def load_and_validate(spark: "SparkSession", config: "Config",
     return raw, stats
 
 
-def validate(config: "Config", spark: "SparkSession | None" = None) -> EmbeddingStats:
-    """``curation-spark validate``: check the input table only."""
+def validate(config: "Config", spark: "SparkSession | None" = None,
+             raw: "DataFrame | None" = None) -> EmbeddingStats:
+    """``curation-spark validate``: check the input table (or the DataFrame ``raw``) only."""
     config, spark = prepare(config, spark)
-    _, stats = load_and_validate(spark, config)
+    _, stats = load_and_validate(spark, config, raw)
     return stats
+
+
+def input_frame(spark: "SparkSession", config: "Config", raw: "DataFrame | None") -> "DataFrame":
+    """The input: the DataFrame handed in (it wins over ``input.path`` / ``input.table``,
+    which may be unset then), else the configured table."""
+    return raw if raw is not None else read_input(spark, config.input)
+
+
+def content_hash(raw: "DataFrame", id_col: str, embedding_col: str) -> int:
+    """An order-free hash of a DataFrame's rows (``bit_xor`` of ``xxhash64(id, embedding)``;
+    ids are unique, so no two rows cancel): the identity of an input that has no path or
+    Delta version, so that a resume over other rows is refused. One aggregate job."""
+    from pyspark.sql import functions as F
+
+    row = raw.agg(F.bit_xor(F.xxhash64(F.col(id_col), F.col(embedding_col))).alias("h")).collect()[0]
+    return int(row["h"] or 0)
 
 
 def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False,
@@ -144,7 +161,7 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
     started = time.perf_counter()
     config, spark = prepare(config, spark)
     out = check_output_path(spark, config)
-    raw = raw if raw is not None else read_input(spark, config.input)
+    raw = input_frame(spark, config, raw)
     quick = quick_stats(raw, config.input.id_col, config.input.embedding_col)
     hierarchy.level_clusters(config.clustering, 1, quick.n_rows)  # K above the rows: refused before any work
     input_check = None
@@ -160,7 +177,7 @@ def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bo
         log.info("input: %d rows, dimension %d (values are checked while level 1 loads)", stats.n_rows, stats.dim)
     else:
         raw, stats = load_and_validate(spark, config, raw)
-    identity = _identity(spark, config, stats)
+    identity = _identity(spark, config, stats, raw)
     distance = identity.distance or config.clustering.distance
     if config.dedup.enabled:  # before the run folder is touched
         dedup_stage.check_normalisable(to_points(raw, config.input.id_col, config.input.embedding_col),
@@ -194,7 +211,8 @@ def _refit_reason(run: RunFolder, identity: InputIdentity) -> str:
     return f"the input changed: {changed}" if changed else ""
 
 
-def dedup(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False) -> DedupSummary:
+def dedup(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False,
+          raw: "DataFrame | None" = None) -> DedupSummary:
     """``curation-spark dedup``: near-duplicate removal of the input into
     ``<output.path>/dedup/duplicates`` (resumed: an existing dedup of the same config is
     kept). The run folder is then the one ``cluster`` / ``run`` with this ``dedup``
@@ -202,20 +220,24 @@ def dedup(config: "Config", spark: "SparkSession | None" = None, overwrite: bool
     config = dataclasses.replace(config, dedup=dataclasses.replace(config.dedup, enabled=True))
     config, spark = prepare(config, spark)
     out = check_output_path(spark, config)
-    raw, stats = load_and_validate(spark, config, read_input(spark, config.input))
+    raw, stats = load_and_validate(spark, config, input_frame(spark, config, raw))
     points = to_points(raw, config.input.id_col, config.input.embedding_col)
     dedup_stage.check_normalisable(points, stats.norm_min, config.input.embedding_col)  # before the folder is touched
     run = RunFolder(spark, out, config.output.format)
-    run.open_for(config, overwrite, _identity(spark, config, stats))
+    run.open_for(config, overwrite, _identity(spark, config, stats, raw))
     _kept_points(spark, config, run, points, stats)
     assert run.metadata is not None and run.metadata.dedup is not None
     return run.metadata.dedup
 
 
-def _identity(spark: "SparkSession", config: "Config", stats: EmbeddingStats) -> InputIdentity:
+def _identity(spark: "SparkSession", config: "Config", stats: EmbeddingStats,
+              raw: "DataFrame | None" = None) -> InputIdentity:
     distance = chosen_distance(config, stats)
+    handed_in = raw is not None and not config.input.path and not config.input.table
     return InputIdentity(n_rows=stats.n_rows, dim=stats.dim, delta_version=input_version(spark, config),
-                         distance=distance if config.clustering.distance == "auto" else None)
+                         distance=distance if config.clustering.distance == "auto" else None,
+                         content_hash=content_hash(raw, config.input.id_col, config.input.embedding_col)
+                         if handed_in else None)
 
 
 def _kept_points(spark: "SparkSession", config: "Config", run: RunFolder, points: "DataFrame",
@@ -275,6 +297,9 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
         raise ConfigError(f"--run: {path} has {n_levels} of {expected} levels complete; run `curation-spark cluster` first")
     name = table_name or sc.table_name
     if sc.keep_columns and input_df is None:
+        if not run.config.input.path and not run.config.input.table:
+            raise ConfigError(f"sampling.keep_columns: the run in {paths.display(run.path)} was made from a DataFrame; "
+                              "pass that DataFrame again to carry its columns (Run.sample(..., df=df))")
         input_df = read_input(spark, run.config.input)
     params = sampling.SamplingParams(sc.target_size, sc.multiplier, sc.strategy, sc.seed)
     selection, plan = sampling.curate(run, n_levels, params)
@@ -307,13 +332,13 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
 
 
 def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False,
-        fresh: bool = False) -> RunSummary:
+        fresh: bool = False, raw: "DataFrame | None" = None) -> RunSummary:
     """``curation-spark run``: cluster (or resume), then sample into ``sampling.table_name``;
     one read of the input, one open of the run folder."""
     if config.sampling.target_size is None:
         raise ConfigError("sampling.target_size: required for `run` (or use `cluster` alone)")
     config, spark = prepare(config, spark)
-    raw = read_input(spark, config.input)
+    raw = input_frame(spark, config, raw)
     check_keep_columns(raw, config)
     summary = cluster(config, spark, overwrite=overwrite, raw=raw, fresh=fresh)
     sampled = sample(config, spark, input_df=raw, run_folder=summary.run)

@@ -90,6 +90,9 @@ def update(config: "Config", spark: "SparkSession | None" = None) -> UpdateResul
 
     started = time.perf_counter()
     config, spark = prepare(config, spark)
+    if not config.input.path and not config.input.table:
+        raise ConfigError("input.path: `update` reads the input's new and deleted rows from a table: give "
+                          "input.path or input.table (a run made from a DataFrame is updated by running it again)")
     run = open_existing(spark, config.output.require_path())
     check_updatable(run, config)
     meta = run.metadata

@@ -31,6 +31,10 @@ class InputIdentity:
     #: The distance ``clustering.distance: auto`` resolved to for this input (None for an
     #: explicit ``l2`` / ``cosine``); part of the identity: a resume must not switch it.
     distance: str | None = None
+    #: A DataFrame handed in (no input.path / input.table): an order-free hash of its ids
+    #: and embeddings (``bit_xor`` of ``xxhash64(id, embedding)``), what tells a resume
+    #: that the rows are the same.
+    content_hash: int | None = None
 
 
 @dataclass

@@ -88,9 +88,12 @@ def read_input(spark: "SparkSession", cfg: "InputConfig") -> "DataFrame":
 
 
 def input_location(spark: "SparkSession", cfg: "InputConfig") -> str | None:
-    """The storage path behind the input (for the never-write-over-the-input guard)."""
+    """The storage path behind the input (for the never-write-over-the-input guard); None
+    for a DataFrame handed in (no path, no table) or a table without one."""
     if cfg.path:
         return cfg.path
+    if not cfg.table:
+        return None
     from pyspark.errors import PySparkException
 
     try:
