@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from curation_spark.curation.update import UpdateResult
-    from curation_spark.io.run_metadata import LevelStats
+    from curation_spark.io.run_metadata import LevelStats, RunMetadata
     from curation_spark.io.tables import EmbeddingStats
 
 __all__ = ["Run", "session", "validate", "dedup", "cluster", "run", "open_run"]
@@ -174,6 +174,14 @@ class Run:
         return meta.input.distance or meta.config.clustering.distance
 
     @property
+    def metadata(self) -> "RunMetadata":
+        """Everything ``run.json`` records, typed: the input's identity, per-level statistics,
+        the curated tables (``samples``), the dedup, the updates."""
+        meta = self._folder.metadata
+        assert meta is not None
+        return meta
+
+    @property
     def tables(self) -> dict[str, int]:
         """The curated tables written so far and their rows."""
         meta = self._folder.metadata
@@ -240,12 +248,13 @@ class Run:
 
         return assign_down(self._folder, df)
 
-    def update(self) -> "UpdateResult":
+    def update(self, config: Config | None = None) -> "UpdateResult":
         """Bring the run up to date with its input table's new and deleted rows (``curation-spark
-        update``); a run made from a DataFrame has no table to read them from."""
+        update``); a run made from a DataFrame has no table to read them from. ``config``:
+        the run's own by default (another one is refused unless its clustering is the same)."""
         from curation_spark.curation.update import update
 
-        return update(self.config, self._folder.spark)
+        return update(config or self.config, self._folder.spark)
 
     def report(self, out: str | None = None) -> str:
         """Write the HTML report (default ``<run>/report``); returns the ``report.html`` path."""

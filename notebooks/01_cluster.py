@@ -47,12 +47,11 @@ overwrite = param("overwrite", "CURATION_OVERWRITE", "false", ["false", "true"])
 
 # COMMAND ----------
 
-from curation_spark import pipeline
-from curation_spark.io.session import get_spark
+import curation_spark as cs
 
-spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
+spark = cs.session()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
 
-stats = pipeline.validate(config, spark)
+stats = cs.validate(config, spark=spark)
 print(f"input: {stats.n_rows:,} rows, dimension {stats.dim}")
 print("clustering:", {k: v for k, v in config.to_dict()["clustering"].items() if v is not None})
 
@@ -63,7 +62,7 @@ print("clustering:", {k: v for k, v in config.to_dict()["clustering"].items() if
 
 # COMMAND ----------
 
-summary = pipeline.cluster(config, spark, overwrite=overwrite)
+run = cs.cluster(config, spark=spark, overwrite=overwrite)
 
 import pandas as pd  # noqa: E402
 
@@ -71,14 +70,14 @@ levels = pd.DataFrame([{
     "level": info.level, "points": info.n_points, "clusters": info.n_clusters,
     "min size": info.sizes["min"], "median size": info.sizes["median"], "max size": info.sizes["max"],
     "gini": round(info.sizes["gini"], 3), "objective": info.objective, "seconds": round(info.seconds, 1),
-    "distance": summary.distance,
-} for info in summary.levels])
+    "distance": run.distance,
+} for info in run.levels])
 show(levels)
-if summary.dedup is not None:  # a dedup section in the config: near-duplicates removed first
-    d = summary.dedup
+if run.metadata.dedup is not None:  # a dedup section in the config: near-duplicates removed first
+    d = run.metadata.dedup
     print(f"near-duplicates removed before clustering: {d.removed} of {d.points_in} ({d.groups} groups, "
           f"cosine >= {d.threshold}); table {d.path}")
-print(f"run folder: {summary.run_path}")
+print(f"run folder: {run.path}")
 
 # COMMAND ----------
 
@@ -89,16 +88,9 @@ print(f"run folder: {summary.run_path}")
 
 # COMMAND ----------
 
-from curation_spark.io.runfolder import open_existing  # noqa: E402
-from curation_spark.io.tables import read_table  # noqa: E402
-
-run = open_existing(spark, run_path)
 level_tables = {}
-for level in range(1, run.n_levels_done() + 1):
-    level_tables[level] = {
-        "centroids": read_table(spark, run.centroids_path(level), run.format),
-        "assignments": read_table(spark, run.assignments_path(level), run.format),
-    }
+for level in range(1, len(run.levels) + 1):
+    level_tables[level] = {"centroids": run.centroids(level), "assignments": run.assignments(level)}
     print(f"level {level}: {level_tables[level]['centroids'].count():,} centroids, "
           f"{level_tables[level]['assignments'].count():,} assignments")
 show(level_tables[max(level_tables)]["centroids"].orderBy("cluster_id").drop("centroid"))

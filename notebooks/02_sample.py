@@ -42,16 +42,15 @@ keep_columns = [c.strip() for c in param("keep_columns", "CURATION_KEEP_COLUMNS"
 
 # COMMAND ----------
 
-from curation_spark import pipeline
-from curation_spark.config import sampling_only_config
-from curation_spark.io.session import get_spark
+import curation_spark as cs
 
-spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
+spark = cs.session()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
 
-config = sampling_only_config(target_size, multiplier, strategy, seed, keep_columns)  # validated before any job
-result = pipeline.sample(config, spark, run_path=run_path, table_name=table_name)
-print(f"curated table: {result.curated_path} ({result.curated_rows:,} rows, target {target_size:,}, "
-      f"{result.seconds:.1f} s)")
+run = cs.open_run(run_path, spark=spark)
+curated = run.sample(target_size, multiplier=multiplier, strategy=strategy, seed=seed, table=table_name,
+                     keep_columns=keep_columns)
+result = run.metadata.samples[table_name]
+print(f"curated table: {result.path} ({result.rows:,} rows, target {target_size:,}, {result.seconds:.1f} s)")
 
 # COMMAND ----------
 
@@ -64,9 +63,6 @@ print(f"curated table: {result.curated_path} ({result.curated_rows:,} rows, targ
 
 from pyspark.sql import functions as F  # noqa: E402
 
-from curation_spark.io.tables import read_table  # noqa: E402
-
-curated = read_table(spark, result.curated_path)
 show(curated)
 per_cluster = curated.groupBy("cluster_id").count()
 spread = per_cluster.agg(F.count("*").alias("clusters"), F.min("count").alias("min"),

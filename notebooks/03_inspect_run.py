@@ -37,16 +37,14 @@ report_dir = param("report_dir", "CURATION_REPORT_DIR", "").strip() or None
 
 import pandas as pd
 
-from curation_spark.io.runfolder import open_existing
-from curation_spark.io.session import get_spark
-from curation_spark.io.tables import read_table
+import curation_spark as cs
 
-spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
-run = open_existing(spark, run_path)
+spark = cs.session()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
+run = cs.open_run(run_path, spark=spark)
 meta = run.metadata  # typed and validated (curation_spark.io.run_metadata)
-n_levels = run.n_levels_done()
-print(f"run {run.path}: {n_levels} complete level(s), format {run.format}, input {meta.input}, "
-      f"distance {meta.distance}, updated {meta.updated}")
+n_levels = len(run.levels)
+print(f"run {run.path}: {n_levels} complete level(s), format {meta.output_format}, input {meta.input}, "
+      f"distance {run.distance}, updated {meta.updated}")
 
 level_stats = pd.DataFrame([{
     "level": lv, "points": info.n_points, "clusters": info.n_clusters,
@@ -56,7 +54,7 @@ level_stats = pd.DataFrame([{
     "max size": info.sizes["max"], "gini": round(info.sizes["gini"], 3),
     "gini before resampling": round(info.sizes_kmeans["gini"], 3), "degenerate": info.degenerate,
     "objective": info.objective, "seconds": round(info.seconds, 1),
-} for lv, info in ((lv, run.level_stats(lv)) for lv in range(1, n_levels + 1))])
+} for lv, info in enumerate(run.levels, 1)])
 show(level_stats)
 
 samples = pd.DataFrame([{"table": name, "rows": s.rows, "target size": s.target_size, "strategy": s.strategy,
@@ -73,8 +71,8 @@ show(samples if len(samples) else pd.DataFrame({"table": ["(no curated table yet
 
 level_tables = {}
 for lv in range(1, n_levels + 1):
-    cents = read_table(spark, run.centroids_path(lv), run.format)
-    assign = read_table(spark, run.assignments_path(lv), run.format)
+    cents = run.centroids(lv)
+    assign = run.assignments(lv)
     level_tables[lv] = {"centroids": cents, "assignments": assign}
     print(f"level {lv}: {cents.count():,} centroids, {assign.count():,} assignments")
     show(cents.drop("centroid").orderBy("size", ascending=False))
@@ -120,7 +118,7 @@ if write_report is None:
     for lv, tables in level_tables.items():
         sizes = tables["centroids"].select("size").toPandas()["size"].sort_values(ascending=False).to_numpy()
         axes[0].plot(range(1, len(sizes) + 1), sizes, marker=".", label=f"level {lv}")
-        history = run.level_stats(lv).kmeans_history
+        history = run.levels[lv - 1].kmeans_history
         axes[1].plot([h["iteration"] for h in history], [h["objective"] for h in history], marker=".",
                      label=f"level {lv}")
     axes[0].set(title="Cluster sizes (sorted)", xlabel="rank", ylabel="points", yscale="log")
@@ -134,7 +132,7 @@ if write_report is None:
 
     if len(samples):
         name = table or samples["table"].iloc[-1]
-        curated = read_table(spark, meta.samples[name].path if name in meta.samples else run.table_path(name))
+        curated = run.curated(name)
         per_cluster = curated.groupBy("cluster_id").count().toPandas()["count"].sort_values(ascending=False)
         fig2, ax = plt.subplots(figsize=(6, 4))
         ax.bar(range(len(per_cluster)), per_cluster.to_numpy())

@@ -38,12 +38,11 @@ config, run_path = params["config"], params["run_path"]
 
 # COMMAND ----------
 
-from curation_spark import pipeline
-from curation_spark.io.session import get_spark
+import curation_spark as cs
 
-spark = get_spark()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
+spark = cs.session()  # the notebook's session (Databricks, spark-submit); a local Delta session elsewhere
 
-result = pipeline.update(config, spark)
+result = cs.open_run(run_path, spark=spark).update(config)  # (the widgets' config: the run's own, checked)
 print(result.message)
 
 # COMMAND ----------
@@ -57,12 +56,10 @@ print(result.message)
 
 import pandas as pd  # noqa: E402
 
-from curation_spark.io.runfolder import open_existing  # noqa: E402
-
 history = pd.DataFrame([{
     "from version": u.from_version, "to version": u.to_version, "method": u.method, "rows read": u.rows_read,
     "added": u.rows_added, "deleted": u.rows_deleted, "rewritten": u.rows_changed, "points": u.n_points,
     "beyond p99": round(u.drift.share_beyond_p99, 4) if u.drift else None,
     "re-cluster due": u.drift.recluster_due if u.drift else None, "seconds": u.seconds,
-} for u in open_existing(spark, run_path).metadata.updates])
+} for u in cs.open_run(run_path, spark=spark).metadata.updates])
 show(history)

@@ -50,6 +50,17 @@ def standalone(tmp_path_factory):
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory):
+    """pyspark's own Spark Connect server on 127.0.0.1 (``local[2]``, Delta), started once for
+    the tests that need one (tests/test_connect.py, the Estimator's Connect test) and always
+    stopped (tests/cluster_utils.py)."""
+    import cluster_utils as cu
+
+    with cu.ConnectServer(tmp_path_factory.mktemp("connect_server")) as srv:
+        yield srv
+
+
 @pytest.fixture
 def tmp_dir(tmp_path):
     """A fresh folder per test, as a plain string path."""

@@ -31,6 +31,7 @@ KILL_AT_ITERATION = 3
 # Spark engine is tests/test_jobs_cluster.py's.
 SETTINGS = [
     "clustering.n_levels=1", "clustering.n_clusters=[300]", f"clustering.n_iters={N_ITERS}",
+    "clustering.n_resampling_steps=0",
     "clustering.num_partitions=2", "clustering.seed=3", "sampling.target_size=5000", "sampling.strategy=r",
     "clustering.in_process_max_mb=0",  # 12.8 MB of embeddings: force the Spark engine this test kills
 ]

@@ -55,9 +55,8 @@ def over_connect(server: cu.ConnectServer, command: str, *args: str, sets: list[
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with cu.ConnectServer(tmp_path_factory.mktemp("connect_server")) as srv:
-        yield srv
+def server(connect_server):
+    return connect_server
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,8 @@ def pool_path(spark, tmp_path_factory):
 
 
 def _config(pool_path, out, *extra):
-    return load_config([], [f"input.path={pool_path}", f"output.path={out}", f"dedup.threshold={THRESHOLD}", *extra])
+    return load_config([], [f"input.path={pool_path}", f"output.path={out}", f"dedup.threshold={THRESHOLD}",
+                            "clustering.n_resampling_steps=0", *extra])
 
 
 def _removed(spark, out):

@@ -83,7 +83,8 @@ def small_mixture(spark, tmp_path_factory):
 
 def test_splitting_gives_dense_nonempty_subclusters(spark, small_mixture, tmp_dir):
     config = load_config([], [f"input.path={small_mixture}", f"output.path={tmp_dir}/run", "clustering.n_levels=1",
-                              "clustering.n_clusters=[10]", "clustering.n_splits=[4]", "clustering.n_iters=10"])
+                              "clustering.n_clusters=[10]", "clustering.n_splits=[4]", "clustering.n_iters=10",
+                              "clustering.n_resampling_steps=0"])
     summary = pipeline.cluster(config, spark)
     c = read_table(spark, f"{tmp_dir}/run/level_1/centroids").collect()
     a = read_table(spark, f"{tmp_dir}/run/level_1/assignments")
@@ -109,7 +110,8 @@ def test_reference_two_level_config_runs_end_to_end(spark, small_mixture, tmp_di
 def test_different_config_on_existing_run_is_refused(spark, small_mixture, tmp_dir):
     from curation_spark.errors import ConfigError
 
-    base = [f"input.path={small_mixture}", f"output.path={tmp_dir}/r", "clustering.n_clusters=[5]", "clustering.n_iters=3"]
+    base = [f"input.path={small_mixture}", f"output.path={tmp_dir}/r", "clustering.n_clusters=[5]", "clustering.n_iters=3",
+            "clustering.n_resampling_steps=0"]
     pipeline.cluster(load_config([], base), spark)
     with pytest.raises(ConfigError, match=r"different clustering config \(clustering.n_clusters: \[5\] -> \[6\]\)"):
         pipeline.cluster(load_config([], base + ["clustering.n_clusters=[6]"]), spark)
@@ -124,10 +126,12 @@ def test_changed_input_on_existing_run_is_refused(spark, tmp_dir):
 
     data = f"{tmp_dir}/growing"
     pipeline.write_synthetic(spark, synth.make_gaussian_mixture(600, 4, 3, seed=1), data, "delta")
-    base = [f"input.path={data}", f"output.path={tmp_dir}/r", "clustering.n_clusters=[5]", "clustering.n_iters=3"]
+    base = [f"input.path={data}", f"output.path={tmp_dir}/r", "clustering.n_clusters=[5]", "clustering.n_iters=3",
+            "clustering.n_resampling_steps=0"]
     pipeline.cluster(load_config([], base), spark)
     assert json.loads(Path(tmp_dir, "r", "run.json").read_text())["input"] == {"n_rows": 600, "dim": 4,
-                                                                               "delta_version": 0, "distance": "l2"}
+                                                                               "delta_version": 0, "distance": "l2",
+                                                                               "content_hash": None}
     pipeline.cluster(load_config([], base), spark)  # unchanged input: resumes (nothing to do)
 
     more = synth.make_gaussian_mixture(700, 4, 3, seed=1).slice(600)

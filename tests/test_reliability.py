@@ -15,6 +15,7 @@ from curation_spark.io.tables import read_table
 pytestmark = pytest.mark.slow
 
 SETTINGS = ["clustering.n_levels=1", "clustering.n_clusters=[20]", "clustering.n_iters=8", "clustering.seed=11",
+            "clustering.n_resampling_steps=0",
             "clustering.in_process_max_mb=0"]  # tiny: force the Spark engine whose task retry is tested
 
 
