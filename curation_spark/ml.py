@@ -77,7 +77,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 from pyspark import keyword_only
@@ -173,6 +173,9 @@ def _to_optional_string(value: Any) -> Optional[str]:
 # --------------------------------------------------------------------------- params
 
 
+_P = TypeVar("_P", bound="_HierarchicalKMeansParams")
+
+
 class _HierarchicalKMeansParams(HasFeaturesCol, HasPredictionCol, HasSeed):
     """The Params of :class:`HierarchicalKMeans` and :class:`HierarchicalKMeansModel`.
 
@@ -236,6 +239,24 @@ class _HierarchicalKMeansParams(HasFeaturesCol, HasPredictionCol, HasSeed):
             runPath=_OUTPUT.path,
             outputFormat=_OUTPUT.format,
         )
+
+    # The column setters both stages have (the Estimator's for ``fit``, the Model's for
+    # ``transform``); the clustering setters are the Estimator's only.
+    def setFeaturesCol(self: _P, value: str) -> _P:
+        """Sets ``featuresCol`` (array<float>, array<double> or an ML Vector)."""
+        return self._set(featuresCol=value)
+
+    def setIdCol(self: _P, value: str) -> _P:
+        """Sets ``idCol`` (unique, non-null ids: what ``transform`` joins on)."""
+        return self._set(idCol=value)
+
+    def setPredictionCol(self: _P, value: str) -> _P:
+        """Sets ``predictionCol`` (the level-1 cluster id)."""
+        return self._set(predictionCol=value)
+
+    def setClusterPathCol(self: _P, value: str) -> _P:
+        """Sets ``clusterPathCol`` (the cluster ids at levels 1..L)."""
+        return self._set(clusterPathCol=value)
 
     def getIdCol(self) -> str:
         """The value of ``idCol``."""
@@ -423,22 +444,6 @@ class HierarchicalKMeans(_HierarchicalKMeansParams, Estimator["HierarchicalKMean
                 self._set(**{name: value})
         return self
 
-    def setFeaturesCol(self, value: str) -> "HierarchicalKMeans":
-        """Sets ``featuresCol``."""
-        return self._set(featuresCol=value)
-
-    def setIdCol(self, value: str) -> "HierarchicalKMeans":
-        """Sets ``idCol``."""
-        return self._set(idCol=value)
-
-    def setPredictionCol(self, value: str) -> "HierarchicalKMeans":
-        """Sets ``predictionCol``."""
-        return self._set(predictionCol=value)
-
-    def setClusterPathCol(self, value: str) -> "HierarchicalKMeans":
-        """Sets ``clusterPathCol``."""
-        return self._set(clusterPathCol=value)
-
     def setNLevels(self, value: int) -> "HierarchicalKMeans":
         """Sets ``nLevels``."""
         return self._set(nLevels=value)
@@ -625,22 +630,6 @@ class HierarchicalKMeansModel(_HierarchicalKMeansParams, Model, MLReadable, MLWr
                 raise ConfigError("runPath: this model has no run folder (fit it, or load a saved model)")
             self._run = api.open_run(path)
         return self._run
-
-    def setFeaturesCol(self, value: str) -> "HierarchicalKMeansModel":
-        """Sets ``featuresCol`` (the column ``transform`` reads)."""
-        return self._set(featuresCol=value)
-
-    def setIdCol(self, value: str) -> "HierarchicalKMeansModel":
-        """Sets ``idCol`` (the column ``transform`` joins on)."""
-        return self._set(idCol=value)
-
-    def setPredictionCol(self, value: str) -> "HierarchicalKMeansModel":
-        """Sets ``predictionCol``."""
-        return self._set(predictionCol=value)
-
-    def setClusterPathCol(self, value: str) -> "HierarchicalKMeansModel":
-        """Sets ``clusterPathCol``."""
-        return self._set(clusterPathCol=value)
 
     def _transform(self, dataset: "DataFrame") -> "DataFrame":
         from pyspark.sql import functions as F
