@@ -803,7 +803,7 @@ class _Writer(MLWriter):
         target = paths.qualify(spark, path, "path")
         model = self.instance if isinstance(self.instance, HierarchicalKMeansModel) else None
         run_path = model.getRunPath() if model is not None else None
-        if run_path and paths.is_same_or_inside(paths.normalise(run_path), paths.normalise(target)):
+        if run_path and paths.is_same_or_inside(run_path, target):
             raise ConfigError(f"path: {paths.display(target)} holds the run folder this model reads "
                               f"({paths.display(run_path)}); save the model elsewhere")
         if paths.exists(spark, target):
