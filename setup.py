@@ -7,6 +7,8 @@ HERE = Path(__file__).parent
 VERSION = {}
 exec((HERE / "curation_spark" / "version.py").read_text(), VERSION)
 
+DOCS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
+
 setup(
     name="curation-spark",
     version=VERSION["__version__"],
@@ -35,7 +37,15 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "deltalake>=0.20", "psutil>=5"],
+        # [mlflow]: tracking.mlflow logs a run's config, figures, run.json and report to MLflow.
+        "mlflow": ["mlflow-skinny>=2.10"],
+        # [docs]: the documentation site (docs/, mkdocs.yml; `bash scripts/docs.sh`).
+        "docs": DOCS,
+        "test": ["pytest>=7", "hypothesis>=6", "deltalake>=0.20", "psutil>=5",
+                 # MLflow's tests log into a real SQLite tracking store in a temp folder
+                 "mlflow-skinny>=2.10", "sqlalchemy>=2", "alembic>=1.8",
+                 # the docs site is built with --strict by the suite (tests/test_docs.py)
+                 *DOCS],
     },
     entry_points={"console_scripts": ["curation-spark=curation_spark.cli:main"]},
     classifiers=[

@@ -4,11 +4,14 @@ Hierarchical k-means with resampling followed by hierarchical balanced sampling
 (Vo et al., 2024), with numeric kernels in numpy/faiss and Spark plumbing apart.
 
 >>> import curation_spark as cs
+>>> from curation_spark import synth
+>>> spark = cs.session()
+>>> df = spark.createDataFrame(synth.make_gaussian_mixture(2000, 8, 6, seed=0))  # id, embedding
 >>> config = cs.Config.from_dict({"output": {"path": "runs/nb"}, "sampling": {"target_size": 500},
 ...                               "clustering": {"n_levels": 2, "n_clusters": [100, 10]}})
->>> run = cs.run(config, df)                  # doctest: +SKIP  (df: id and embedding columns)
->>> run.curated().count(), run.levels[0].n_clusters   # doctest: +SKIP
-(500, 100)
+>>> run = cs.run(config, df)
+>>> run.curated().count(), [lv.n_clusters for lv in run.levels]
+(500, [100, 10])
 """
 import logging as _logging
 

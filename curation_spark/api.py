@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+from curation_spark import tracking
 from curation_spark.config import Config
 from curation_spark.curation import commands
 from curation_spark.errors import ConfigError
@@ -34,7 +35,9 @@ def session(config: Config | None = None) -> "SparkSession":
     Examples
     --------
     >>> import curation_spark as cs
-    >>> spark = cs.session()  # doctest: +SKIP
+    >>> spark = cs.session()
+    >>> spark.range(3).count()
+    3
     """
     from curation_spark.io.session import get_spark
 
@@ -49,10 +52,11 @@ def validate(config: Config, df: "DataFrame | None" = None, *,
 
     Examples
     --------
-    >>> stats = cs.validate(cs.Config(), df)  # doctest: +SKIP
-    >>> stats.n_rows, stats.dim  # doctest: +SKIP
+    >>> stats = cs.validate(cs.Config(), df)  # df: id and embedding columns
+    >>> stats.n_rows, stats.dim
     (2000, 8)
     """
+    _one_input(config, df)
     return commands.validate(config, spark, raw=df)
 
 
@@ -64,16 +68,21 @@ def dedup(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSession
 
     Examples
     --------
-    >>> run = cs.dedup(config, df)  # doctest: +SKIP
-    >>> run.dedup_pairs().count()  # doctest: +SKIP
+    >>> from pyspark.sql import functions as F
+    >>> copies = df.limit(10).withColumn("id", F.col("id") + 1_000_000)  # ten exact copies
+    >>> config = cs.Config.from_dict({"output": {"path": "runs/dedup"}, "dedup": {"threshold": 0.999}})
+    >>> run = cs.dedup(config, df.unionByName(copies))
+    >>> run.dedup_pairs().count()
+    10
     """
+    _one_input(config, df)
     spark = spark or session(config)
     commands.dedup(config, spark, overwrite=overwrite, raw=df)
     return open_run(commands.qualified_paths(config, spark).output.require_path(), spark=spark)
 
 
 def cluster(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSession | None" = None,
-            overwrite: bool = False, fresh: bool = False) -> "Run":
+            overwrite: bool = False, fresh: bool = False, mlflow: bool | None = None) -> "Run":
     """Build (or resume) the hierarchy in ``output.path`` from ``df`` (a DataFrame with the
     configured id and embedding columns, ``id`` and ``embedding`` by default) or from
     ``input.path`` / ``input.table``.
@@ -87,17 +96,24 @@ def cluster(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSessi
     --------
     >>> config = cs.Config.from_dict({"output": {"path": "runs/nb"},
     ...                               "clustering": {"n_levels": 2, "n_clusters": [100, 10]}})
-    >>> run = cs.cluster(config, df)  # doctest: +SKIP
-    >>> [lv.n_clusters for lv in run.levels]  # doctest: +SKIP
+    >>> run = cs.cluster(config, df)
+    >>> [lv.n_clusters for lv in run.levels]
     [100, 10]
+    >>> cs.cluster(config, df.limit(1500))  # other rows, same folder
+    Traceback (most recent call last):
+    ...
+    curation_spark.errors.ConfigError: ...
     """
+    config = _prepared(config, df, mlflow)
     spark = spark or session(config)
     summary = commands.cluster(config, spark, overwrite=overwrite, raw=df, fresh=fresh)
-    return Run(summary.run) if summary.run is not None else open_run(summary.run_path, spark=spark)
+    handle = Run(summary.run) if summary.run is not None else open_run(summary.run_path, spark=spark)
+    tracking.track(config, handle.path, spark, command="cluster")
+    return handle
 
 
 def run(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSession | None" = None,
-        overwrite: bool = False, fresh: bool = False) -> "Run":
+        overwrite: bool = False, fresh: bool = False, mlflow: bool | None = None) -> "Run":
     """Cluster (or resume), then sample ``sampling.target_size`` rows into
     ``sampling.table_name`` (default ``curated``): the whole method. ``df`` as for
     :func:`cluster`.
@@ -106,13 +122,35 @@ def run(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSession |
     --------
     >>> config = cs.Config.from_dict({"output": {"path": "runs/nb"}, "sampling": {"target_size": 500},
     ...                               "clustering": {"n_levels": 2, "n_clusters": [100, 10]}})
-    >>> run = cs.run(config, df)  # doctest: +SKIP
-    >>> run.curated().count()  # doctest: +SKIP
-    500
+    >>> run = cs.run(config, df)  # the hierarchy of runs/nb resumed if it is there, then sampled
+    >>> run.curated().count(), run.tables
+    (500, {'curated': 500})
     """
+    config = _prepared(config, df, mlflow)
     spark = spark or session(config)
     summary = commands.run(config, spark, overwrite=overwrite, fresh=fresh, raw=df)
-    return Run(summary.run) if summary.run is not None else open_run(summary.run_path, spark=spark)
+    handle = Run(summary.run) if summary.run is not None else open_run(summary.run_path, spark=spark)
+    tracking.track(config, handle.path, spark, command="run")
+    return handle
+
+
+def _prepared(config: Config, df: "DataFrame | None", mlflow: bool | None) -> Config:
+    """The config a call runs with (``mlflow`` overrides ``tracking.mlflow``); one line, before
+    any work, for a DataFrame given beside a configured input or for tracking without MLflow."""
+    _one_input(config, df)
+    if mlflow is not None:
+        config = config.replace(**{"tracking.mlflow": bool(mlflow)})
+    tracking.check_available(config)
+    return config
+
+
+def _one_input(config: Config, df: "DataFrame | None") -> None:
+    """A DataFrame replaces ``input.path`` / ``input.table``; both at once is refused, since
+    the run would record one source and read another."""
+    if df is not None and (config.input.path or config.input.table):
+        key = "input.path" if config.input.path else "input.table"
+        raise ConfigError(f"{key} is set and a DataFrame was given: pass one input (drop {key} from the config "
+                          "to curate the DataFrame, or call without df to read the table)")
 
 
 def open_run(path: str, *, spark: "SparkSession | None" = None) -> "Run":
@@ -121,11 +159,15 @@ def open_run(path: str, *, spark: "SparkSession | None" = None) -> "Run":
 
     Examples
     --------
-    >>> run = cs.open_run("runs/toy")  # doctest: +SKIP
-    >>> run.centroids(1).count()  # doctest: +SKIP
-    1000
+    >>> run = cs.open_run("runs/nb")
+    >>> run.centroids(1).count()
+    100
+    >>> cs.open_run("runs/none")
+    Traceback (most recent call last):
+    ...
+    curation_spark.errors.ConfigError: open_run: .../runs/none is not a curation-spark run folder (no run.json)
     """
-    return Run(open_existing(spark or session(), path))
+    return Run(open_existing(spark or session(), path, key="open_run"))
 
 
 class Run:
@@ -134,11 +176,17 @@ class Run:
 
     Examples
     --------
-    >>> run = cs.open_run("runs/toy")  # doctest: +SKIP
-    >>> run.levels[0].n_clusters, run.distance  # doctest: +SKIP
-    (1000, 'l2')
-    >>> run.sample(5000, multiplier=2, strategy="c").count()  # doctest: +SKIP
-    5000
+    >>> run = cs.open_run("runs/nb")
+    >>> run.levels[0].n_clusters, run.distance
+    (100, 'l2')
+    >>> run.sample(3000, multiplier=2, strategy="c").count()  # 2000 rows, each at most twice
+    3000
+    >>> sorted(run.tables.items())
+    [('curated', 500), ('curated_3000_c_m2_s0', 3000)]
+    >>> run.assign(df).columns
+    ['id', 'cluster_path', 'distance']
+    >>> run.report().endswith("report.html")
+    True
     """
 
     def __init__(self, folder: RunFolder) -> None:
@@ -237,6 +285,7 @@ class Run:
         summary = commands.sample(config, self._folder.spark, table_name=name, run_folder=self._folder,
                                   input_df=df)
         assert summary.curated_path is not None
+        tracking.track(self.config, self.path, self._folder.spark, command="sample")
         return self.curated(name)
 
     def assign(self, df: "DataFrame") -> "DataFrame":
@@ -254,7 +303,12 @@ class Run:
         the run's own by default (another one is refused unless its clustering is the same)."""
         from curation_spark.curation.update import update
 
-        return update(config or self.config, self._folder.spark)
+        config = config or self.config
+        tracking.check_available(config)
+        result = update(config, self._folder.spark)
+        self._folder.load()  # the handle shows the updated run
+        tracking.track(config, self.path, self._folder.spark, command="update")
+        return result
 
     def report(self, out: str | None = None) -> str:
         """Write the HTML report (default ``<run>/report``); returns the ``report.html`` path."""

@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from curation_spark import pipeline
+    from curation_spark import pipeline, tracking
     from curation_spark.io import paths, preflight
     from curation_spark.config import load_config
 
@@ -202,6 +202,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     config = load_config(args.config, args.overrides)
+    tracking.check_available(config)
     if preflight.applies(config.spark.master):  # path mistakes in a second, before Spark starts
         config = pipeline.qualified_paths(config, None)  # (a local session: this machine's folders)
         preflight.check_config_paths(config)
@@ -219,16 +220,30 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "cluster":
         summary = pipeline.cluster(config, overwrite=args.overwrite, fresh=args.fresh)
         _print_levels(summary)
+        _track(config, summary.run_path, "cluster")
         return 0
     if args.command == "update":
-        print(pipeline.update(config).message)
+        result = pipeline.update(config)
+        print(result.message)
+        _track(config, result.run_path, "update")
         return 0
     if args.command == "run":
         summary = pipeline.run(config, overwrite=args.overwrite, fresh=args.fresh)
         _print_levels(summary)
         print(_curated_line(summary, config.sampling.target_size))
+        _track(config, summary.run_path, "run")
         return 0
     raise CurationError(f"unknown command {args.command}")
+
+
+def _track(config, run_path: str, command: str) -> None:
+    """``tracking.mlflow``: the run folder into MLflow, and the run id on a line."""
+    if not config.tracking.mlflow:
+        return
+    from curation_spark import tracking
+    from curation_spark.io.session import get_spark
+
+    print(f"mlflow run: {tracking.track(config, run_path, get_spark(config.spark), command=command)}")
 
 
 def _curated_line(summary, target_size: int) -> str:

@@ -1,8 +1,8 @@
 """Run configuration: YAML files plus ``--set dotted.key=value`` overrides, validated
 completely before any Spark session exists.
 
-A config has five sections (``input``, ``output``, ``clustering``, ``sampling``,
-``spark``). The ``clustering`` keys keep the names of the reference implementation
+A config has sections ``input``, ``output``, ``clustering``, ``sampling``, ``dedup``,
+``update``, ``tracking`` and ``spark``. The ``clustering`` keys keep the names of the reference implementation
 (facebookresearch/ssl-data-curation) so its own YAML files load unchanged: a file whose
 top level holds ``n_levels`` (and no ``clustering`` section) is read as the
 ``clustering`` section, and keys that only matter to SLURM/GPUs are ignored with a
@@ -14,6 +14,7 @@ import copy
 import hashlib
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -189,6 +190,24 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking (``pip install 'curation-spark[mlflow]'``): ``run``, ``cluster``,
+    ``sample`` and ``update`` log the resolved config as params, per-level and sampling
+    figures as metrics, and ``run.json`` and the report as artifacts."""
+
+    mlflow: bool = False
+    #: The experiment to log into (made when missing); None: the active run's, else
+    #: MLflow's default experiment.
+    experiment: str | None = None
+    #: None: MLflow's own (``MLFLOW_TRACKING_URI``, on Databricks the workspace).
+    tracking_uri: str | None = None
+    #: The name of the MLflow run started when none is active; None: the run folder's name.
+    run_name: str | None = None
+    #: Also write the HTML report and log it (a few seconds of plotting).
+    log_report: bool = True
+
+
+@dataclass(frozen=True)
 class SparkSettings:
     """The session we start when none is active (an active one is never touched)."""
 
@@ -199,7 +218,22 @@ class SparkSettings:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole, validated run configuration; ``Config()`` is the default one."""
+    """A whole, validated run configuration; ``Config()`` is the default one.
+
+    Examples
+    --------
+    >>> config = cs.Config.from_dict({"clustering": {"n_levels": 2, "n_clusters": [1000, 100]}})
+    >>> config.clustering.n_clusters, config.clustering.n_iters, config.input.embedding_col
+    ((1000, 100), (20, 20), 'embedding')
+    >>> config.replace(**{"clustering.n_iters": 10, "sampling.target_size": 5000}).clustering.n_iters
+    (10, 10)
+    >>> cs.Config.from_dict(config.to_dict()) == config
+    True
+    >>> cs.Config.from_dict({"clustering": {"n_iter": 5}})
+    Traceback (most recent call last):
+    ...
+    curation_spark.errors.ConfigError: clustering.n_iter: ...
+    """
 
     input: InputConfig = field(default_factory=InputConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -208,6 +242,7 @@ class Config:
     spark: SparkSettings = field(default_factory=SparkSettings)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Config":
@@ -267,6 +302,17 @@ def fingerprint_differences(old: Config, new: Config, same_path=None) -> list[st
     return out
 
 
+#: Spark settings whose values are credentials (``fs.s3a.secret.key``, ``...account.key...``,
+#: ``...password``, ``...token``): masked wherever a config is shown or logged.
+SECRET_SETTING = re.compile(r"secret|passw|token|credential|(^|[._-])(access|account|api|private|sas)[._-]?key",
+                            re.IGNORECASE)
+
+
+def redact_spark_conf(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """``conf`` with the values of credential-looking keys replaced by ``***``."""
+    return {k: ("***" if SECRET_SETTING.search(str(k)) else v) for k, v in conf.items()}
+
+
 def _yaml_defaults(cls: type) -> dict[str, Any]:
     """A section's defaults in the YAML shape: per-level keys as one value for every level
     (``n_clusters`` as the one-level list), tuples as lists."""
@@ -283,7 +329,7 @@ def _yaml_defaults(cls: type) -> dict[str, Any]:
 
 SECTIONS: dict[str, type] = {"input": InputConfig, "output": OutputConfig, "clustering": ClusteringConfig,
                              "sampling": SamplingConfig, "dedup": DedupConfig, "update": UpdateConfig,
-                             "spark": SparkSettings}
+                             "tracking": TrackingConfig, "spark": SparkSettings}
 #: The defaults in the YAML file's shape, derived from the dataclasses above.
 DEFAULTS: dict[str, dict[str, Any]] = {name: _yaml_defaults(cls) for name, cls in SECTIONS.items()}
 DEFAULTS["dedup"]["enabled"] = None  # (unset: a dedup section in the config switches it on)
@@ -628,4 +674,14 @@ def build_config(data: Mapping[str, Any]) -> Config:
     if dedup_cfg.probes > 8:
         raise ConfigError(f"dedup.probes: at most 8 clusters per point, got {dedup_cfg.probes}")
     update_cfg = UpdateConfig(drift_threshold=_share("update.drift_threshold", merged["update"]["drift_threshold"]))
-    return Config(input_cfg, output_cfg, clustering_cfg, sampling_cfg, spark_cfg, dedup_cfg, update_cfg)
+    return Config(input_cfg, output_cfg, clustering_cfg, sampling_cfg, spark_cfg, dedup_cfg, update_cfg,
+                  _tracking(merged["tracking"]))
+
+
+def _tracking(tr: Mapping[str, Any]) -> TrackingConfig:
+    for key in ("experiment", "tracking_uri", "run_name"):
+        if tr[key] is not None and (not isinstance(tr[key], str) or not tr[key].strip()):
+            raise ConfigError(f"tracking.{key}: expected a non-empty string, got {tr[key]!r}")
+    return TrackingConfig(mlflow=_bool("tracking.mlflow", tr["mlflow"]), experiment=tr["experiment"],
+                          tracking_uri=tr["tracking_uri"], run_name=tr["run_name"],
+                          log_report=_bool("tracking.log_report", tr["log_report"]))

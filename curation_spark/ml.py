@@ -61,12 +61,14 @@ Spark Connect
 
 Examples
 --------
->>> from curation_spark.ml import HierarchicalKMeans
->>> hkm = HierarchicalKMeans(featuresCol="embedding", nLevels=2, nClusters=[100, 10],
-...                          runPath="runs/hkm")  # doctest: +SKIP
->>> model = hkm.fit(df)  # doctest: +SKIP
->>> model.transform(df).select("id", "prediction", "cluster_path").show(3)  # doctest: +SKIP
->>> model.balancedSample(1000).count()  # doctest: +SKIP
+>>> import numpy as np
+>>> from curation_spark.ml import HierarchicalKMeans, HierarchicalKMeansModel
+>>> hkm = HierarchicalKMeans(featuresCol="embedding", nLevels=2, nClusters=[12, 3], nIters=5,
+...                          runPath="runs/hkm")
+>>> model = hkm.fit(df)  # df: id and embedding columns
+>>> model.transform(df).select("id", "prediction", "cluster_path").columns
+['id', 'prediction', 'cluster_path']
+>>> model.balancedSample(1000).count()
 1000
 """
 from __future__ import annotations
@@ -407,10 +409,12 @@ class HierarchicalKMeans(_HierarchicalKMeansParams, Estimator["HierarchicalKMean
     >>> hkm = HierarchicalKMeans(nLevels=2, nClusters=[12, 3], nIters=5, seed=1)
     >>> hkm.getNClusters(), hkm.getNIters()
     ([12, 3], [5])
-    >>> pipeline = Pipeline(stages=[Normalizer(inputCol="raw", outputCol="features"), hkm])  # doctest: +SKIP
-    >>> model = pipeline.fit(df)  # doctest: +SKIP
-    >>> model.transform(df).select("prediction", "cluster_path").first()  # doctest: +SKIP
-    Row(prediction=7, cluster_path=[7, 2])
+    >>> from pyspark.ml.functions import array_to_vector
+    >>> vectors = df.select("id", array_to_vector("embedding").alias("raw"))
+    >>> pipeline = Pipeline(stages=[Normalizer(inputCol="raw", outputCol="features"), hkm])
+    >>> fitted = pipeline.fit(vectors)  # (no runPath: a temporary run folder)
+    >>> fitted.transform(vectors).columns
+    ['id', 'raw', 'features', 'prediction', 'cluster_path']
     """
 
     @keyword_only
@@ -565,9 +569,9 @@ class HierarchicalKMeansSummary:
 
     Examples
     --------
-    >>> model.summary.k, sum(model.summary.clusterSizes)  # doctest: +SKIP
+    >>> model.summary.k, sum(model.summary.clusterSizes)
     (12, 2000)
-    >>> [lv.k for lv in model.summary.levels]  # doctest: +SKIP
+    >>> [lv.k for lv in model.summary.levels]
     [12, 3]
     """
 
@@ -599,11 +603,10 @@ class HierarchicalKMeansModel(_HierarchicalKMeansParams, Model, MLReadable, MLWr
 
     Examples
     --------
-    >>> model = HierarchicalKMeans(nLevels=2, nClusters=[12, 3]).fit(df)  # doctest: +SKIP
-    >>> np.array(model.clusterCenters()).shape  # doctest: +SKIP
+    >>> np.array(model.clusterCenters()).shape  # model: HierarchicalKMeans(...).fit(df)
     (12, 8)
-    >>> model.write().overwrite().save("models/hkm")  # doctest: +SKIP
-    >>> HierarchicalKMeansModel.load("models/hkm").transform(df).count()  # doctest: +SKIP
+    >>> model.write().overwrite().save("models/hkm")
+    >>> HierarchicalKMeansModel.load("models/hkm").transform(df).count()
     2000
     """
 
@@ -661,7 +664,7 @@ class HierarchicalKMeansModel(_HierarchicalKMeansParams, Model, MLReadable, MLWr
 
         Examples
         --------
-        >>> [c.shape for c in model.clusterCenters(2)]  # doctest: +SKIP
+        >>> [c.shape for c in model.clusterCenters(2)]
         [(8,), (8,), (8,)]
         """
         table = self.run.centroids(level).select("cluster_id", "centroid").orderBy("cluster_id").toArrow()
@@ -710,7 +713,7 @@ class HierarchicalKMeansModel(_HierarchicalKMeansParams, Model, MLReadable, MLWr
 
         Examples
         --------
-        >>> model.balancedSample(500).count()  # doctest: +SKIP
+        >>> model.balancedSample(500).count()
         500
         """
         try:

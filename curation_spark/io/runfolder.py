@@ -205,10 +205,11 @@ def input_changes(recorded: dict[str, Any], current: dict[str, Any]) -> str:
     return ", ".join(diffs)
 
 
-def open_existing(spark: "SparkSession", path: str) -> RunFolder:
+def open_existing(spark: "SparkSession", path: str, key: str = "--run") -> RunFolder:
     """A finished (or partly finished) run folder, for ``sample`` and ``report``
-    (``path`` as the user gave it: qualified here, :func:`paths.qualify`)."""
-    folder = RunFolder(spark, paths.qualify(spark, path, "--run"), "delta")
+    (``path`` as the user gave it: qualified here, :func:`paths.qualify`; ``key`` names it
+    in errors)."""
+    folder = RunFolder(spark, paths.qualify(spark, path, key), "delta")
     if folder.load() is None:
-        raise ConfigError(f"--run: {paths.display(folder.path)} is not a curation-spark run folder (no {METADATA})")
+        raise ConfigError(f"{key}: {paths.display(folder.path)} is not a curation-spark run folder (no {METADATA})")
     return folder

@@ -16,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from curation_spark.config import ClusteringConfig
 from curation_spark.method import bounded_assign, centroid_index, kernels, reduce
 from curation_spark.method.seeds import seeded_rng
 
 log = logging.getLogger("curation_spark.engine.kmeans")  # the engine's logger: one place to turn iterations on
+
+#: The ``clustering`` section's defaults: the one source of KMeansParams' defaults too.
+_CLUSTERING_DEFAULTS = ClusteringConfig()
 
 
 #: Largest sample gathered to the driver for k-means++ (bytes of float32 embeddings).
@@ -36,21 +40,23 @@ INIT_SAMPLE_PER_CLUSTER = 20
 
 @dataclass(frozen=True)
 class KMeansParams:
-    """What one k-means run needs; see ``clustering`` in the config for meanings."""
+    """What one k-means run needs; see ``clustering`` in the config for meanings (and
+    for the defaults, which are that section's)."""
 
     n_clusters: int
     n_iters: int
+    #: Resolved (``l2`` or ``cosine``): ``clustering.distance: auto`` is decided from the input first.
     distance: str = "l2"
-    init: str = "auto"
-    seed: int = 0
-    tol: float = 0.0
-    init_sample_size: int | None = None
-    engine: str = "barrier"
-    num_partitions: int | None = None
-    assignment: str = "auto"
-    index_min_clusters: int = 4096
-    index_neighbours: int = 64
-    index_probes: int = 64
+    init: str = _CLUSTERING_DEFAULTS.init
+    seed: int = _CLUSTERING_DEFAULTS.seed
+    tol: float = _CLUSTERING_DEFAULTS.tol
+    init_sample_size: int | None = _CLUSTERING_DEFAULTS.init_sample_size
+    engine: str = _CLUSTERING_DEFAULTS.engine
+    num_partitions: int | None = _CLUSTERING_DEFAULTS.num_partitions
+    assignment: str = _CLUSTERING_DEFAULTS.assignment
+    index_min_clusters: int = _CLUSTERING_DEFAULTS.index_min_clusters
+    index_neighbours: int = _CLUSTERING_DEFAULTS.index_neighbours
+    index_probes: int = _CLUSTERING_DEFAULTS.index_probes
 
     def __post_init__(self) -> None:
         # ``clustering.distance: auto`` is resolved from the input before any k-means runs;
