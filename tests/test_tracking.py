@@ -22,9 +22,14 @@ SETTINGS = {"sampling": {"target_size": 200},
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A SQLite tracking store; MLflow's global URI is put back afterwards."""
+    """A SQLite tracking store whose experiments keep their artifacts beside it (a SQLite
+    store's default artifact root is ./mlruns in the working folder); MLflow's global URI is
+    put back afterwards."""
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    for name in ("curation-tests", "notebook", "cli"):
+        client.create_experiment(name, artifact_location=(folder / "artifacts" / name).as_uri())
     before = mlflow.get_tracking_uri()
     yield uri
     mlflow.set_tracking_uri(before)
