@@ -18,8 +18,11 @@ setup(
     ),
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["curation_spark", "curation_spark.*"]),
-    package_data={"curation_spark": ["conf/*.yaml"]},
+    # The recipes stay in the top-level conf/ (the repository's layout) and ship inside the
+    # package as curation_spark/conf/*.yaml (curation_spark.recipes finds them by name).
+    packages=[*find_packages(include=["curation_spark", "curation_spark.*"]), "curation_spark.conf"],
+    package_dir={"curation_spark.conf": "conf"},
+    package_data={"curation_spark": ["py.typed"], "curation_spark.conf": ["*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         # Spark 4.0.x is the Spark of current Databricks runtimes; delta-spark 4.0.x is built for it.

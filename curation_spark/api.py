@@ -310,11 +310,12 @@ class Run:
         tracking.track(config, self.path, self._folder.spark, command="update")
         return result
 
-    def report(self, out: str | None = None) -> str:
-        """Write the HTML report (default ``<run>/report``); returns the ``report.html`` path."""
+    def report(self, out: str | None = None, table: str | None = None) -> str:
+        """Write the HTML report into ``out`` (default ``<run>/report``) about the curated
+        table ``table`` (default: the newest); returns the ``report.html`` path."""
         from curation_spark.report import write_report
 
-        return write_report(self.path, out_dir=out, spark=self._folder.spark)
+        return write_report(self.path, out_dir=out, table=table, spark=self._folder.spark)
 
     def _check_level(self, level: int) -> None:
         done = self._folder.n_levels_done()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -25,14 +26,15 @@ resampling, then hierarchical balanced sampling (Vo et al., 2024). Typical use:
   curation-spark report --run runs/toy
   curation-spark update conf/toy.yaml --set input.path=data/rings --set output.path=runs/toy   # after new rows
 
-Configs: conf/*.yaml; override any key with --set section.key=value (YAML values, e.g.
+Configs: YAML files, or a packaged recipe by name (toy, kmeans, ...: curation-spark configs); override any key with --set section.key=value (YAML values, e.g.
 --set clustering.n_clusters=[100,20]). Reference (ssl-data-curation) config files load
 as the clustering section.
 """
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="*", help="YAML config file(s); later files override earlier ones")
+    p.add_argument("config", nargs="*", help="YAML config file(s) or packaged recipe names (`curation-spark "
+                   "configs`); later ones override earlier ones")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set clustering.n_iters=20 (repeatable)")
 
@@ -120,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", default=None, help="curated table to describe (default: the last one written)")
     p.add_argument("--input", default=None, help="input table to compare against (default: the run's input)")
 
+    sub.add_parser("configs", help="list the packaged config recipes (usable by name: `run toy ...`)",
+                   description="The config recipes that ship with the package. A CONFIG argument that is not a "
+                               "file but one of these names (with or without .yaml) loads the packaged recipe.")
+
     p = sub.add_parser("demo", help="the README demo: toy rings -> run -> per-ring counts -> report")
     p.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     p.add_argument("--format", default="delta", choices=["delta", "parquet"])
@@ -159,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `curation-spark configs | head`: the reader left; no error to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (so the exit flush stays quiet)
+        return 141
     except Exception as exc:  # unexpected: one line, traceback with --debug
         if args.debug:
             raise
@@ -174,6 +183,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "synth":
         return _synth(args)
+    if args.command == "configs":
+        return _list_configs()
     if args.command == "demo":
         from curation_spark.demo import run_demo
 
@@ -244,6 +255,16 @@ def _track(config, run_path: str, command: str) -> None:
     from curation_spark.io.session import get_spark
 
     print(f"mlflow run: {tracking.track(config, run_path, get_spark(config.spark), command=command)}")
+
+
+def _list_configs() -> int:
+    from curation_spark import recipes
+
+    found = recipes.available()
+    width = max((len(name) for name in found), default=0)
+    for name, recipe in found.items():
+        print(f"{name:<{width}}  {recipes.summary(recipe)}")
+    return 0
 
 
 def _curated_line(summary, target_size: int) -> str:

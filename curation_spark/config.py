@@ -339,10 +339,20 @@ DEFAULTS["dedup"]["enabled"] = None  # (unset: a dedup section in the config swi
 
 
 def load_yaml_file(path: str | Path) -> dict[str, Any]:
-    """Read one YAML file into a mapping, normalising the reference's flat format."""
-    p = Path(path)
+    """Read one YAML file into a mapping, normalising the reference's flat format. A file
+    that does not exist but is a plain name (``toy``, ``toy.yaml``) is a packaged recipe
+    (:mod:`curation_spark.recipes`)."""
+    from curation_spark import recipes
+
+    p: Any = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config: file not found: {p}")
+        recipe = recipes.find(str(path))
+        if recipe is None:
+            if recipes.is_name(str(path)):
+                names = ", ".join(recipes.available()) or "none here"
+                raise ConfigError(f"config: {path} is neither a file nor a packaged recipe ({names})")
+            raise ConfigError(f"config: file not found: {p}")
+        p = recipe
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

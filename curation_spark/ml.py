@@ -375,6 +375,7 @@ class HierarchicalKMeans(_HierarchicalKMeansParams, Estimator["HierarchicalKMean
     l - 1. Each level resamples (``nResamplingSteps``, ``sampleSize``,
     ``samplingStrategy``) so its centroids spread over the data's support instead of
     following its density, which is what the balanced sample of the model draws on.
+    Every default is the library's (``ClusteringConfig()`` and friends).
 
     Parameters
     ----------
@@ -399,8 +400,6 @@ class HierarchicalKMeans(_HierarchicalKMeansParams, Estimator["HierarchicalKMean
         the module documentation).
     outputFormat : str
         ``delta`` or ``parquet`` tables in the run folder.
-
-    Every default is the library's (``ClusteringConfig()`` and friends).
 
     Examples
     --------

@@ -23,7 +23,7 @@
 # MAGIC %md
 # MAGIC **On Databricks** the package must be installed on the cluster (a job cluster of the bundle gets it
 # MAGIC from `libraries`). In a notebook, install the wheel built with `pip wheel --no-deps -w dist .` and
-# MAGIC copied to a volume (see the README, "Databricks notebooks"); `--no-deps` keeps the runtime's own PySpark and Delta:
+# MAGIC copied to a volume (see docs/deploying/databricks.md); `--no-deps` keeps the runtime's own PySpark and Delta:
 
 # COMMAND ----------
 

@@ -32,7 +32,7 @@ SUBMIT_TIMEOUT = 600.0
 DRIVER_LOGGERS = {"org.apache.spark.scheduler.TaskSchedulerImpl": "info",
                   "org.apache.spark.scheduler.TaskSetManager": "info"}
 #: Files a wheel is built from (the package is pure Python).
-WHEEL_SOURCES = ("setup.py", "README.md", "curation_spark")
+WHEEL_SOURCES = ("setup.py", "README.md", "curation_spark", "conf")
 
 
 def spark_home() -> Path:

@@ -224,3 +224,23 @@ def test_more_clusters_than_the_level_below_makes_is_refused_unless_clamped():
     assert clamped.clustering.clamp_n_clusters is True
     with pytest.raises(ConfigError, match=r"^clustering.clamp_n_clusters: expected true or false"):
         load_config([], ["clustering.clamp_n_clusters=maybe"])
+
+
+def test_a_packaged_recipe_is_found_by_name(tmp_path, monkeypatch, capsys):
+    from curation_spark import recipes
+    from curation_spark.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no conf/ here: the names resolve to the package's recipes
+    assert sorted(recipes.available()) == sorted(p.stem for p in CONF.glob("*.yaml"))
+    assert load_config(["toy"]) == load_config([CONF / "toy.yaml"]) == load_config(["toy.yaml"])
+    assert load_config(["reference_2levels"]).clustering.n_levels == 2
+    with pytest.raises(ConfigError, match=r"^config: toys is neither a file nor a packaged recipe \(kmeans, "):
+        load_config(["toys"])
+    with pytest.raises(ConfigError, match=r"^config: file not found: conf/toy.yaml$"):
+        load_config(["conf/toy.yaml"])  # a path stays a path
+    (tmp_path / "toy").write_text("sampling:\n  target_size: 7\n")
+    assert load_config(["toy"]).sampling.target_size == 7  # a file of that name wins
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == sorted(recipes.available())
+    assert any(line.startswith("toy ") and "toy setting" in line for line in listed)

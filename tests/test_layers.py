@@ -19,7 +19,7 @@ ALLOWED = {
     "top": {"base", "method", "io", "engine", "curation", "report", "top"},
 }
 #: Modules at the package root: the base every layer may use, and the entry points on top.
-BASE = {"config", "errors", "version", "synth"}
+BASE = {"config", "errors", "version", "synth", "recipes"}
 
 
 def layer_of(module: str) -> str:

@@ -8,9 +8,7 @@ rings table, and their outputs are checked on disk.
 from __future__ import annotations
 
 import json
-import re
 import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,18 +144,6 @@ def test_03_inspect_run_with_report(notebook_run, tmp_path):
     assert sorted(g3["level_tables"]) == [1, 2]
     assert (tmp_path / "report" / "report.html").is_file()
     assert g3["figures"] and all(Path(f).is_file() for f in g3["figures"])
-
-
-def test_03_inspect_run_without_report_module(notebook_run, tmp_path, monkeypatch):
-    """Where the package has no ``curation_spark.report``: plain matplotlib figures."""
-    monkeypatch.setitem(sys.modules, "curation_spark.report", None)  # makes the import fail
-    g3 = run_notebook("03_inspect_run.py", {"CURATION_RUN": str(notebook_run["run"]),
-                                            "CURATION_REPORT_DIR": str(tmp_path / "plots")})
-    assert g3["write_report"] is None
-    names = sorted(Path(f).name for f in g3["figures"])
-    assert names == ["curated_per_cluster.png", "levels.png"]
-    assert all((tmp_path / "plots" / n).stat().st_size > 1000 for n in names)
-    assert not re.search(r"report\.html", " ".join(g3["figures"]))
 
 
 def test_04_update_takes_new_rows(notebook_run):

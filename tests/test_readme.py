@@ -10,6 +10,9 @@ So a new README block is tested unless someone writes down why not. One more exc
 for a line, not a block: ``bash scripts/test.sh`` (``NOT_RUN_LINES``) -- it is this test
 suite; run from inside it, it would recurse (CI runs it: ``.ci/run``).
 
+The ```python blocks (the Python quick start) run too, in ``tests/test_wheel.py``: in README
+order as one script, in a virtualenv where only the built wheel is installed.
+
 How a block runs:
 
 * in a fresh copy of the repository: the working tree's git-tracked files (``git ls-files``;
@@ -369,6 +372,7 @@ def test_the_readme_says_which_blocks_run():
     lines = {strip_comment(line) for b in running for line in b.text.splitlines()}
     assert set(NOT_RUN_LINES) <= lines, f"NOT_RUN_LINES not found in any block run: {set(NOT_RUN_LINES) - lines}"
     assert any("bash scripts/demo.sh" in b.commands for b in running), "the README's demo command is not run"
+    assert any(b.language == "python" for b in blocks), "README: no Python quick start (tests/test_wheel.py runs it)"
 
 
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda b: re.sub(r"\W+", "_", f"line{b.lineno}_{b.heading}")[:60].strip("_"))

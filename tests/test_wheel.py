@@ -4,10 +4,19 @@ The wheel is built from a copy of the sources (``pip wheel --no-deps``), its con
 checked (every module, the ``curation-spark`` console script), and its entry point is run
 under ``spark-submit --py-files <wheel>`` from a scratch folder with no PYTHONPATH, so the
 package is imported from the wheel and not from the editable install of the source tree.
+And the wheel ``pip install``-ed into a fresh virtualenv runs the README's Python quick start
+(a notebook's steps: ``cs.Config.from_dict``, ``cs.run(config, df)``, the ``Run`` handle,
+``cs.open_run``, ``HierarchicalKMeans`` in a ``Pipeline``, save and load); its tables equal
+the ones the wheel's ``curation-spark run`` writes for the same rows and config.
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +57,9 @@ def test_wheel_contents(wheel):
     missing = [m for m in modules if m not in names]
     assert not missing, f"modules missing from the wheel: {missing}"
     assert not any(n.startswith(("tests/", "jobs/", "notebooks/", "bench/")) for n in names)
+    recipes = sorted(p.name for p in (cu.REPO / "conf").glob("*.yaml"))
+    assert recipes and [n for n in recipes if f"curation_spark/conf/{n}" not in names] == []  # the recipes ship
+    assert "curation_spark/py.typed" in names
     entry_points = cu.wheel_entry_points(wheel)
     assert "[console_scripts]" in entry_points
     assert "curation-spark = curation_spark.cli:main" in entry_points
@@ -121,3 +133,103 @@ def test_bundle_runs_the_wheel_entry_point(wheel):
         assert getattr(args, "fresh", False) == (name == "curation_job")  # the weekly run re-clusters from scratch
     # The daily update works on the weekly run's folder: the same config, or it would be refused.
     assert configs["update_job"].clustering_fingerprint() == configs["curation_job"].clustering_fingerprint()
+
+
+# ----------------------------------------------------------------------------- the wheel, installed
+
+#: Checks appended to the README's Python quick start when it runs from the installed wheel:
+#: where the package came from, the tables it wrote, and the data for the CLI's twin run.
+WHEEL_CHECKS = '''
+import json, os
+assert run.path.endswith("/runs/py") and cs.open_run("runs/py").tables == run.tables
+df.write.mode("overwrite").parquet("data/same")        # the same rows, for the CLI's run
+print("WHEEL " + json.dumps({
+    "package": os.path.dirname(cs.__file__), "levels": [lv.n_clusters for lv in run.levels],
+    "curated": run.curated().count(), "tables": run.tables, "more": more.count(),
+    "placed": placed.count(), "placed_columns": placed.columns,
+    "transformed": model.transform(vectors).columns}))
+'''
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(wheel, tmp_path_factory):
+    """A fresh virtualenv where ``pip install <wheel>`` installed curation-spark from the wheel
+    (not editable). Its dependencies are this test environment's, offered through a folder of
+    links that leaves out curation-spark itself, so pip finds them installed and CI downloads
+    nothing; the package can then only come from the wheel."""
+    import sysconfig
+
+    base = tmp_path_factory.mktemp("wheel_venv")
+    deps = base / "deps"
+    deps.mkdir()
+    site = Path(sysconfig.get_paths()["purelib"])
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith(("curation_spark", "__editable__", "curation-spark")):
+            (deps / entry.name).symlink_to(entry)
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    venv_site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    (venv_site / "test-dependencies.pth").write_text(f"{deps}\n")
+    result = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", str(wheel)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return venv
+
+
+def _clean_env(venv: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "SPARK_REMOTE", "PYSPARK_SUBMIT_ARGS")}
+    env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv),
+               PYSPARK_PYTHON=str(venv / "bin" / "python"), PYSPARK_DRIVER_PYTHON=str(venv / "bin" / "python"),
+               CURATION_SPARK_PROGRESS="off")
+    return env
+
+
+def test_the_readme_python_quick_start_runs_from_the_installed_wheel(wheel_venv, tmp_path):
+    """The README's Python blocks, in order as one notebook, with only the wheel installed;
+    then the wheel's ``curation-spark run`` on the same rows and config writes the same tables."""
+    from test_readme import readme_blocks
+
+    blocks = [b for b in readme_blocks() if b.language == "python"]
+    assert len(blocks) >= 2, "README: expected the Python quick start and the Estimator block"
+    script = tmp_path / "quick_start.py"
+    script.write_text("\n".join(b.text for b in blocks) + "\n" + WHEEL_CHECKS)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = _clean_env(wheel_venv)
+    result = subprocess.run([str(wheel_venv / "bin" / "python"), str(script)], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    facts = json.loads(next(line[6:] for line in result.stdout.splitlines() if line.startswith("WHEEL ")))
+    assert Path(facts["package"]).is_relative_to(wheel_venv), facts["package"]  # the wheel's, not the tree's
+    assert facts["levels"] == [100, 10] and facts["curated"] == 1000 and facts["more"] == 3000
+    assert facts["tables"] == {"curated": 1000, "curated_3000_c_m2_s0": 3000}
+    assert facts["placed"] == 100 and facts["placed_columns"] == ["id", "cluster_path", "distance"]
+    assert facts["transformed"] == ["id", "raw", "features", "prediction", "cluster_path"]
+
+    cli = subprocess.run([str(wheel_venv / "bin" / "curation-spark"), "run", "--set", "input.path=data/same",
+                          "--set", "output.path=runs/cli", "--set", "sampling.target_size=1000",
+                          "--set", "clustering.n_levels=2", "--set", "clustering.n_clusters=[100,10]"],
+                         cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stdout[-4000:] + cli.stderr[-4000:]
+    listed = subprocess.run([str(wheel_venv / "bin" / "curation-spark"), "configs"], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and listed.stdout.startswith("kmeans ") and "\ntoy " in listed.stdout
+    checked = subprocess.run([str(wheel_venv / "bin" / "curation-spark"), "validate", "toy",
+                              "--set", "input.path=data/same"], cwd=work, env=env, capture_output=True, text=True,
+                             timeout=300)  # a packaged recipe, by name, outside the repository
+    assert checked.returncode == 0 and "ok: 10000 rows, dimension 16" in checked.stdout, checked.stderr[-3000:]
+    from deltalake import DeltaTable
+
+    def table(run, name, columns):
+        frame = DeltaTable(str(work / "runs" / run / name)).to_pandas(columns=columns)
+        return frame.sort_values(columns).reset_index(drop=True)
+
+    for name, columns in (("level_1/assignments", ["point_id", "cluster_id"]),
+                          ("level_2/assignments", ["point_id", "cluster_id"]),
+                          ("level_2/centroids", ["cluster_id", "flat_size", "parent_id"]),
+                          ("curated", ["id", "copy", "cluster_id"])):
+        python_side, cli_side = table("py", name, columns), table("cli", name, columns)
+        assert python_side.equals(cli_side), f"{name}: the Python API's and the CLI's tables differ"

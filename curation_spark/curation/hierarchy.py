@@ -1,9 +1,10 @@
-"""Hierarchical k-means with resampling and splitting (Vo et al., 2024, section 1 of DESIGN.md).
+"""Hierarchical k-means with resampling and splitting (Vo et al., 2024; docs/concepts.md).
 
 Level 1 clusters the points; level l > 1 clusters the centroids of level l-1 (read back
 from their table, never collected). Per level:
 
-1. k-means with ``n_clusters[l]`` (clamped to the points available, with a warning);
+1. k-means with ``n_clusters[l]`` (more clusters than points is refused before any work,
+   or clamped to the points with a warning under ``clustering.clamp_n_clusters``);
 2. ``n_resampling_steps[l]`` resampling steps where ``sample_size[l] > 1``: take
    ``sample_size`` points per cluster (closest to the centroid, or seeded-random) with a
    ``row_number()`` window, run a fresh k-means with the same K on that sample only,

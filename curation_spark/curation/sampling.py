@@ -1,4 +1,4 @@
-"""Hierarchical balanced sampling on Spark (DESIGN.md section 1, second half).
+"""Hierarchical balanced sampling on Spark (docs/concepts.md, "Balanced sampling by water-filling").
 
 Targets flow top-down: water-fill ``target_size`` over the top level's clusters (on the
 driver: the top level is small), then each cluster's target over its children, level by

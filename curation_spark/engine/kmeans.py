@@ -11,7 +11,7 @@ Two engines share the kernels of :mod:`curation_spark.method.kernels`:
     owns a range of cluster ids and computes their centroids), then an all-gather of the
     float32 centroids. Moving the embedding column from the JVM to Python costs more than
     an iteration's GEMM, so it is paid once per k-means instead of once per iteration
-    (see README, "k-means engine"). A failed task fails the barrier stage and Spark
+    (see docs/architecture.md, "The k-means engine"). A failed task fails the barrier stage and Spark
     retries the whole stage; every step is deterministic, so the retry is identical.
 
 ``passes``

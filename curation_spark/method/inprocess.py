@@ -1,4 +1,4 @@
-"""Small levels in one process (DESIGN.md section 6, "Small levels").
+"""Small levels in one process (docs/architecture.md, "Small levels").
 
 Upper levels and resampling samples hold thousands of points, yet on Spark each costs
 dozens of small jobs. When a level's embeddings fit comfortably in the driver

@@ -105,7 +105,7 @@ def init_from_sample(sample: np.ndarray, params: KMeansParams) -> np.ndarray:
 
 def uses_index(params: KMeansParams, k: int) -> bool:
     """Whether this k-means assigns through the centroid index (``assignment: auto`` picks
-    it from ``index_min_clusters`` clusters on; see README, "Large K")."""
+    it from ``index_min_clusters`` clusters on; see docs/architecture.md, "Assignment")."""
     return params.assignment == "index" or (params.assignment == "auto" and k >= params.index_min_clusters)
 
 
