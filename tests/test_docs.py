@@ -215,3 +215,12 @@ def test_no_dates_outside_the_performance_page_and_no_design_file():
         assert not re.search(r"\bissue \d+", text, re.IGNORECASE), f"{page}: internal issue number"
         if page.name != "performance.md":
             assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text), f"{page}: dates belong on performance.md"
+
+
+def test_the_getting_started_python_is_the_readmes_tested_one():
+    """The Python quick start of docs/getting-started.md is the README's, which
+    tests/test_wheel.py runs from an installed wheel; an edit to one alone fails here."""
+    fence = re.compile(r"```python\n(.*?)```", re.S)
+    readme = fence.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+    page = fence.findall((DOCS / "getting-started.md").read_text(encoding="utf-8"))
+    assert readme and page == readme
