@@ -48,7 +48,10 @@ setup(
                  # MLflow's tests log into a real SQLite tracking store in a temp folder
                  "mlflow-skinny>=2.10", "sqlalchemy>=2", "alembic>=1.8",
                  # the docs site is built with --strict by the suite (tests/test_docs.py)
-                 *DOCS],
+                 *DOCS,
+                 # lint and type checks (pyproject.toml; tests/test_lint.py); the stubs match
+                 # install_requires (pandas-stubs 3.x is for pandas 3)
+                 "ruff>=0.17,<0.18", "mypy>=2.4,<2.5", "types-PyYAML", "types-tqdm", "pandas-stubs>=2.2,<3"],
     },
     entry_points={"console_scripts": ["curation-spark=curation_spark.cli:main"]},
     classifiers=[

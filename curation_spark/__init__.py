@@ -21,8 +21,8 @@ from curation_spark.version import __version__
 # support due to: ModuleNotFoundError"), which reads like a failure; its errors still show.
 _logging.getLogger("faiss.loader").setLevel(_logging.WARNING)
 
-from curation_spark.api import Run, cluster, dedup, open_run, run, session, validate  # noqa: E402
-from curation_spark.config import Config, ConfigError  # noqa: E402
+from curation_spark.api import Run, cluster, dedup, open_run, run, session, validate  # noqa: E402  (faiss.loader's log level is set first)
+from curation_spark.config import Config, ConfigError  # noqa: E402  (faiss.loader's log level is set first)
 
 __all__ = ["__version__", "Config", "ConfigError", "Run", "session", "validate", "dedup", "cluster", "run",
            "open_run"]

@@ -8,7 +8,8 @@ CLI, the jobs and the notebooks share (:mod:`curation_spark.curation.commands`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from curation_spark import tracking
 from curation_spark.config import Config
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Run", "session", "validate", "dedup", "cluster", "run", "open_run"]
 
 
-def session(config: Config | None = None) -> "SparkSession":
+def session(config: Config | None = None) -> SparkSession:
     """The SparkSession the commands use: the active one (Databricks, spark-submit, a
     notebook) or a Spark Connect one (``SPARK_REMOTE``), else a local Delta-enabled session
     started from ``config.spark``.
@@ -44,8 +45,8 @@ def session(config: Config | None = None) -> "SparkSession":
     return get_spark((config or Config()).spark)
 
 
-def validate(config: Config, df: "DataFrame | None" = None, *,
-             spark: "SparkSession | None" = None) -> "EmbeddingStats":
+def validate(config: Config, df: DataFrame | None = None, *,
+             spark: SparkSession | None = None) -> EmbeddingStats:
     """Check the input (``df``, else ``input.path`` / ``input.table``) in one pass: rows,
     dimension, and one :class:`~curation_spark.errors.InputError` line for the first
     problem (missing column, null or repeated ids, ragged embeddings, NaN/Inf).
@@ -60,8 +61,8 @@ def validate(config: Config, df: "DataFrame | None" = None, *,
     return commands.validate(config, spark, raw=df)
 
 
-def dedup(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSession | None" = None,
-          overwrite: bool = False) -> "Run":
+def dedup(config: Config, df: DataFrame | None = None, *, spark: SparkSession | None = None,
+          overwrite: bool = False) -> Run:
     """Near-duplicate removal into ``<output.path>/dedup/duplicates`` (see ``curation-spark
     dedup``); returns the run folder, which ``cluster`` / ``run`` with the same config
     continue in.
@@ -81,8 +82,8 @@ def dedup(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSession
     return open_run(commands.qualified_paths(config, spark).output.require_path(), spark=spark)
 
 
-def cluster(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSession | None" = None,
-            overwrite: bool = False, fresh: bool = False, mlflow: bool | None = None) -> "Run":
+def cluster(config: Config, df: DataFrame | None = None, *, spark: SparkSession | None = None,
+            overwrite: bool = False, fresh: bool = False, mlflow: bool | None = None) -> Run:
     """Build (or resume) the hierarchy in ``output.path`` from ``df`` (a DataFrame with the
     configured id and embedding columns, ``id`` and ``embedding`` by default) or from
     ``input.path`` / ``input.table``.
@@ -112,8 +113,8 @@ def cluster(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSessi
     return handle
 
 
-def run(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSession | None" = None,
-        overwrite: bool = False, fresh: bool = False, mlflow: bool | None = None) -> "Run":
+def run(config: Config, df: DataFrame | None = None, *, spark: SparkSession | None = None,
+        overwrite: bool = False, fresh: bool = False, mlflow: bool | None = None) -> Run:
     """Cluster (or resume), then sample ``sampling.target_size`` rows into
     ``sampling.table_name`` (default ``curated``): the whole method. ``df`` as for
     :func:`cluster`.
@@ -134,7 +135,7 @@ def run(config: Config, df: "DataFrame | None" = None, *, spark: "SparkSession |
     return handle
 
 
-def _prepared(config: Config, df: "DataFrame | None", mlflow: bool | None) -> Config:
+def _prepared(config: Config, df: DataFrame | None, mlflow: bool | None) -> Config:
     """The config a call runs with (``mlflow`` overrides ``tracking.mlflow``); one line, before
     any work, for a DataFrame given beside a configured input or for tracking without MLflow."""
     _one_input(config, df)
@@ -144,7 +145,7 @@ def _prepared(config: Config, df: "DataFrame | None", mlflow: bool | None) -> Co
     return config
 
 
-def _one_input(config: Config, df: "DataFrame | None") -> None:
+def _one_input(config: Config, df: DataFrame | None) -> None:
     """A DataFrame replaces ``input.path`` / ``input.table``; both at once is refused, since
     the run would record one source and read another."""
     if df is not None and (config.input.path or config.input.table):
@@ -153,7 +154,7 @@ def _one_input(config: Config, df: "DataFrame | None") -> None:
                           "to curate the DataFrame, or call without df to read the table)")
 
 
-def open_run(path: str, *, spark: "SparkSession | None" = None) -> "Run":
+def open_run(path: str, *, spark: SparkSession | None = None) -> Run:
     """The run folder at ``path`` (made by ``run``, ``cluster`` or the CLI); one line when
     it is none.
 
@@ -210,9 +211,10 @@ class Run:
         return self._folder.config
 
     @property
-    def levels(self) -> "list[LevelStats]":
+    def levels(self) -> list[LevelStats]:
         """Per-level statistics of the completed levels, level 1 first."""
-        return [self._folder.level_stats(level) for level in range(1, self._folder.n_levels_done() + 1)]
+        return [self._folder.level_stats(level)  # type: ignore[misc]  # completed levels are recorded
+                for level in range(1, self._folder.n_levels_done() + 1)]
 
     @property
     def distance(self) -> str:
@@ -222,7 +224,7 @@ class Run:
         return meta.input.distance or meta.config.clustering.distance
 
     @property
-    def metadata(self) -> "RunMetadata":
+    def metadata(self) -> RunMetadata:
         """Everything ``run.json`` records, typed: the input's identity, per-level statistics,
         the curated tables (``samples``), the dedup, the updates."""
         meta = self._folder.metadata
@@ -237,17 +239,17 @@ class Run:
         return {name: s.rows for name, s in meta.samples.items()}
 
     # ------------------------------------------------------------------ tables
-    def centroids(self, level: int) -> "DataFrame":
+    def centroids(self, level: int) -> DataFrame:
         """Level ``level``'s ``cluster_id, centroid, size, flat_size, parent_id``."""
         self._check_level(level)
         return self._folder.read_centroids(level)
 
-    def assignments(self, level: int) -> "DataFrame":
+    def assignments(self, level: int) -> DataFrame:
         """Level ``level``'s ``point_id, cluster_id, distance`` (level 1: the input's ids)."""
         self._check_level(level)
         return self._folder.read_assignments(level)
 
-    def curated(self, table: str | None = None) -> "DataFrame":
+    def curated(self, table: str | None = None) -> DataFrame:
         """A curated table as ``id, copy, cluster_id, ...``: ``table``, else the run's own
         (``sampling.table_name``, what ``cs.run`` writes), else the first one written."""
         from curation_spark.io.tables import read_table
@@ -261,7 +263,7 @@ class Run:
             raise ConfigError(f"table {name!r}: not a curated table of this run (it has: {', '.join(names)})")
         return read_table(self._folder.spark, self._folder.table_path(name), self._folder.format)
 
-    def dedup_pairs(self) -> "DataFrame | None":
+    def dedup_pairs(self) -> DataFrame | None:
         """``id, kept_id, similarity`` of the near-duplicates removed before clustering,
         or None for a run without a ``dedup`` section."""
         from curation_spark.io.tables import read_table
@@ -274,7 +276,7 @@ class Run:
     # ------------------------------------------------------------------ work
     def sample(self, target_size: int, *, multiplier: int = 1, strategy: str = "r", seed: int = 0,
                table: str | None = None, keep_columns: Sequence[str] = (),
-               df: "DataFrame | None" = None) -> "DataFrame":
+               df: DataFrame | None = None) -> DataFrame:
         """Balanced sampling over this hierarchy into a new table of the run folder (as
         ``curation-spark sample``; no re-clustering); returns the written table. ``df``:
         the input DataFrame, for ``keep_columns`` of a run made from one."""
@@ -288,7 +290,7 @@ class Run:
         tracking.track(self.config, self.path, self._folder.spark, command="sample")
         return self.curated(name)
 
-    def assign(self, df: "DataFrame") -> "DataFrame":
+    def assign(self, df: DataFrame) -> DataFrame:
         """Each row of ``df`` (the configured id and embedding columns) placed in the
         hierarchy without moving it: the id, ``cluster_path`` (array<long>: the cluster at
         levels 1..L) and ``distance`` to its level-1 centroid. The rule of ``update``
@@ -297,7 +299,7 @@ class Run:
 
         return assign_down(self._folder, df)
 
-    def update(self, config: Config | None = None) -> "UpdateResult":
+    def update(self, config: Config | None = None) -> UpdateResult:
         """Bring the run up to date with its input table's new and deleted rows (``curation-spark
         update``); a run made from a DataFrame has no table to read them from. ``config``:
         the run's own by default (another one is refused unless its clustering is the same)."""

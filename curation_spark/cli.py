@@ -10,7 +10,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from curation_spark.errors import ConfigError, CurationError
 
@@ -26,7 +26,8 @@ resampling, then hierarchical balanced sampling (Vo et al., 2024). Typical use:
   curation-spark report --run runs/toy
   curation-spark update conf/toy.yaml --set input.path=data/rings --set output.path=runs/toy   # after new rows
 
-Configs: YAML files, or a packaged recipe by name (toy, kmeans, ...: curation-spark configs); override any key with --set section.key=value (YAML values, e.g.
+Configs: YAML files, or a packaged recipe by name (toy, kmeans, ...: curation-spark configs); \
+override any key with --set section.key=value (YAML values, e.g.
 --set clustering.n_clusters=[100,20]). Reference (ssl-data-curation) config files load
 as the clustering section.
 """
@@ -178,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from curation_spark import pipeline, tracking
-    from curation_spark.io import paths, preflight
     from curation_spark.config import load_config
+    from curation_spark.io import paths, preflight
 
     if args.command == "synth":
         return _synth(args)
@@ -209,7 +210,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             preflight.check_run_folder(args.run_path)
         name = args.table or f"curated_{args.target_size}_{args.strategy}_m{args.multiplier}_s{args.seed}"
         summary = pipeline.sample(config, run_path=args.run_path, table_name=name)
-        print(_curated_line(summary, config.sampling.target_size))
+        print(_curated_line(summary, config.sampling.target_size))  # type: ignore[arg-type]  # sample() needs it
         return 0
 
     config = load_config(args.config, args.overrides)
@@ -234,14 +235,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         _track(config, summary.run_path, "cluster")
         return 0
     if args.command == "update":
-        result = pipeline.update(config)
-        print(result.message)
-        _track(config, result.run_path, "update")
+        updated = pipeline.update(config)
+        print(updated.message)
+        _track(config, updated.run_path, "update")
         return 0
     if args.command == "run":
         summary = pipeline.run(config, overwrite=args.overwrite, fresh=args.fresh)
         _print_levels(summary)
-        print(_curated_line(summary, config.sampling.target_size))
+        print(_curated_line(summary, config.sampling.target_size))  # type: ignore[arg-type]  # run() needs it
         _track(config, summary.run_path, "run")
         return 0
     raise CurationError(f"unknown command {args.command}")

@@ -15,9 +15,10 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, overload
 
 import yaml
 
@@ -94,7 +95,8 @@ class InputConfig:
     def require_source(self) -> None:
         """Commands that read embeddings call this: exactly one of path/table is needed."""
         if not self.path and not self.table:
-            raise ConfigError("input.path: no input given (set input.path to a folder or input.table to a catalog table)")
+            raise ConfigError("input.path: no input given (set input.path to a folder or input.table to a "
+                              "catalog table)")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class OutputConfig:
 
     def require_path(self) -> str:
         if not self.output_path_set():
-            raise ConfigError("output.path: no output folder given (set output.path, e.g. --set output.path=runs/my_run)")
+            raise ConfigError("output.path: no output folder given (set output.path, e.g. "
+                              "--set output.path=runs/my_run)")
         return str(self.path)
 
     def output_path_set(self) -> bool:
@@ -245,17 +248,17 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Config":
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """A config from a mapping of sections (the YAML file's shape), validated like a
         file: unknown keys and bad values raise one :class:`ConfigError` naming the key."""
         return build_config(normalise_reference_format(dict(data), source="config"))
 
     @classmethod
-    def from_yaml(cls, *paths: str | Path, overrides: Sequence[str] = ()) -> "Config":
+    def from_yaml(cls, *paths: str | Path, overrides: Sequence[str] = ()) -> Config:
         """A config from YAML files (later ones win) and ``section.key=value`` overrides."""
         return load_config(paths, overrides)
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         """A copy with dotted keys changed and validated again, e.g.
         ``config.replace(**{"clustering.n_iters": 20, "sampling.target_size": 1000})``."""
         data = self.to_dict()
@@ -509,6 +512,10 @@ def _share(key: str, value: Any) -> float:
     return float(value)
 
 
+@overload
+def _int(key: str, value: Any, minimum: int | None = None, allow_none: Literal[False] = False) -> int: ...
+@overload
+def _int(key: str, value: Any, minimum: int | None = None, allow_none: bool = False) -> int | None: ...
 def _int(key: str, value: Any, minimum: int | None = None, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -584,7 +591,7 @@ def build_config(data: Mapping[str, Any]) -> Config:
     levels: dict[str, list[Any]] = {}
     for key in PER_LEVEL_KEYS:
         values = _per_level(f"clustering.{key}", cl[key], n_levels)
-        checked = []
+        checked: list[Any] = []
         for i, v in enumerate(values):
             name = f"clustering.{key}[{i}]" if isinstance(cl[key], (list, tuple)) else f"clustering.{key}"
             if key == "sampling_strategy":

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 
 from curation_spark import pipeline, synth
+from curation_spark.config import load_config, resolve_distance
 from curation_spark.curation import hierarchy, sampling
 from curation_spark.io import paths
+from curation_spark.io.session import get_spark
 from curation_spark.io.spark_api import describe_work
+from curation_spark.io.tables import read_input, read_table, to_points
 from curation_spark.method import inprocess, lloyd
 from curation_spark.method.balance import label_entropy
-from curation_spark.config import load_config, resolve_distance
-from curation_spark.io.session import get_spark
-from curation_spark.io.tables import read_input, read_table, to_points
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def run_demo(out: str, fmt: str = "delta", target_size: int = 1000) -> dict[str,
         "input": ring_counts(labels),
         "uniform random sample": ring_counts(random_labels),
         "flat k-means, equal per cluster": ring_counts(flat_labels),
-        "curated (curation-spark)": ring_counts(curated_labels(spark, summary.curated_path, fmt)),
+        "curated (curation-spark)": ring_counts(curated_labels(spark, summary.curated_path, fmt)),  # type: ignore[arg-type]  # run() set it
     }
     entropy = {name: label_entropy(np.repeat(np.arange(5), counts), n_labels=5) for name, counts in rows.items()}
     phases.done("per-ring counts")

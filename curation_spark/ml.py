@@ -78,8 +78,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from pyspark import keyword_only
@@ -88,8 +89,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasFeaturesCol, HasPredictionCol, HasSeed
 from pyspark.ml.util import DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader, MLWritable, MLWriter
 
-from curation_spark.config import (DISTANCES, ClusteringConfig, Config, InputConfig, OutputConfig,
-                                   SamplingConfig)
+from curation_spark.config import DISTANCES, ClusteringConfig, Config, InputConfig, OutputConfig, SamplingConfig
 from curation_spark.curation.assign import CLUSTER_PATH
 from curation_spark.errors import ConfigError, CurationError
 from curation_spark.io import paths
@@ -153,7 +153,7 @@ def _to_per_level_ints(value: Any) -> list[int]:
     return TypeConverters.toListInt(value)
 
 
-def _to_sample_sizes(value: Any) -> list[Optional[int]]:
+def _to_sample_sizes(value: Any) -> list[int | None]:
     """``sampleSize``: None (half the level's mean cluster size), an int, or a list of them."""
     if value is None or _is_int(value):
         return [None if value is None else int(value)]
@@ -168,7 +168,7 @@ def _to_strategies(value: Any) -> list[str]:
     return TypeConverters.toListString(value)
 
 
-def _to_optional_string(value: Any) -> Optional[str]:
+def _to_optional_string(value: Any) -> str | None:
     return None if value is None else TypeConverters.toString(value)
 
 
@@ -185,42 +185,42 @@ class _HierarchicalKMeansParams(HasFeaturesCol, HasPredictionCol, HasSeed):
     ``sampleSize``, ``samplingStrategy``) take one value per level; any of them but
     ``nClusters`` may also be one value (or a one-element list) for every level."""
 
-    idCol: "Param[str]" = Param(Params._dummy(), "idCol", "unique, non-null id column of the rows",
+    idCol: Param[str] = Param(Params._dummy(), "idCol", "unique, non-null id column of the rows",
                                 typeConverter=TypeConverters.toString)
-    clusterPathCol: "Param[str]" = Param(Params._dummy(), "clusterPathCol",
+    clusterPathCol: Param[str] = Param(Params._dummy(), "clusterPathCol",
                                          "output column: cluster ids at levels 1..nLevels (array<long>)",
                                          typeConverter=TypeConverters.toString)
-    nLevels: "Param[int]" = Param(Params._dummy(), "nLevels", "number of levels of the hierarchy (>= 1)",
+    nLevels: Param[int] = Param(Params._dummy(), "nLevels", "number of levels of the hierarchy (>= 1)",
                                   typeConverter=TypeConverters.toInt)
-    nClusters: "Param[list[int]]" = Param(Params._dummy(), "nClusters", "clusters per level, one value per level",
+    nClusters: Param[list[int]] = Param(Params._dummy(), "nClusters", "clusters per level, one value per level",
                                           typeConverter=_to_per_level_ints)
-    nIters: "Param[list[int]]" = Param(Params._dummy(), "nIters", "Lloyd iterations per level",
+    nIters: Param[list[int]] = Param(Params._dummy(), "nIters", "Lloyd iterations per level",
                                        typeConverter=_to_per_level_ints)
-    nSplits: "Param[list[int]]" = Param(Params._dummy(), "nSplits",
+    nSplits: Param[list[int]] = Param(Params._dummy(), "nSplits",
                                         "sub-clusters each cluster is split into, per level (1: no split)",
                                         typeConverter=_to_per_level_ints)
-    nResamplingSteps: "Param[list[int]]" = Param(Params._dummy(), "nResamplingSteps",
+    nResamplingSteps: Param[list[int]] = Param(Params._dummy(), "nResamplingSteps",
                                                  "resampling steps per level (0: plain k-means)",
                                                  typeConverter=_to_per_level_ints)
-    sampleSize: "Param[list[Optional[int]]]" = Param(
+    sampleSize: Param[list[int | None]] = Param(
         Params._dummy(), "sampleSize",
         "points taken from every cluster per resampling step, per level (None: half the level's mean cluster size)",
         typeConverter=_to_sample_sizes)
-    samplingStrategy: "Param[list[str]]" = Param(
+    samplingStrategy: Param[list[str]] = Param(
         Params._dummy(), "samplingStrategy",
         "resampling: 'c' the points closest to the centroid, 'r' at random; per level",
         typeConverter=_to_strategies)
-    distanceMeasure: "Param[str]" = Param(
+    distanceMeasure: Param[str] = Param(
         Params._dummy(), "distanceMeasure",
         "'auto' (cosine for unit-norm features, else euclidean), 'euclidean' or 'cosine'",
         typeConverter=TypeConverters.toString)
-    init: "Param[str]" = Param(Params._dummy(), "init", "initialisation: auto, kmeans++, two_level or random",
+    init: Param[str] = Param(Params._dummy(), "init", "initialisation: auto, kmeans++, two_level or random",
                                typeConverter=TypeConverters.toString)
-    runPath: "Param[Optional[str]]" = Param(
+    runPath: Param[str | None] = Param(
         Params._dummy(), "runPath",
         "run folder of the fit's tables (None: a temporary folder, local sessions only)",
         typeConverter=_to_optional_string)
-    outputFormat: "Param[str]" = Param(Params._dummy(), "outputFormat", "format of the run's tables: delta or parquet",
+    outputFormat: Param[str] = Param(Params._dummy(), "outputFormat", "format of the run's tables: delta or parquet",
                                        typeConverter=TypeConverters.toString)
 
     def __init__(self, *args: Any) -> None:
@@ -288,7 +288,7 @@ class _HierarchicalKMeansParams(HasFeaturesCol, HasPredictionCol, HasSeed):
         """The value of ``nResamplingSteps``."""
         return self.getOrDefault(self.nResamplingSteps)
 
-    def getSampleSize(self) -> list[Optional[int]]:
+    def getSampleSize(self) -> list[int | None]:
         """The value of ``sampleSize``."""
         return self.getOrDefault(self.sampleSize)
 
@@ -304,7 +304,7 @@ class _HierarchicalKMeansParams(HasFeaturesCol, HasPredictionCol, HasSeed):
         """The value of ``init``."""
         return self.getOrDefault(self.init)
 
-    def getRunPath(self) -> Optional[str]:
+    def getRunPath(self) -> str | None:
         """The value of ``runPath`` (on a model: the run folder it reads)."""
         return self.getOrDefault(self.runPath)
 
@@ -324,7 +324,7 @@ class _HierarchicalKMeansParams(HasFeaturesCol, HasPredictionCol, HasSeed):
         """
         n_levels = self.getNLevels()
 
-        def per_level(values: Optional[list], default: tuple) -> Any:
+        def per_level(values: list | None, default: tuple) -> Any:
             values = list(default) if values is None else list(values)
             return values[0] if len(values) == 1 else values  # (one value: every level)
 
@@ -354,7 +354,7 @@ class _HierarchicalKMeansParams(HasFeaturesCol, HasPredictionCol, HasSeed):
         except ConfigError as exc:
             raise _translated(exc) from None
 
-    def _check_input(self, df: "DataFrame") -> None:
+    def _check_input(self, df: DataFrame) -> None:
         """``idCol`` and ``featuresCol`` exist with usable types (schema only, no Spark job)."""
         from curation_spark.io.tables import check_columns
 
@@ -417,88 +417,88 @@ class HierarchicalKMeans(_HierarchicalKMeansParams, Estimator["HierarchicalKMean
     """
 
     @keyword_only
-    def __init__(self, *, featuresCol: Optional[str] = None, idCol: Optional[str] = None,
-                 predictionCol: Optional[str] = None, clusterPathCol: Optional[str] = None,
-                 nLevels: Optional[int] = None, nClusters: Union[int, Sequence[int], None] = None,
-                 nIters: Union[int, Sequence[int], None] = None, nSplits: Union[int, Sequence[int], None] = None,
-                 nResamplingSteps: Union[int, Sequence[int], None] = None,
-                 sampleSize: Union[int, Sequence[Optional[int]], None] = None,
-                 samplingStrategy: Union[str, Sequence[str], None] = None, distanceMeasure: Optional[str] = None,
-                 init: Optional[str] = None, seed: Optional[int] = None, runPath: Optional[str] = None,
-                 outputFormat: Optional[str] = None) -> None:
+    def __init__(self, *, featuresCol: str | None = None, idCol: str | None = None,
+                 predictionCol: str | None = None, clusterPathCol: str | None = None,
+                 nLevels: int | None = None, nClusters: int | Sequence[int] | None = None,
+                 nIters: int | Sequence[int] | None = None, nSplits: int | Sequence[int] | None = None,
+                 nResamplingSteps: int | Sequence[int] | None = None,
+                 sampleSize: int | Sequence[int | None] | None = None,
+                 samplingStrategy: str | Sequence[str] | None = None, distanceMeasure: str | None = None,
+                 init: str | None = None, seed: int | None = None, runPath: str | None = None,
+                 outputFormat: str | None = None) -> None:
         super().__init__()
-        self.setParams(**self._input_kwargs)
+        self.setParams(**self._input_kwargs)  # type: ignore[attr-defined]  # set by @keyword_only
 
     @keyword_only
-    def setParams(self, *, featuresCol: Optional[str] = None, idCol: Optional[str] = None,
-                  predictionCol: Optional[str] = None, clusterPathCol: Optional[str] = None,
-                  nLevels: Optional[int] = None, nClusters: Union[int, Sequence[int], None] = None,
-                  nIters: Union[int, Sequence[int], None] = None, nSplits: Union[int, Sequence[int], None] = None,
-                  nResamplingSteps: Union[int, Sequence[int], None] = None,
-                  sampleSize: Union[int, Sequence[Optional[int]], None] = None,
-                  samplingStrategy: Union[str, Sequence[str], None] = None, distanceMeasure: Optional[str] = None,
-                  init: Optional[str] = None, seed: Optional[int] = None, runPath: Optional[str] = None,
-                  outputFormat: Optional[str] = None) -> "HierarchicalKMeans":
+    def setParams(self, *, featuresCol: str | None = None, idCol: str | None = None,
+                  predictionCol: str | None = None, clusterPathCol: str | None = None,
+                  nLevels: int | None = None, nClusters: int | Sequence[int] | None = None,
+                  nIters: int | Sequence[int] | None = None, nSplits: int | Sequence[int] | None = None,
+                  nResamplingSteps: int | Sequence[int] | None = None,
+                  sampleSize: int | Sequence[int | None] | None = None,
+                  samplingStrategy: str | Sequence[str] | None = None, distanceMeasure: str | None = None,
+                  init: str | None = None, seed: int | None = None, runPath: str | None = None,
+                  outputFormat: str | None = None) -> HierarchicalKMeans:
         """Set the given Params (keyword arguments only); None resets a Param to its default."""
-        for name, value in self._input_kwargs.items():
+        for name, value in self._input_kwargs.items():  # type: ignore[attr-defined]  # set by @keyword_only
             if value is None:
                 self.clear(getattr(self, name))
             else:
                 self._set(**{name: value})
         return self
 
-    def setNLevels(self, value: int) -> "HierarchicalKMeans":
+    def setNLevels(self, value: int) -> HierarchicalKMeans:
         """Sets ``nLevels``."""
         return self._set(nLevels=value)
 
-    def setNClusters(self, value: Union[int, Sequence[int]]) -> "HierarchicalKMeans":
+    def setNClusters(self, value: int | Sequence[int]) -> HierarchicalKMeans:
         """Sets ``nClusters`` (one value per level)."""
         return self._set(nClusters=value)
 
-    def setNIters(self, value: Union[int, Sequence[int]]) -> "HierarchicalKMeans":
+    def setNIters(self, value: int | Sequence[int]) -> HierarchicalKMeans:
         """Sets ``nIters``."""
         return self._set(nIters=value)
 
-    def setNSplits(self, value: Union[int, Sequence[int]]) -> "HierarchicalKMeans":
+    def setNSplits(self, value: int | Sequence[int]) -> HierarchicalKMeans:
         """Sets ``nSplits``."""
         return self._set(nSplits=value)
 
-    def setNResamplingSteps(self, value: Union[int, Sequence[int]]) -> "HierarchicalKMeans":
+    def setNResamplingSteps(self, value: int | Sequence[int]) -> HierarchicalKMeans:
         """Sets ``nResamplingSteps``."""
         return self._set(nResamplingSteps=value)
 
-    def setSampleSize(self, value: Union[int, Sequence[Optional[int]], None]) -> "HierarchicalKMeans":
+    def setSampleSize(self, value: int | Sequence[int | None] | None) -> HierarchicalKMeans:
         """Sets ``sampleSize`` (None: half the level's mean cluster size)."""
         return self._set(sampleSize=_to_sample_sizes(value))
 
-    def setSamplingStrategy(self, value: Union[str, Sequence[str]]) -> "HierarchicalKMeans":
+    def setSamplingStrategy(self, value: str | Sequence[str]) -> HierarchicalKMeans:
         """Sets ``samplingStrategy``."""
         return self._set(samplingStrategy=value)
 
-    def setDistanceMeasure(self, value: str) -> "HierarchicalKMeans":
+    def setDistanceMeasure(self, value: str) -> HierarchicalKMeans:
         """Sets ``distanceMeasure``."""
         return self._set(distanceMeasure=value)
 
-    def setInit(self, value: str) -> "HierarchicalKMeans":
+    def setInit(self, value: str) -> HierarchicalKMeans:
         """Sets ``init``."""
         return self._set(init=value)
 
-    def setSeed(self, value: int) -> "HierarchicalKMeans":
+    def setSeed(self, value: int) -> HierarchicalKMeans:
         """Sets ``seed``."""
         return self._set(seed=value)
 
-    def setRunPath(self, value: Optional[str]) -> "HierarchicalKMeans":
+    def setRunPath(self, value: str | None) -> HierarchicalKMeans:
         """Sets ``runPath`` (None: a temporary folder)."""
         if value is None:
             self.clear(self.runPath)
             return self
         return self._set(runPath=value)
 
-    def setOutputFormat(self, value: str) -> "HierarchicalKMeans":
+    def setOutputFormat(self, value: str) -> HierarchicalKMeans:
         """Sets ``outputFormat``."""
         return self._set(outputFormat=value)
 
-    def _fit(self, dataset: "DataFrame") -> "HierarchicalKMeansModel":
+    def _fit(self, dataset: DataFrame) -> HierarchicalKMeansModel:
         from curation_spark import api
 
         config = self.toConfig()  # every Param checked before any Spark work
@@ -522,7 +522,7 @@ class HierarchicalKMeans(_HierarchicalKMeansParams, Estimator["HierarchicalKMean
         return _Writer(self)
 
     @classmethod
-    def read(cls) -> MLReader["HierarchicalKMeans"]:
+    def read(cls) -> MLReader[HierarchicalKMeans]:
         """A reader of a saved :class:`HierarchicalKMeans`."""
         return _EstimatorReader(cls)
 
@@ -558,7 +558,7 @@ class LevelSummary:
     clusterSizes: tuple[int, ...]
     flatSizes: tuple[int, ...]
     objective: float
-    sampleSize: Optional[int]
+    sampleSize: int | None
 
 
 @dataclass(frozen=True)
@@ -611,18 +611,18 @@ class HierarchicalKMeansModel(_HierarchicalKMeansParams, Model, MLReadable, MLWr
 
     def __init__(self) -> None:
         super().__init__()
-        self._run: Optional["Run"] = None
+        self._run: Run | None = None
         #: Whether the run folder belongs to the model (temporary, or the copy inside a
         #: loaded model's folder): a save copies it rather than referring to it.
         self._owns_run = False
-        self._summary: Optional[HierarchicalKMeansSummary] = None
+        self._summary: HierarchicalKMeansSummary | None = None
 
-    def _attach(self, run: "Run", owns_run: bool) -> None:
+    def _attach(self, run: Run, owns_run: bool) -> None:
         self._run, self._owns_run, self._summary = run, owns_run, None
         self._set(runPath=run.path)
 
     @property
-    def run(self) -> "Run":
+    def run(self) -> Run:
         """The run folder's handle (:class:`curation_spark.api.Run`): its tables, ``sample``, ``report``."""
         if self._run is None:
             from curation_spark import api
@@ -633,7 +633,7 @@ class HierarchicalKMeansModel(_HierarchicalKMeansParams, Model, MLReadable, MLWr
             self._run = api.open_run(path)
         return self._run
 
-    def _transform(self, dataset: "DataFrame") -> "DataFrame":
+    def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.sql import functions as F
 
         id_col, features = self.getIdCol(), self.getFeaturesCol()
@@ -693,8 +693,8 @@ class HierarchicalKMeansModel(_HierarchicalKMeansParams, Model, MLReadable, MLWr
             self._summary = HierarchicalKMeansSummary(tuple(levels), run.distance, run.path)
         return self._summary
 
-    def balancedSample(self, targetSize: int, multiplier: Optional[int] = None, strategy: Optional[str] = None,
-                       seed: Optional[int] = None, table: Optional[str] = None) -> "DataFrame":
+    def balancedSample(self, targetSize: int, multiplier: int | None = None, strategy: str | None = None,
+                       seed: int | None = None, table: str | None = None) -> DataFrame:
         """Hierarchical balanced sampling of the fit's rows (:meth:`curation_spark.api.Run.sample`):
         ``targetSize`` copies (exactly, while ``multiplier`` x rows allows it) spread evenly
         over the hierarchy's clusters, each row at most ``multiplier`` times. The table is
@@ -727,9 +727,9 @@ class HierarchicalKMeansModel(_HierarchicalKMeansParams, Model, MLReadable, MLWr
         return _Writer(self)
 
     @classmethod
-    def read(cls) -> MLReader["HierarchicalKMeansModel"]:
+    def read(cls) -> MLReader[HierarchicalKMeansModel]:
         """A reader of a saved :class:`HierarchicalKMeansModel`."""
-        return _ModelReader(cls)
+        return _ModelReader(cls)  # type: ignore[return-value]  # its load returns the model
 
 
 def _quoted(name: str) -> str:
@@ -748,7 +748,7 @@ def _remove_temporary_folders() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def temporary_run_folder(spark: "SparkSession") -> str:
+def temporary_run_folder(spark: SparkSession) -> str:
     """A fresh run folder for a fit without ``runPath``: below ``spark.local.dir`` (its first
     folder), else the system's temporary folder; removed when this Python process exits.
     Only where every executor reads this machine's disk (a local master, also behind a Spark
@@ -763,7 +763,7 @@ def temporary_run_folder(spark: "SparkSession") -> str:
     base = None
     try:
         local_dirs = spark.conf.get("spark.local.dir", None)
-    except Exception:  # noqa: BLE001 - a Connect server may hide it; the default folder will do
+    except Exception:  # a Connect server may hide it; the default folder will do
         local_dirs = None
     if local_dirs:
         first = local_dirs.split(",")[0].strip()
@@ -848,15 +848,16 @@ class _EstimatorReader(MLReader["HierarchicalKMeans"]):
         super().__init__()
         self.cls = cls
 
-    def load(self, path: str) -> "HierarchicalKMeans":
-        return _load_params(self, self.cls, path)[0]
+    def load(self, path: str) -> HierarchicalKMeans:
+        return _load_params(self, self.cls, path)[0]  # type: ignore[return-value]  # an instance of self.cls
 
 
 class _ModelReader(_EstimatorReader):
-    def load(self, path: str) -> "HierarchicalKMeansModel":  # type: ignore[override]
+    def load(self, path: str) -> HierarchicalKMeansModel:  # type: ignore[override]  # a model, not an estimator
         from curation_spark import api
 
-        model, metadata, target = _load_params(self, self.cls, path)
+        model: HierarchicalKMeansModel
+        model, metadata, target = _load_params(self, self.cls, path)  # type: ignore[assignment]  # self.cls is the model class
         folder = metadata.get("runFolder") or {}
         in_model = bool(folder.get("inModel"))
         run_path = paths.join(target, folder["path"]) if in_model else folder.get("path")

@@ -7,9 +7,14 @@ wherever the package is installed, and a path to a file works as before.
 """
 from __future__ import annotations
 
+import sys
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+else:  # Python 3.10: importlib.resources.abc is new in 3.11
+    from importlib.abc import Traversable
 
 SUFFIX = ".yaml"
 

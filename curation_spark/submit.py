@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 #: Spark's log level in the jobs unless ``spark.log.level`` is set.
 QUIET_LOG_LEVEL = "WARN"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -99,7 +99,7 @@ def _positive_int(name: str, value: object) -> int:
 
 def _finite_float(name: str, value: object, *, min_value: float | None = None) -> float:
     try:
-        out = float(value)  # type: ignore[arg-type]
+        out = float(value)  # type: ignore[arg-type]  # any object: its TypeError is the check
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a real number, got {value!r}") from None
     if not math.isfinite(out):

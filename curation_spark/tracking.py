@@ -14,8 +14,9 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from curation_spark.config import Config, redact_spark_conf
 from curation_spark.errors import ConfigError
@@ -37,7 +38,7 @@ def check_available(config: Config) -> None:
     if not config.tracking.mlflow:
         return
     try:
-        import mlflow  # noqa: F401
+        import mlflow  # noqa: F401  (only whether it imports)
     except ImportError:
         raise ConfigError("tracking.mlflow: MLflow is not installed here; pip install 'curation-spark[mlflow]' "
                           "(or mlflow-skinny), or set tracking.mlflow=false") from None
@@ -61,7 +62,7 @@ def _metric_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)
 
 
-def metrics_of(meta: "RunMetadata") -> dict[str, float]:
+def metrics_of(meta: RunMetadata) -> dict[str, float]:
     """The figures of ``run.json`` a team compares across curations, by name."""
     out: dict[str, float] = {}
     if meta.input.n_rows is not None:
@@ -102,7 +103,7 @@ def metrics_of(meta: "RunMetadata") -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None and v == v}  # (NaN: not logged)
 
 
-def redacted_metadata(meta: "RunMetadata") -> dict[str, Any]:
+def redacted_metadata(meta: RunMetadata) -> dict[str, Any]:
     """``run.json`` as logged: secret-looking Spark settings masked."""
     data = meta.to_dict()
     spark = data.get("config", {}).get("spark", {})
@@ -111,7 +112,7 @@ def redacted_metadata(meta: "RunMetadata") -> dict[str, Any]:
     return data
 
 
-def track(config: Config, run_path: str, spark: "SparkSession", *, command: str) -> str | None:
+def track(config: Config, run_path: str, spark: SparkSession, *, command: str) -> str | None:
     """Log the run folder ``run_path`` to MLflow when ``config.tracking.mlflow`` is set;
     returns the MLflow run id (None when tracking is off)."""
     if not config.tracking.mlflow:

@@ -64,7 +64,7 @@ print("clustering:", {k: v for k, v in config.to_dict()["clustering"].items() if
 
 run = cs.cluster(config, spark=spark, overwrite=overwrite)
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 levels = pd.DataFrame([{
     "level": info.level, "points": info.n_points, "clusters": info.n_clusters,

@@ -61,7 +61,7 @@ print(f"curated table: {result.path} ({result.rows:,} rows, target {target_size:
 
 # COMMAND ----------
 
-from pyspark.sql import functions as F  # noqa: E402
+from pyspark.sql import functions as F
 
 show(curated)
 per_cluster = curated.groupBy("cluster_id").count()

@@ -54,7 +54,7 @@ print(result.message)
 
 # COMMAND ----------
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 history = pd.DataFrame([{
     "from version": u.from_version, "to version": u.to_version, "method": u.method, "rows read": u.rows_read,

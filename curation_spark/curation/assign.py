@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 CLUSTER_PATH = "cluster_path"
 
 
-def assign_down(run: RunFolder, df: "DataFrame", id_col: str | None = None,
-                embedding_col: str | None = None) -> "DataFrame":
+def assign_down(run: RunFolder, df: DataFrame, id_col: str | None = None,
+                embedding_col: str | None = None) -> DataFrame:
     """``id_col, cluster_path, distance`` for every row of ``df``: ``cluster_path`` is
     array<long> (levels 1..L), ``distance`` the one to the level-1 centroid (``1 - cos``
     for cosine runs). Columns default to the run's ``input.id_col`` / ``input.embedding_col``;

@@ -45,8 +45,8 @@ class InputChanges:
     least) and the assigned ids to drop (``dropped``: ``point_id, cluster_id``), persisted;
     call :meth:`release` when done."""
 
-    added: "DataFrame"
-    dropped: "DataFrame"
+    added: DataFrame
+    dropped: DataFrame
     n_added: int
     n_dropped: int
     #: Dropped ids that come back with new values (same id, rewritten row).
@@ -55,7 +55,7 @@ class InputChanges:
     rows_read: int
     n_input_rows: int
     #: The persisted frames ``added`` and ``dropped`` are read from (default: themselves).
-    cached: list["DataFrame"] | None = None
+    cached: list[DataFrame] | None = None
 
     @property
     def empty(self) -> bool:
@@ -66,7 +66,7 @@ class InputChanges:
             frame.unpersist()
 
 
-def find_changes(spark: "SparkSession", cfg: "InputConfig", raw: "DataFrame", assigned: "DataFrame",
+def find_changes(spark: SparkSession, cfg: InputConfig, raw: DataFrame, assigned: DataFrame,
                  n_assigned: int, from_version: int | None, to_version: int | None) -> InputChanges:
     """The input's changes since the run's level-1 assignments (``assigned``: ``point_id,
     cluster_id`` frame of ``n_assigned`` rows), through the change data feed when it covers
@@ -98,7 +98,7 @@ def _adds_up(changes: InputChanges, n_assigned: int, n_input: int) -> bool:
     return n_assigned - changes.n_dropped + changes.n_added == n_input
 
 
-def _from_feed(spark: "SparkSession", cfg: "InputConfig", assigned: "DataFrame", n_input: int, from_version: int,
+def _from_feed(spark: SparkSession, cfg: InputConfig, assigned: DataFrame, n_input: int, from_version: int,
                to_version: int) -> InputChanges | None:
     """The changes from the input's change data feed after ``from_version`` up to
     ``to_version``, or None (the reason logged) when the table has no feed for all of them:
@@ -121,7 +121,7 @@ def _from_feed(spark: "SparkSession", cfg: "InputConfig", assigned: "DataFrame",
         return None
 
 
-def _changes_in_feed(feed: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n_input: int) -> InputChanges:
+def _changes_in_feed(feed: DataFrame, cfg: InputConfig, assigned: DataFrame, n_input: int) -> InputChanges:
     """Two passes: the feed once (each id's last change, with the rows it had in the feed),
     then the assigned ids it touched (dropped, and how many of them come back)."""
     from pyspark import StorageLevel
@@ -142,17 +142,17 @@ def _changes_in_feed(feed: "DataFrame", cfg: "InputConfig", assigned: "DataFrame
     except Exception:
         final.unpersist()
         raise
-    rows_read, n_added = int(counts["read"] or 0), int(counts["added"] or 0)
+    rows_read, n_added = int(counts["read"] or 0), int(counts["added"] or 0)  # type: ignore[index]  # an aggregate: one row
     added = final.where(F.col("_priority") == 2).select(*columns)
     touched = final.select(F.col(cfg.id_col).alias(POINT_ID), (F.col("_priority") == 2).alias("_again"))
     dropped = assigned.join(touched, POINT_ID).persist(StorageLevel.MEMORY_AND_DISK)
     counts = dropped.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("_again").cast("long")).alias("again")).first()
-    n_dropped, n_changed = int(counts["n"]), int(counts["again"] or 0)
+    n_dropped, n_changed = int(counts["n"]), int(counts["again"] or 0)  # type: ignore[index]  # an aggregate: one row
     return InputChanges(added, dropped.drop("_again"), n_added, n_dropped, n_changed, CHANGE_FEED, rows_read,
                         n_input, cached=[final, dropped])
 
 
-def _by_anti_join(raw: "DataFrame", cfg: "InputConfig", assigned: "DataFrame", n_input: int) -> InputChanges:
+def _by_anti_join(raw: DataFrame, cfg: InputConfig, assigned: DataFrame, n_input: int) -> InputChanges:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 

@@ -14,19 +14,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from curation_spark.config import UNIT_NORM_TOLERANCE, resolve_distance
 from curation_spark.curation import dedup as dedup_stage
 from curation_spark.curation import hierarchy, sampling
-from curation_spark.io import paths
+from curation_spark.engine.kmeans import InputCheck
 from curation_spark.errors import ConfigError, CurationError
-from curation_spark.config import UNIT_NORM_TOLERANCE, resolve_distance
+from curation_spark.io import paths
+from curation_spark.io.progress import ensure_log_handler
 from curation_spark.io.run_metadata import DedupSummary, InputIdentity, LevelStats, SampleSummary
 from curation_spark.io.runfolder import RunFolder, open_existing
 from curation_spark.io.session import get_spark, require_delta
-from curation_spark.engine.kmeans import InputCheck
-from curation_spark.io.progress import ensure_log_handler
 from curation_spark.io.spark_api import describe_work
-from curation_spark.io.tables import (EmbeddingStats, delta_version, has_delta_commit, input_location, quick_stats,
-                                   read_input, to_points, validate_embeddings, write_table)
+from curation_spark.io.tables import (
+    EmbeddingStats,
+    delta_version,
+    has_delta_commit,
+    input_location,
+    quick_stats,
+    read_input,
+    to_points,
+    validate_embeddings,
+    write_table,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -54,11 +63,11 @@ class RunSummary:
     dedup: DedupSummary | None = None
 
 
-def session_for(config: "Config", spark: "SparkSession | None" = None) -> "SparkSession":
+def session_for(config: Config, spark: SparkSession | None = None) -> SparkSession:
     return spark if spark is not None else get_spark(config.spark)
 
 
-def prepare(config: "Config", spark: "SparkSession | None" = None) -> tuple["Config", "SparkSession"]:
+def prepare(config: Config, spark: SparkSession | None = None) -> tuple[Config, SparkSession]:
     """The session for ``config`` and the config with its paths qualified against it
     (:func:`qualified_paths`): every command starts here, so no layer sees a relative path.
     Where nobody configured logging (a script, a notebook), the progress lines show."""
@@ -67,7 +76,7 @@ def prepare(config: "Config", spark: "SparkSession | None" = None) -> tuple["Con
     return qualified_paths(config, spark), spark
 
 
-def qualified_paths(config: "Config", spark: "SparkSession | None") -> "Config":
+def qualified_paths(config: Config, spark: SparkSession | None) -> Config:
     """``config`` with ``input.path`` and ``output.path`` fully qualified (scheme + absolute
     path, :func:`paths.qualify`); ``spark=None`` qualifies against this machine's file
     system (a local session, before it starts). Idempotent."""
@@ -78,7 +87,7 @@ def qualified_paths(config: "Config", spark: "SparkSession | None") -> "Config":
         output=dataclasses.replace(out, path=paths.qualify(spark, out.path, "output.path")) if out.path else out)
 
 
-def check_output_path(spark: "SparkSession", config: "Config") -> str:
+def check_output_path(spark: SparkSession, config: Config) -> str:
     """The run folder must not be, contain, or lie inside the input."""
     out = config.output.require_path()
     src = input_location(spark, config.input)
@@ -89,7 +98,7 @@ def check_output_path(spark: "SparkSession", config: "Config") -> str:
     return out
 
 
-def input_version(spark: "SparkSession", config: "Config") -> int | None:
+def input_version(spark: SparkSession, config: Config) -> int | None:
     """The input's Delta version (None for Parquet or when it cannot be read): a resumed run
     checks that its input has not changed since the run started."""
     location = input_location(spark, config.input)
@@ -108,8 +117,8 @@ def input_version(spark: "SparkSession", config: "Config") -> int | None:
                             f"compares with the one it started from: {first}") from exc
 
 
-def load_and_validate(spark: "SparkSession", config: "Config",
-                      raw: "DataFrame | None" = None) -> tuple["DataFrame", EmbeddingStats]:
+def load_and_validate(spark: SparkSession, config: Config,
+                      raw: DataFrame | None = None) -> tuple[DataFrame, EmbeddingStats]:
     """Read the input table (unless given) and validate it in one pass (errors name column
     and bad-row count)."""
     raw = raw if raw is not None else read_input(spark, config.input)
@@ -119,21 +128,21 @@ def load_and_validate(spark: "SparkSession", config: "Config",
     return raw, stats
 
 
-def validate(config: "Config", spark: "SparkSession | None" = None,
-             raw: "DataFrame | None" = None) -> EmbeddingStats:
+def validate(config: Config, spark: SparkSession | None = None,
+             raw: DataFrame | None = None) -> EmbeddingStats:
     """``curation-spark validate``: check the input table (or the DataFrame ``raw``) only."""
     config, spark = prepare(config, spark)
     _, stats = load_and_validate(spark, config, raw)
     return stats
 
 
-def input_frame(spark: "SparkSession", config: "Config", raw: "DataFrame | None") -> "DataFrame":
+def input_frame(spark: SparkSession, config: Config, raw: DataFrame | None) -> DataFrame:
     """The input: the DataFrame handed in (it wins over ``input.path`` / ``input.table``,
     which may be unset then), else the configured table."""
     return raw if raw is not None else read_input(spark, config.input)
 
 
-def content_hash(raw: "DataFrame", id_col: str, embedding_col: str) -> int:
+def content_hash(raw: DataFrame, id_col: str, embedding_col: str) -> int:
     """An order-free hash of a DataFrame's rows (``bit_xor`` of ``xxhash64(id, embedding)``;
     ids are unique, so no two rows cancel): the identity of an input that has no path or
     Delta version, so that a resume over other rows is refused. One aggregate job."""
@@ -143,8 +152,8 @@ def content_hash(raw: "DataFrame", id_col: str, embedding_col: str) -> int:
     return int(row["h"] or 0)
 
 
-def cluster(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False,
-            raw: "DataFrame | None" = None, fresh: bool = False) -> RunSummary:
+def cluster(config: Config, spark: SparkSession | None = None, overwrite: bool = False,
+            raw: DataFrame | None = None, fresh: bool = False) -> RunSummary:
     """``curation-spark cluster``: build (or resume) the hierarchy in ``output.path``.
 
     A large input whose level 1 reads it first in a barrier stage is not validated in a
@@ -211,8 +220,8 @@ def _refit_reason(run: RunFolder, identity: InputIdentity) -> str:
     return f"the input changed: {changed}" if changed else ""
 
 
-def dedup(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False,
-          raw: "DataFrame | None" = None) -> DedupSummary:
+def dedup(config: Config, spark: SparkSession | None = None, overwrite: bool = False,
+          raw: DataFrame | None = None) -> DedupSummary:
     """``curation-spark dedup``: near-duplicate removal of the input into
     ``<output.path>/dedup/duplicates`` (resumed: an existing dedup of the same config is
     kept). The run folder is then the one ``cluster`` / ``run`` with this ``dedup``
@@ -230,18 +239,18 @@ def dedup(config: "Config", spark: "SparkSession | None" = None, overwrite: bool
     return run.metadata.dedup
 
 
-def _identity(spark: "SparkSession", config: "Config", stats: EmbeddingStats,
-              raw: "DataFrame | None" = None) -> InputIdentity:
+def _identity(spark: SparkSession, config: Config, stats: EmbeddingStats,
+              raw: DataFrame | None = None) -> InputIdentity:
     distance = chosen_distance(config, stats)
     handed_in = raw is not None and not config.input.path and not config.input.table
     return InputIdentity(n_rows=stats.n_rows, dim=stats.dim, delta_version=input_version(spark, config),
                          distance=distance if config.clustering.distance == "auto" else None,
-                         content_hash=content_hash(raw, config.input.id_col, config.input.embedding_col)
+                         content_hash=content_hash(raw, config.input.id_col, config.input.embedding_col)  # type: ignore[arg-type]  # handed_in: raw is set
                          if handed_in else None)
 
 
-def _kept_points(spark: "SparkSession", config: "Config", run: RunFolder, points: "DataFrame",
-                 stats: EmbeddingStats) -> tuple["DataFrame", int]:
+def _kept_points(spark: SparkSession, config: Config, run: RunFolder, points: DataFrame,
+                 stats: EmbeddingStats) -> tuple[DataFrame, int]:
     """The points without their near-duplicates (dedup run first unless the run folder
     has it), and how many there are."""
     from pyspark.sql import functions as F
@@ -263,7 +272,7 @@ def _kept_points(spark: "SparkSession", config: "Config", run: RunFolder, points
     return points.join(removed, POINT_ID, "left_anti"), meta.dedup.kept
 
 
-def chosen_distance(config: "Config", stats: EmbeddingStats) -> str:
+def chosen_distance(config: Config, stats: EmbeddingStats) -> str:
     """``clustering.distance`` with ``auto`` resolved from the input's measured norms (logged)."""
     requested = config.clustering.distance
     distance = resolve_distance(requested, stats.norm_min, stats.norm_max)
@@ -275,8 +284,8 @@ def chosen_distance(config: "Config", stats: EmbeddingStats) -> str:
     return distance
 
 
-def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str | None = None,
-           table_name: str | None = None, input_df: "DataFrame | None" = None,
+def sample(config: Config, spark: SparkSession | None = None, run_path: str | None = None,
+           table_name: str | None = None, input_df: DataFrame | None = None,
            run_folder: RunFolder | None = None) -> RunSummary:
     """``curation-spark sample``: balanced sampling over an existing hierarchy.
 
@@ -294,7 +303,8 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
     n_levels = run.n_levels_done()
     expected = run.config.clustering.n_levels
     if n_levels == 0 or n_levels < expected:
-        raise ConfigError(f"--run: {path} has {n_levels} of {expected} levels complete; run `curation-spark cluster` first")
+        raise ConfigError(f"--run: {path} has {n_levels} of {expected} levels complete; "
+                          "run `curation-spark cluster` first")
     name = table_name or sc.table_name
     if sc.keep_columns and input_df is None:
         if not run.config.input.path and not run.config.input.table:
@@ -311,7 +321,7 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
                     name, previous.target_size, previous.multiplier, previous.strategy, previous.seed, previous.rows,
                     sc.target_size, sc.multiplier, sc.strategy, sc.seed)
     if sc.keep_columns:
-        selection = sampling.with_input_columns(selection, input_df, run.config.input.id_col, sc.keep_columns)
+        selection = sampling.with_input_columns(selection, input_df, run.config.input.id_col, sc.keep_columns)  # type: ignore[arg-type]  # read above if None
     target = run.table_path(name)
     describe_work(spark, f"sampling · write {name}")
     write_table(selection, target, run.format)
@@ -331,8 +341,8 @@ def sample(config: "Config", spark: "SparkSession | None" = None, run_path: str 
     return RunSummary(path, None, [], target, n_rows, time.perf_counter() - started, run=run)
 
 
-def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool = False,
-        fresh: bool = False, raw: "DataFrame | None" = None) -> RunSummary:
+def run(config: Config, spark: SparkSession | None = None, overwrite: bool = False,
+        fresh: bool = False, raw: DataFrame | None = None) -> RunSummary:
     """``curation-spark run``: cluster (or resume), then sample into ``sampling.table_name``;
     one read of the input, one open of the run folder."""
     if config.sampling.target_size is None:
@@ -347,7 +357,7 @@ def run(config: "Config", spark: "SparkSession | None" = None, overwrite: bool =
     return summary
 
 
-def check_keep_columns(raw: "DataFrame", config: "Config") -> None:
+def check_keep_columns(raw: DataFrame, config: Config) -> None:
     """Fail before clustering if a column to carry into the curated table is missing."""
     for col in config.sampling.keep_columns:
         if col not in raw.columns:
@@ -355,13 +365,13 @@ def check_keep_columns(raw: "DataFrame", config: "Config") -> None:
                               f"(columns: {', '.join(raw.columns)})")
 
 
-def write_synthetic(spark: "SparkSession", table, path: str, fmt: str = "delta", n_files: int = 4) -> None:
+def write_synthetic(spark: SparkSession, table, path: str, fmt: str = "delta", n_files: int = 4) -> None:
     """Write a generated Arrow table (from :mod:`curation_spark.synth`) as a Spark table."""
     df = spark.createDataFrame(table).repartition(n_files)
     write_table(df, path, fmt)
 
 
-def write_mixture(spark: "SparkSession", path: str, n: int, dim: int, n_components: int, *, seed: int = 0,
+def write_mixture(spark: SparkSession, path: str, n: int, dim: int, n_components: int, *, seed: int = 0,
                   alpha: float = 1.0, n_files: int = 4, fmt: str = "delta", partition_by_shard: bool = False) -> None:
     """Generate the long-tailed mixture of :func:`synth.iter_gaussian_mixture_batches` on the
     executors, one contiguous id range per file, and write it as a table.

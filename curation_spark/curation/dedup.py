@@ -69,7 +69,7 @@ def default_clusters(n_points: int) -> int:
     return max(1, min(n_points, math.ceil(n_points / POINTS_PER_CLUSTER)))
 
 
-def check_normalisable(points: "DataFrame", norm_min: float | None, embedding_col: str) -> None:
+def check_normalisable(points: DataFrame, norm_min: float | None, embedding_col: str) -> None:
     """Cosine similarity needs a direction: refuse zero vectors, counting them."""
     from pyspark.sql import functions as F
 
@@ -81,8 +81,8 @@ def check_normalisable(points: "DataFrame", norm_min: float | None, embedding_co
                      "(or leave the dedup section out)")
 
 
-def find_duplicates(spark: "SparkSession", points: "DataFrame", n_points: int, dim: int, cfg: "DedupConfig",
-                    target: str, fmt: str) -> tuple["DataFrame", DedupSummary]:
+def find_duplicates(spark: SparkSession, points: DataFrame, n_points: int, dim: int, cfg: DedupConfig,
+                    target: str, fmt: str) -> tuple[DataFrame, DedupSummary]:
     """Run the dedup of ``points`` (``point_id``, ``embedding``) and write the duplicates
     table to ``target``; returns the written table and the summary."""
     started = time.perf_counter()
@@ -153,7 +153,7 @@ def _top_clusters(x: np.ndarray, centroids: np.ndarray, probes: int) -> tuple[np
     return idx.astype(np.int64), sims
 
 
-def _cluster_counts(keyed: "DataFrame", centroids: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
+def _cluster_counts(keyed: DataFrame, centroids: np.ndarray, probes: int) -> tuple[np.ndarray, np.ndarray]:
     """Points per home cluster and probes per cluster: one pass, O(K) to the driver."""
     import pyarrow as pa
     from pyspark.sql import functions as F
@@ -232,16 +232,15 @@ def group_rows(home_and_probes: np.ndarray, h: np.ndarray, member_blocks: np.nda
     return tuple(np.concatenate([part[f] for part in out]) for f in range(5))
 
 
-def _block_pairs(keyed: "DataFrame", centroids: np.ndarray, member_blocks: np.ndarray, probe_blocks: np.ndarray,
-                 cfg: "DedupConfig") -> tuple["DataFrame", int, int]:
+def _block_pairs(keyed: DataFrame, centroids: np.ndarray, member_blocks: np.ndarray, probe_blocks: np.ndarray,
+                 cfg: DedupConfig) -> tuple[DataFrame, int, int]:
     """The pairs at or above the threshold, as a persisted frame (a, b, sim, pk_a, pk_b)
     with a < b, the number of pairs compared and the number found."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
-    from pyspark.sql.types import (ArrayType, DoubleType, FloatType, IntegerType, LongType, StructField,
-                                   StructType)
+    from pyspark.sql.types import ArrayType, DoubleType, FloatType, IntegerType, LongType, StructField, StructType
 
     from curation_spark.io.blocks import batches_to_block, float_matrix_to_list_array
 
@@ -346,8 +345,8 @@ def _block_pairs(keyed: "DataFrame", centroids: np.ndarray, member_blocks: np.nd
 # --------------------------------------------------------------------------- keep rule
 
 
-def _resolve(spark: "SparkSession", edges: "DataFrame", n_edges: int
-             ) -> tuple["DataFrame", int, tuple[int, int] | None]:
+def _resolve(spark: SparkSession, edges: DataFrame, n_edges: int
+             ) -> tuple[DataFrame, int, tuple[int, int] | None]:
     """The keep rule over the pairs: ``(duplicates frame (id, kept_id, similarity), rounds,
     (removed, groups) when the driver already knows them)``."""
     from pyspark.sql import functions as F
@@ -406,7 +405,7 @@ def _resolve(spark: "SparkSession", edges: "DataFrame", n_edges: int
     return duplicates, rounds, None
 
 
-def _resolve_in_driver(spark: "SparkSession", edges: "DataFrame") -> tuple["DataFrame", tuple[int, int]]:
+def _resolve_in_driver(spark: SparkSession, edges: DataFrame) -> tuple[DataFrame, tuple[int, int]]:
     """The keep rule on all pairs at once (at most :data:`DRIVER_FINISH_EDGES`) with
     :func:`greedy_keep`; the duplicates go back to Spark as one Arrow table."""
     import pyarrow as pa
@@ -428,7 +427,7 @@ def _resolve_in_driver(spark: "SparkSession", edges: "DataFrame") -> tuple["Data
     return spark.createDataFrame(out, f"id {id_type}, kept_id {id_type}, similarity float"), (len(removed), groups)
 
 
-def _finish_in_driver(spark: "SparkSession", status: "DataFrame", open_edges: "DataFrame") -> "DataFrame":
+def _finish_in_driver(spark: SparkSession, status: DataFrame, open_edges: DataFrame) -> DataFrame:
     """Decide the open points of a small remainder (at most :data:`DRIVER_FINISH_EDGES`
     pairs) with :func:`greedy_keep` in the driver, around the points already decided."""
     from pyspark.sql import functions as F
@@ -443,7 +442,7 @@ def _finish_in_driver(spark: "SparkSession", status: "DataFrame", open_edges: "D
     v = np.array([pos[w] for w in pairs.column("high").to_pylist()], dtype=np.int64)
     rank = _priority_rank(involved.column("pk").to_numpy(), ids)
     kept, _, _ = kernels_dedup.greedy_keep(rank, u, v, np.ones(len(u), np.float32), decided=st)
-    fresh = [(i, 1 if k else -1) for i, k, s in zip(ids, kept.tolist(), st.tolist()) if s == 0]
+    fresh = [(i, 1 if k else -1) for i, k, s in zip(ids, kept.tolist(), st.tolist(), strict=True) if s == 0]
     decided = spark.createDataFrame(fresh, f"id {status.schema['id'].dataType.simpleString()}, new_st int")
     return (status.join(decided, "id", "left")
             .select("id", "pk", F.coalesce(F.col("new_st"), F.col("st")).alias("st")).localCheckpoint())

@@ -16,7 +16,7 @@ import numpy as np
 from curation_spark.io.run_metadata import DriftBaseline, DriftCheck
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, Row
 
 #: Accuracy of the fit's 99th-percentile distance on Spark (``percentile_approx``: relative
 #: rank error 1 / this).
@@ -36,11 +36,11 @@ def baseline_of_distances(distances: np.ndarray) -> DriftBaseline:
     return DriftBaseline(rows=int(len(d)), mean_distance=float(d.mean()), p99_distance=p99)
 
 
-def baseline_of_assignments(assignments: "DataFrame") -> DriftBaseline:
+def baseline_of_assignments(assignments: DataFrame) -> DriftBaseline:
     """The baseline of a level-1 assignments table (``distance`` column), one job."""
     from pyspark.sql import functions as F
 
-    row = assignments.agg(F.count(F.lit(1)).alias("n"), F.avg("distance").alias("mean"),
+    row: Row = assignments.agg(F.count(F.lit(1)).alias("n"), F.avg("distance").alias("mean"),  # type: ignore[assignment]  # an aggregate: one row
                           F.percentile_approx("distance", TAIL_QUANTILE, PERCENTILE_ACCURACY).alias("p99")).first()
     n = int(row["n"])
     return DriftBaseline(rows=n, mean_distance=float(row["mean"]) if n else 0.0,

@@ -33,19 +33,17 @@ import numpy as np
 
 from curation_spark.config import resolve_sample_size
 from curation_spark.curation import drift
-from curation_spark.errors import ConfigError
-from curation_spark.io.progress import IterationProgress
-from curation_spark.io.spark_api import describe_work
-from curation_spark.method import inprocess, kernels, seeds
 from curation_spark.engine import kmeans, stage_resampling
-from curation_spark.method import lloyd
-from curation_spark.io.blocks import batches_to_block
-from curation_spark.io.blocks import float_matrix_to_list_array  # noqa: F401  (re-exported for notebooks)
-from curation_spark.method.inprocess import LevelPlan
-from curation_spark.method.lloyd import KMeansParams
+from curation_spark.errors import ConfigError
+from curation_spark.io.blocks import batches_to_block, float_matrix_to_list_array
+from curation_spark.io.progress import IterationProgress
 from curation_spark.io.run_metadata import LevelStats
 from curation_spark.io.runfolder import RunFolder
+from curation_spark.io.spark_api import describe_work
 from curation_spark.io.tables import EMBEDDING, POINT_ID, merge_into, read_table, write_table
+from curation_spark.method import inprocess, kernels, lloyd, seeds
+from curation_spark.method.inprocess import LevelPlan
+from curation_spark.method.lloyd import KMeansParams
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -56,7 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def level_points(run: RunFolder, level: int, base_points: "DataFrame") -> "DataFrame":
+def level_points(run: RunFolder, level: int, base_points: DataFrame) -> DataFrame:
     """The points level ``level`` clusters: the input (level 1) or level l-1's centroids.
 
     Read from the written table on purpose, not kept from the level before: that frame's
@@ -67,7 +65,7 @@ def level_points(run: RunFolder, level: int, base_points: "DataFrame") -> "DataF
     return centroid_points(run, level - 1)
 
 
-def centroid_points(run: RunFolder, level: int) -> "DataFrame":
+def centroid_points(run: RunFolder, level: int) -> DataFrame:
     """Level ``level``'s centroids as a ``point_id, embedding`` frame (``point_id`` = the
     cluster id): what level ``level + 1`` clusters and what ``update`` assigns to."""
     from pyspark.sql import functions as F
@@ -76,7 +74,7 @@ def centroid_points(run: RunFolder, level: int) -> "DataFrame":
                                             F.col("centroid").alias(EMBEDDING))
 
 
-def level_clusters(cfg: "ClusteringConfig", level: int, n_points: int) -> int:
+def level_clusters(cfg: ClusteringConfig, level: int, n_points: int) -> int:
     """The level's K: ``n_clusters[level]``, refused with one line when the level has
     fewer points (k-means would make one cluster per point and take long over it) unless
     ``clustering.clamp_n_clusters`` asks for exactly that."""
@@ -89,7 +87,7 @@ def level_clusters(cfg: "ClusteringConfig", level: int, n_points: int) -> int:
     return lloyd.clamp_clusters(requested, n_points, f"level {level}")
 
 
-def with_sample_size(cfg: "ClusteringConfig", level: int, n_points: int, k: int) -> "ClusteringConfig":
+def with_sample_size(cfg: ClusteringConfig, level: int, n_points: int, k: int) -> ClusteringConfig:
     """``cfg`` with the level's ``sample_size`` resolved (``None``: half its mean cluster
     size, :func:`config.resolve_sample_size`), logged when derived."""
     i = level - 1
@@ -104,7 +102,7 @@ def with_sample_size(cfg: "ClusteringConfig", level: int, n_points: int, k: int)
     return dataclasses.replace(cfg, sample_size=tuple(sizes))
 
 
-def level_params(cfg: "ClusteringConfig", level: int, k: int, seed_offset: int = 0) -> KMeansParams:
+def level_params(cfg: ClusteringConfig, level: int, k: int, seed_offset: int = 0) -> KMeansParams:
     i = level - 1
     return KMeansParams(
         n_clusters=k,
@@ -123,8 +121,8 @@ def level_params(cfg: "ClusteringConfig", level: int, k: int, seed_offset: int =
     )
 
 
-def resampling_sample(points: "DataFrame", assignments: "DataFrame", sample_size: int, strategy: str,
-                      seed: int) -> "DataFrame":
+def resampling_sample(points: DataFrame, assignments: DataFrame, sample_size: int, strategy: str,
+                      seed: int) -> DataFrame:
     """``sample_size`` points per cluster via ``row_number()``: closest first (``c``) or by a
     seeded hash of the id (``r``, independent of partitioning)."""
     from pyspark.sql import Window
@@ -140,8 +138,8 @@ def resampling_sample(points: "DataFrame", assignments: "DataFrame", sample_size
     return points.join(chosen, POINT_ID, "inner").select(POINT_ID, EMBEDDING)
 
 
-def split_clusters(points: "DataFrame", assignments: "DataFrame", n_splits: int, n_iters: int, seed: int,
-                   distance: str) -> tuple["DataFrame", "DataFrame", "DataFrame"]:
+def split_clusters(points: DataFrame, assignments: DataFrame, n_splits: int, n_iters: int, seed: int,
+                   distance: str) -> tuple[DataFrame, DataFrame, DataFrame]:
     """Split each cluster into at most ``n_splits`` sub-clusters in parallel (``applyInPandas``).
 
     Returns (assignments, centroids, cached) with fresh dense cluster ids: a cluster's
@@ -151,8 +149,7 @@ def split_clusters(points: "DataFrame", assignments: "DataFrame", n_splits: int,
     """
     import pandas as pd
     from pyspark.sql import functions as F
-    from pyspark.sql.types import (ArrayType, FloatType, IntegerType, LongType, StringType, StructField,
-                                   StructType)
+    from pyspark.sql.types import ArrayType, FloatType, IntegerType, LongType, StringType, StructField, StructType
 
     id_type = points.schema[POINT_ID].dataType
     schema = StructType([
@@ -168,7 +165,7 @@ def split_clusters(points: "DataFrame", assignments: "DataFrame", n_splits: int,
     def split_group(pdf: pd.DataFrame) -> pd.DataFrame:
         parent = int(pdf["cluster_id"].iloc[0])
         pdf = pdf.sort_values(POINT_ID, kind="stable")
-        x = np.stack(pdf[EMBEDDING].to_numpy()).astype(np.float32)
+        x = np.stack(pdf[EMBEDDING].to_numpy()).astype(np.float32)  # type: ignore[call-overload]  # an array of rows
         labels, dist, cents = kernels.split_cluster(x, n_splits, n_iters, seeds.for_parent(seed, parent), distance)
         counts = np.bincount(labels, minlength=len(cents))
         rows_a = pd.DataFrame({"kind": "a", "parent": parent, "sub": labels.astype(np.int32),
@@ -182,7 +179,8 @@ def split_clusters(points: "DataFrame", assignments: "DataFrame", n_splits: int,
     out = joined.groupBy("cluster_id").applyInPandas(split_group, schema).cache()
     subs = out.where(F.col("kind") == "c")
     # Dense ids: offset of each parent = number of sub-clusters of all smaller parents.
-    per_parent = sorted((int(r["parent"]), int(r["n"])) for r in subs.groupBy("parent").agg(F.count("*").alias("n")).collect())
+    per_parent = sorted((int(r["parent"]), int(r["n"]))
+                        for r in subs.groupBy("parent").agg(F.count("*").alias("n")).collect())
     offsets, running = [], 0
     for parent, n in per_parent:
         offsets.append((parent, running))
@@ -196,7 +194,7 @@ def split_clusters(points: "DataFrame", assignments: "DataFrame", n_splits: int,
     return new_assign, new_cents, out
 
 
-def centroids_frame(spark, centroids: np.ndarray, sizes: np.ndarray) -> "DataFrame":
+def centroids_frame(spark, centroids: np.ndarray, sizes: np.ndarray) -> DataFrame:
     """A driver-side (K x D) centroid array as a ``cluster_id, centroid, size`` frame."""
     import pyarrow as pa
 
@@ -208,26 +206,26 @@ def centroids_frame(spark, centroids: np.ndarray, sizes: np.ndarray) -> "DataFra
     return spark.createDataFrame(table)
 
 
-def resampling_seed(cfg: "ClusteringConfig", level: int, step: int) -> int:
+def resampling_seed(cfg: ClusteringConfig, level: int, step: int) -> int:
     """Seed of resampling step ``step``'s ``r`` order (both paths)."""
     return seeds.derive_seed(cfg.seed, seeds.RESAMPLING_ORDER, level, step)
 
 
-def split_seed(cfg: "ClusteringConfig", level: int) -> int:
+def split_seed(cfg: ClusteringConfig, level: int) -> int:
     """Base seed of the level's splits; cluster ``p`` is split with
     ``seeds.for_parent(split_seed, p)`` (:func:`kernels.split_cluster`)."""
     return seeds.derive_seed(cfg.seed, seeds.SPLIT, level)
 
 
-def n_resampling_steps(cfg: "ClusteringConfig", level: int) -> int:
+def n_resampling_steps(cfg: ClusteringConfig, level: int) -> int:
     """Resampling runs only where ``sample_size > 1`` (resolved: :func:`with_sample_size`)."""
     i = level - 1
     if cfg.sample_size[i] is None:
         raise ValueError(f"level {level}: sample_size is not resolved yet (hierarchy.with_sample_size)")
-    return cfg.n_resampling_steps[i] if cfg.sample_size[i] > 1 else 0
+    return cfg.n_resampling_steps[i] if cfg.sample_size[i] > 1 else 0  # type: ignore[operator]  # not None: checked above
 
 
-def in_process_decision(cfg: "ClusteringConfig", n_points: int, dim: int) -> tuple[bool, str]:
+def in_process_decision(cfg: ClusteringConfig, n_points: int, dim: int) -> tuple[bool, str]:
     """Whether the level runs in the driver (numpy/faiss) rather than as Spark jobs, and why.
 
     In-process when its float32 embeddings take at most ``clustering.in_process_max_mb``
@@ -241,7 +239,7 @@ def in_process_decision(cfg: "ClusteringConfig", n_points: int, dim: int) -> tup
     return False, f"{mb:.1f} MB of embeddings > clustering.in_process_max_mb={cfg.in_process_max_mb}"
 
 
-def level_plan(cfg: "ClusteringConfig", level: int, k: int, n_points: int | None = None) -> LevelPlan:
+def level_plan(cfg: ClusteringConfig, level: int, k: int, n_points: int | None = None) -> LevelPlan:
     """The in-process plan of a level: the same k-means parameters and seeds as the Spark
     path. ``n_points``: the level's points, to resolve a default ``sample_size``."""
     if n_points is not None:
@@ -251,7 +249,7 @@ def level_plan(cfg: "ClusteringConfig", level: int, k: int, n_points: int | None
     return LevelPlan(
         level=level,
         kmeans_params=tuple(level_params(cfg, level, k, seed_offset=step) for step in range(steps + 1)),
-        sample_size=cfg.sample_size[i],
+        sample_size=cfg.sample_size[i],  # type: ignore[arg-type]  # resolved: with_sample_size
         strategy=cfg.sampling_strategy[i],
         resampling_seeds=tuple(resampling_seed(cfg, level, step) for step in range(1, steps + 1)),
         n_splits=cfg.n_splits[i],
@@ -265,8 +263,8 @@ class _LevelTables:
     """A clustered level before writing: its assignments and ``cluster_id, centroid, size``
     frames, final sizes/objective, statistics so far, and the caches to release after."""
 
-    assignments: "DataFrame"
-    centroids: "DataFrame"
+    assignments: DataFrame
+    centroids: DataFrame
     sizes: np.ndarray
     objective: float
     info: LevelStats
@@ -280,7 +278,7 @@ class _LevelTables:
             frame.unpersist()
 
 
-def _level_info(cfg: "ClusteringConfig", level: int, n_points: int, k: int, engine: str,
+def _level_info(cfg: ClusteringConfig, level: int, n_points: int, k: int, engine: str,
                 history: list[dict[str, Any]], objective: float, sizes: np.ndarray) -> LevelStats:
     """The statistics both paths record for a level's k-means (run.json ``levels.<l>``)."""
     return LevelStats(
@@ -290,7 +288,7 @@ def _level_info(cfg: "ClusteringConfig", level: int, n_points: int, k: int, engi
     )
 
 
-def level_one_checks_input(spark, cfg: "ClusteringConfig", n_points: int, dim: int) -> bool:
+def level_one_checks_input(spark, cfg: ClusteringConfig, n_points: int, dim: int) -> bool:
     """Whether level 1 runs on Spark with a k-means that reads the input first in its
     barrier stage: then the input checks are counted while its blocks load
     (``kmeans.fit(input_check=...)``) and the validation pass over the table is skipped."""
@@ -299,8 +297,8 @@ def level_one_checks_input(spark, cfg: "ClusteringConfig", n_points: int, dim: i
     return not in_process and kmeans.validates_while_loading(spark, level_params(cfg, 1, k))
 
 
-def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int,
-              dim: int | None = None, input_check: "kmeans.InputCheck | None" = None) -> LevelStats:
+def run_level(run: RunFolder, cfg: ClusteringConfig, level: int, points: DataFrame, n_points: int,
+              dim: int | None = None, input_check: kmeans.InputCheck | None = None) -> LevelStats:
     """Cluster one level (in the driver if small, else on Spark) and write its two tables;
     returns the level's statistics. ``dim``: the embedding dimension if known (saves a job);
     ``input_check``: count the input checks while the level's k-means loads (level 1, see
@@ -345,8 +343,8 @@ def run_level(run: RunFolder, cfg: "ClusteringConfig", level: int, points: "Data
     return info
 
 
-def collect_level(points: "DataFrame", dim: int,
-                  seeds: list[int]) -> tuple["pa.Array", np.ndarray, dict[int, np.ndarray]]:
+def collect_level(points: DataFrame, dim: int,
+                  seeds: list[int]) -> tuple[pa.Array, np.ndarray, dict[int, np.ndarray]]:
     """The level's points in the driver, in ascending id order, with ``xxhash64(point_id,
     seed)`` for every seed: one Spark job, one Arrow transfer. Spark computes the keys, so
     the in-process row choices are Spark's (see :mod:`curation_spark.method.inprocess`)."""
@@ -361,7 +359,7 @@ def collect_level(points: "DataFrame", dim: int,
     return ids, x, keys
 
 
-def _level_in_process(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int, k: int, dim: int,
+def _level_in_process(cfg: ClusteringConfig, level: int, points: DataFrame, n_points: int, k: int, dim: int,
                       stage: str) -> _LevelTables:
     """Collect the level once, cluster it with :func:`inprocess.cluster_level_in_memory`,
     and hand back driver-built frames with the Spark path's column types."""
@@ -389,13 +387,13 @@ def _level_in_process(cfg: "ClusteringConfig", level: int, points: "DataFrame", 
     return _LevelTables(assignments, cents, result.sizes, result.objective, info, distances=result.dist)
 
 
-def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_points: int, k: int, dim: int,
-                    stage: str, input_check: "kmeans.InputCheck | None" = None) -> _LevelTables:
+def _level_on_spark(cfg: ClusteringConfig, level: int, points: DataFrame, n_points: int, k: int, dim: int,
+                    stage: str, input_check: kmeans.InputCheck | None = None) -> _LevelTables:
     """The level as Spark jobs: distributed k-means, resampling steps, splits."""
     i = level - 1
     spark = points.sparkSession
     steps = n_resampling_steps(cfg, level)
-    in_stage = steps > 0 and stage_resampling.fits_in_stage(k, cfg.sample_size[i], dim, cfg.in_process_max_mb)
+    in_stage = steps > 0 and stage_resampling.fits_in_stage(k, cfg.sample_size[i], dim, cfg.in_process_max_mb)  # type: ignore[arg-type]  # sample_size resolved
     follow_up = (stage_resampling.StageResampling.for_plan(level_plan(cfg, level, k), n_points, dim)
                  if in_stage else None)
     params = level_params(cfg, level, k)
@@ -456,9 +454,9 @@ def _level_on_spark(cfg: "ClusteringConfig", level: int, points: "DataFrame", n_
     return _LevelTables(assignments, cents_df, sizes, objective, info, cached)
 
 
-def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, points: "DataFrame",
-                              assignments: "DataFrame", owner: Any, k: int, dim: int, stage: str
-                              ) -> tuple[np.ndarray, "DataFrame", np.ndarray, float, dict[str, Any]]:
+def _resampling_step_on_spark(cfg: ClusteringConfig, level: int, step: int, points: DataFrame,
+                              assignments: DataFrame, owner: Any, k: int, dim: int, stage: str
+                              ) -> tuple[np.ndarray, DataFrame, np.ndarray, float, dict[str, Any]]:
     """One resampling step: per-cluster sample (window), fresh k-means on it, reassign all
     points. Releases the previous ``assignments`` (``owner.unpersist()``: the k-means
     result or frame that holds their cache); returns the new (persisted) ones."""
@@ -469,9 +467,9 @@ def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, po
     spark = points.sparkSession
     t0 = time.perf_counter()
     describe_work(spark, f"{stage} · resampling step {step} · select sample")
-    sample = resampling_sample(points, assignments, cfg.sample_size[i], cfg.sampling_strategy[i],
+    sample = resampling_sample(points, assignments, cfg.sample_size[i], cfg.sampling_strategy[i],  # type: ignore[arg-type]  # sample_size resolved
                                seed=resampling_seed(cfg, level, step))
-    sample = sample.persist(kmeans.points_storage_level(k * cfg.sample_size[i], dim))
+    sample = sample.persist(kmeans.points_storage_level(k * cfg.sample_size[i], dim))  # type: ignore[operator]  # sample_size resolved
     n_sample = sample.count()
     # A fresh k-means (new init) on the per-cluster sample: the sample holds about the
     # same number of points per cluster, so the new centroids follow the clusters, not
@@ -501,7 +499,7 @@ def _resampling_step_on_spark(cfg: "ClusteringConfig", level: int, step: int, po
     return res.centroids, assignments, sizes, objective, entry
 
 
-def _write_level(run: RunFolder, level: int, assignments: "DataFrame", cents_df: "DataFrame") -> None:
+def _write_level(run: RunFolder, level: int, assignments: DataFrame, cents_df: DataFrame) -> None:
     """Write the level's two tables; adds ``flat_size`` (original points below each
     cluster) and an empty ``parent_id`` (filled by the next level)."""
     from pyspark.sql import functions as F
@@ -536,7 +534,8 @@ def fill_parents(run: RunFolder, level: int) -> None:
         F.col(POINT_ID).cast("int").alias("child_id"), F.col("cluster_id").alias("new_parent"))
     target = run.centroids_path(level - 1)
     if run.format == "delta":
-        merge_into(target, parents, "t.cluster_id = s.child_id", "WHEN MATCHED THEN UPDATE SET parent_id = s.new_parent")
+        merge_into(target, parents, "t.cluster_id = s.child_id",
+                   "WHEN MATCHED THEN UPDATE SET parent_id = s.new_parent")
         return
     current = read_table(spark, target, run.format).drop("parent_id")
     updated = current.join(parents, current["cluster_id"] == parents["child_id"], "left").select(
@@ -544,8 +543,8 @@ def fill_parents(run: RunFolder, level: int) -> None:
     write_table(updated.localCheckpoint(), target, run.format)
 
 
-def cluster(run: RunFolder, cfg: "ClusteringConfig", base_points: "DataFrame", n_points: int, dim: int,
-            input_check: "kmeans.InputCheck | None" = None) -> list[LevelStats]:
+def cluster(run: RunFolder, cfg: ClusteringConfig, base_points: DataFrame, n_points: int, dim: int,
+            input_check: kmeans.InputCheck | None = None) -> list[LevelStats]:
     """Run (or resume) all levels; returns per-level statistics. ``dim``: the input's
     embedding dimension (every level has it); ``input_check``: level 1 counts the input
     checks while loading (the caller skipped the validation pass)."""

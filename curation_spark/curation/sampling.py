@@ -26,8 +26,9 @@ the same rows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class SamplingParams:
     driver_targets_max_clusters: int = DRIVER_TARGETS_MAX_CLUSTERS
 
 
-def top_level_targets(run: RunFolder, level: int, params: SamplingParams) -> tuple["DataFrame", int]:
+def top_level_targets(run: RunFolder, level: int, params: SamplingParams) -> tuple[DataFrame, int]:
     """Water-fill the whole budget over the top level (collected: it is small)."""
     spark = run.spark
     rows = run.read_centroids(level).select("cluster_id", "flat_size").collect()
@@ -75,11 +76,12 @@ def top_level_targets(run: RunFolder, level: int, params: SamplingParams) -> tup
     ids = np.array([r["cluster_id"] for r in rows], dtype=np.int64)
     flat = np.array([r["flat_size"] for r in rows], dtype=np.int64)
     targets = top_targets(flat, level, params)
-    frame = spark.createDataFrame([(int(i), int(t)) for i, t in zip(ids, targets)], "cluster_id int, target long")
+    frame = spark.createDataFrame([(int(i), int(t)) for i, t in zip(ids, targets, strict=True)],
+                                  "cluster_id int, target long")
     return frame, int(targets.sum())
 
 
-def child_targets(run: RunFolder, level: int, parent_targets: "DataFrame", params: SamplingParams) -> "DataFrame":
+def child_targets(run: RunFolder, level: int, parent_targets: DataFrame, params: SamplingParams) -> DataFrame:
     """Water-fill every level-``level+1`` cluster's target over its children (level ``level``)."""
     import pandas as pd
     from pyspark.sql import functions as F
@@ -88,7 +90,8 @@ def child_targets(run: RunFolder, level: int, parent_targets: "DataFrame", param
     missing = children.where(F.col("parent_id").isNull()).limit(1).count()
     if missing:
         raise ConfigError(f"--run: {run.centroids_path(level)} has clusters without parent_id; the run is incomplete")
-    joined = children.join(parent_targets.withColumnRenamed("cluster_id", "parent_id"), "parent_id", "left").fillna(0, ["target"])
+    joined = (children.join(parent_targets.withColumnRenamed("cluster_id", "parent_id"), "parent_id", "left")
+              .fillna(0, ["target"]))
     multiplier, seed = params.multiplier, params.seed
 
     def fill(pdf: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +105,7 @@ def child_targets(run: RunFolder, level: int, parent_targets: "DataFrame", param
     return joined.groupBy("parent_id").applyInPandas(fill, "cluster_id int, target long")
 
 
-def leaf_selection(run: RunFolder, leaf_targets: "DataFrame", params: SamplingParams) -> "DataFrame":
+def leaf_selection(run: RunFolder, leaf_targets: DataFrame, params: SamplingParams) -> DataFrame:
     """Per level-1 cluster: ``t // s`` copies of every point, one more for ``t % s`` points
     ranked by distance (``c``) or a seeded hash (``r``); returns ``id, copy, cluster_id``.
     ``leaf_targets``: ``cluster_id, target`` (and ``size``, else read from the centroids)."""
@@ -152,7 +155,7 @@ def in_process_decision(run: RunFolder, params: SamplingParams) -> bool:
 
 
 def curate(run: RunFolder, n_levels: int, params: SamplingParams,
-           sizes: LevelSizes | None = None) -> tuple["DataFrame", dict[str, Any]]:
+           sizes: LevelSizes | None = None) -> tuple[DataFrame, dict[str, Any]]:
     """Targets top-down, then the level-1 selection. Returns (selection, summary).
 
     In the driver (:func:`curate_in_process`) for small hierarchies, else as Spark jobs;
@@ -167,7 +170,7 @@ def curate(run: RunFolder, n_levels: int, params: SamplingParams,
 def driver_targets_decision(run: RunFolder, params: SamplingParams, sizes: LevelSizes | None = None) -> bool:
     """Whether :func:`curate_on_spark` water-fills in the driver: level 1 has few enough clusters."""
     if sizes is not None:
-        k = len(sizes[1]["cluster_id"])
+        k: int | None = len(sizes[1]["cluster_id"])
     else:
         stats = run.level_stats(1)
         k = stats.n_clusters if stats is not None else None
@@ -175,7 +178,7 @@ def driver_targets_decision(run: RunFolder, params: SamplingParams, sizes: Level
 
 
 def curate_on_spark(run: RunFolder, n_levels: int, params: SamplingParams,
-                    sizes: LevelSizes | None = None) -> tuple["DataFrame", dict[str, Any]]:
+                    sizes: LevelSizes | None = None) -> tuple[DataFrame, dict[str, Any]]:
     """:func:`curate` as Spark jobs: the level-1 selection by windows, its targets from the
     driver (:func:`hierarchy_targets`, up to ``driver_targets_max_clusters`` level-1
     clusters) or ``applyInPandas`` per parent, level by level."""
@@ -267,7 +270,7 @@ def hierarchy_targets(run: RunFolder, n_levels: int, params: SamplingParams,
     for level in range(n_levels - 1, 0, -1):
         current = tables[level]
         parents = current["parent_id"]
-        budget_of = dict(zip(parent_ids.tolist(), parent_targets.tolist()))
+        budget_of = dict(zip(parent_ids.tolist(), parent_targets.tolist(), strict=True))
         caps = current["flat_size"] * params.multiplier
         child_targets_ = np.zeros(len(parents), dtype=np.int64)
         order = np.argsort(parents, kind="stable")  # rows are in cluster_id order: stays so per parent
@@ -281,7 +284,7 @@ def hierarchy_targets(run: RunFolder, n_levels: int, params: SamplingParams,
     return {"cluster_id": parent_ids, "size": current["size"], "target": parent_targets}, total
 
 
-def leaf_rows(labels: np.ndarray, key: np.ndarray, point_ids: "np.ndarray | pa.Array", cluster_ids: np.ndarray,
+def leaf_rows(labels: np.ndarray, key: np.ndarray, point_ids: np.ndarray | pa.Array, cluster_ids: np.ndarray,
               sizes: np.ndarray, targets: np.ndarray, multiplier: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The level-1 selection of :func:`leaf_selection` on arrays (one entry per level-1 point).
 
@@ -323,7 +326,7 @@ def leaf_rows(labels: np.ndarray, key: np.ndarray, point_ids: "np.ndarray | pa.A
 
 
 def curate_in_process(run: RunFolder, n_levels: int, params: SamplingParams,
-                      sizes: LevelSizes | None = None) -> tuple["DataFrame", dict[str, Any]]:
+                      sizes: LevelSizes | None = None) -> tuple[DataFrame, dict[str, Any]]:
     """:func:`curate` in the driver, for hierarchies whose level 1 fits comfortably.
 
     Spark computes what the Spark path's windows order by (``distance``, or
@@ -355,7 +358,8 @@ def curate_in_process(run: RunFolder, n_levels: int, params: SamplingParams,
     return spark.createDataFrame(out, schema=schema), _summary(params, total)
 
 
-def with_input_columns(selection: "DataFrame", input_df: "DataFrame", id_col: str, keep_columns: Sequence[str]) -> "DataFrame":
+def with_input_columns(selection: DataFrame, input_df: DataFrame, id_col: str,
+                       keep_columns: Sequence[str]) -> DataFrame:
     """Join requested input columns back onto the selection by id."""
     from pyspark.sql import functions as F
 

@@ -52,8 +52,16 @@ from curation_spark.io.blocks import BlockChecks, batches_to_block
 from curation_spark.io.run_metadata import SampleSummary, UpdateSummary
 from curation_spark.io.runfolder import RunFolder, config_differences, open_existing
 from curation_spark.io.spark_api import describe_work
-from curation_spark.io.tables import (POINT_ID, check_columns, merge_into, raise_for_checks, read_input, read_table,
-                                      to_points, write_table)
+from curation_spark.io.tables import (
+    POINT_ID,
+    check_columns,
+    merge_into,
+    raise_for_checks,
+    read_input,
+    read_table,
+    to_points,
+    write_table,
+)
 from curation_spark.method import kernels
 
 if TYPE_CHECKING:
@@ -84,7 +92,7 @@ class UpdateResult:
     message: str
 
 
-def update(config: "Config", spark: "SparkSession | None" = None) -> UpdateResult:
+def update(config: Config, spark: SparkSession | None = None) -> UpdateResult:
     """Bring the run in ``output.path`` up to date with its input (see the module doc)."""
     from curation_spark.curation.commands import input_version, prepare
 
@@ -154,14 +162,15 @@ def describe(summary: UpdateSummary) -> str:
     if d is not None:
         lines.append(f"drift: new rows' mean distance {d.new_mean_distance:.4g} vs the fit's {d.old_mean_distance:.4g} "
                      f"(x{d.mean_ratio:.2f}); {100 * d.share_beyond_p99:.2f} % beyond the fit's 99th percentile "
-                     f"(threshold {100 * d.threshold:.2f} %)" + ("; a full re-cluster is due" if d.recluster_due else ""))
+                     f"(threshold {100 * d.threshold:.2f} %)"
+                     + ("; a full re-cluster is due" if d.recluster_due else ""))
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def check_updatable(run: RunFolder, config: "Config") -> None:
+def check_updatable(run: RunFolder, config: Config) -> None:
     """The run must be this config's, finished, and without near-duplicate removal."""
     meta = run.metadata
     assert meta is not None
@@ -178,7 +187,7 @@ def check_updatable(run: RunFolder, config: "Config") -> None:
                           "have to be compared with the kept points); re-run `curation-spark run --overwrite`")
 
 
-def check_same_schema(run: RunFolder, raw: "DataFrame", config: "Config") -> None:
+def check_same_schema(run: RunFolder, raw: DataFrame, config: Config) -> None:
     """Refuse an input whose columns or id type changed since the run (its schema only)."""
     cfg = config.input
     check_columns(raw, cfg.id_col, cfg.embedding_col)
@@ -189,7 +198,7 @@ def check_same_schema(run: RunFolder, raw: "DataFrame", config: "Config") -> Non
                          f"{run.path} was made; re-cluster with `curation-spark run --overwrite`")
 
 
-def check_same_dimension(run: RunFolder, raw: "DataFrame", config: "Config") -> None:
+def check_same_dimension(run: RunFolder, raw: DataFrame, config: Config) -> None:
     """Refuse an input rewritten at another embedding dimension under the same ids: one row
     read. Only needed when ids are compared (the change feed hands rewritten rows to the
     assignment, whose checks refuse another dimension)."""
@@ -206,7 +215,7 @@ def dimension_changed(run: RunFolder, embedding_col: str, now: str, then: int) -
                       "`curation-spark run --overwrite`")
 
 
-def first_dimension(raw: "DataFrame", embedding_col: str) -> int | None:
+def first_dimension(raw: DataFrame, embedding_col: str) -> int | None:
     """The size of the first non-null embedding (one row read; every new row's size is
     checked by the assignment's checks)."""
     from pyspark.sql import functions as F
@@ -225,15 +234,15 @@ def staged(run: RunFolder, name: str) -> str:
     return paths.join(run.update_staging_path(), name)
 
 
-def read_staged(run: RunFolder, name: str) -> "DataFrame":
+def read_staged(run: RunFolder, name: str) -> DataFrame:
     return read_table(run.spark, staged(run, name), STAGING_FORMAT)
 
 
-def write_staged(df: "DataFrame", run: RunFolder, name: str) -> None:
+def write_staged(df: DataFrame, run: RunFolder, name: str) -> None:
     write_table(df, staged(run, name), STAGING_FORMAT)
 
 
-def stage(run: RunFolder, config: "Config", raw: "DataFrame", changes: InputChanges, from_version: int | None,
+def stage(run: RunFolder, config: Config, raw: DataFrame, changes: InputChanges, from_version: int | None,
           to_version: int | None) -> UpdateSummary:
     """Write the update's tables under ``_update/`` (nothing live changes); returns the
     summary the commit works from."""
@@ -320,7 +329,7 @@ def run_dimension(run: RunFolder) -> int:
         raise CurationError(f"{run.centroids_path(1)}: no centroids; the run folder is damaged") from None
 
 
-def assign_new_rows(run: RunFolder, points: "DataFrame", target: str, dim: int) -> None:
+def assign_new_rows(run: RunFolder, points: DataFrame, target: str, dim: int) -> None:
     """Nearest level-1 centroid of every new row with the level's own assignment settings
     (the centroid index when K is large), written to ``target`` with the input checks of
     each row (``kmeans.assign_points(with_checks=True)``: judged by :func:`judge_new_rows`)."""
@@ -349,7 +358,7 @@ class StagedRows:
     moves: np.ndarray
 
 
-def summarise_staged(checked: "DataFrame", dropped: "DataFrame", dim: int, p99_distance: float) -> StagedRows:
+def summarise_staged(checked: DataFrame, dropped: DataFrame, dim: int, p99_distance: float) -> StagedRows:
     """One job: a rollup of the staged new rows by cluster (rows per cluster; on the total
     row every figure over all new rows, packed in one array column so that the per-cluster
     rows carry an id and a count only) next to the dropped ids per cluster. O(K) rows
@@ -386,7 +395,7 @@ def summarise_staged(checked: "DataFrame", dropped: "DataFrame", dim: int, p99_d
                       rows.column("n").to_numpy(zero_copy_only=False).astype(np.int64))
 
 
-def judge_new_rows(rows: StagedRows, checked: "DataFrame", run: RunFolder, id_col: str, embedding_col: str,
+def judge_new_rows(rows: StagedRows, checked: DataFrame, run: RunFolder, id_col: str, embedding_col: str,
                    dim: int, count_duplicates: bool) -> None:
     """The validation's one-line errors for the staged new rows (the run's dimension is
     the reference), and the norm warning of a cosine run; ``count_duplicates``: one more
@@ -404,7 +413,7 @@ def judge_new_rows(rows: StagedRows, checked: "DataFrame", run: RunFolder, id_co
         raise dimension_changed(run, embedding_col, seen, dim)
     raise_for_checks(checks, id_col, embedding_col, dim)
     if meta.distance == "cosine" and meta.config.clustering.distance == "auto" and rows.norm_min is not None \
-            and not (abs(rows.norm_min - 1) <= UNIT_NORM_TOLERANCE and abs(rows.norm_max - 1) <= UNIT_NORM_TOLERANCE):
+            and not (abs(rows.norm_min - 1) <= UNIT_NORM_TOLERANCE and abs(rows.norm_max - 1) <= UNIT_NORM_TOLERANCE):  # type: ignore[operator]  # set with norm_min
         log.warning("update: the run chose cosine for unit-norm embeddings, but the new rows' norms span "
                     "%.4f..%.4f; they are assigned by cosine all the same", rows.norm_min, rows.norm_max)
 
@@ -444,7 +453,7 @@ def stage_centroids(run: RunFolder, n_levels: int, move_ids: np.ndarray, moves: 
     return new_levels
 
 
-def centroids_with_staged_sizes(run: RunFolder, level: int) -> "DataFrame":
+def centroids_with_staged_sizes(run: RunFolder, level: int) -> DataFrame:
     """Level ``level``'s live centroids table with the staged ``size`` / ``flat_size``."""
     from pyspark.sql import functions as F
 
@@ -471,7 +480,7 @@ class StagedRun(RunFolder):
     and the live assignments: what the curated tables are sampled from before any live
     table changes."""
 
-    def __init__(self, run: RunFolder, added: "DataFrame", dropped: "DataFrame", n_points: int,
+    def __init__(self, run: RunFolder, added: DataFrame, dropped: DataFrame, n_points: int,
                  sizes: sampling.LevelSizes) -> None:
         super().__init__(run.spark, run.path, run.format)
         self.metadata = copy.deepcopy(run.metadata)
@@ -481,17 +490,17 @@ class StagedRun(RunFolder):
         #: Every level's staged sizes, in the driver (what the sampling's targets start from).
         self.sizes = sizes
 
-    def read_centroids(self, level: int) -> "DataFrame":
+    def read_centroids(self, level: int) -> DataFrame:
         return centroids_with_staged_sizes(self, level)
 
-    def read_assignments(self, level: int) -> "DataFrame":
+    def read_assignments(self, level: int) -> DataFrame:
         if level != 1:
             raise CurationError("update: only level 1's assignments change")
         kept = super().read_assignments(1).join(self._dropped.select(POINT_ID), POINT_ID, "left_anti")
         return kept.unionByName(self._added)
 
 
-def stage_sample(view: StagedRun, name: str, recorded: SampleSummary, raw: "DataFrame", id_col: str) -> None:
+def stage_sample(view: StagedRun, name: str, recorded: SampleSummary, raw: DataFrame, id_col: str) -> None:
     """A curated table sampled again with the settings it was made with (and the input
     columns it carries), into the staging folder."""
     spark = view.spark

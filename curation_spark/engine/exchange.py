@@ -29,7 +29,8 @@ import hmac
 import selectors
 import socket
 import struct
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: Seconds without any progress before a collective fails the stage (a peer stuck this long is lost).
 SOCKET_TIMEOUT_S = 1800.0
@@ -37,7 +38,7 @@ _LEN = struct.Struct("<Q")
 _RANK = struct.Struct("<i")
 
 #: What a collective accepts as a message: anything exposing a contiguous byte buffer.
-BytesLike = Union[bytes, bytearray, memoryview]
+BytesLike = bytes | bytearray | memoryview
 
 
 class _Frame:
@@ -201,8 +202,8 @@ class TaskGroup:
                             pending[conn] = _Frame(max_len=expected)
                             sel.register(conn, selectors.EVENT_READ)
                             continue
+                        assert isinstance(key.fileobj, socket.socket)
                         conn = key.fileobj
-                        assert isinstance(conn, socket.socket)
                         try:
                             if not pending[conn].read(conn):
                                 continue
@@ -253,9 +254,9 @@ class TaskGroup:
                     r = key.data
                     try:
                         if mask & selectors.EVENT_READ and r in frames:
-                            frames[r].read(key.fileobj)  # type: ignore[arg-type]
+                            frames[r].read(key.fileobj)  # type: ignore[arg-type]  # a peer's socket
                         if mask & selectors.EVENT_WRITE and r in outboxes:
-                            outboxes[r].write(key.fileobj)  # type: ignore[arg-type]
+                            outboxes[r].write(key.fileobj)  # type: ignore[arg-type]  # a peer's socket
                     except (EOFError, OSError) as exc:  # EOF, reset, broken pipe
                         raise _peer_lost(r) from exc
                     left = ((selectors.EVENT_WRITE if r in outboxes and not outboxes[r].done else 0)
@@ -305,7 +306,7 @@ class TaskGroup:
             conn.close()
         self._peers.clear()
 
-    def __enter__(self) -> "TaskGroup":
+    def __enter__(self) -> TaskGroup:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -29,24 +29,43 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from curation_spark.io.spark_api import describe_work, master, ship, task_slots
-from curation_spark.method import centroid_index, kernels, reduce
-from curation_spark.io.blocks import (BlockChecks, assignment_batches, batches_to_block, checked_assignment_batches,
-                                   checked_block, float_matrix_to_list_array, from_ipc, to_ipc)
-from curation_spark.errors import InputError
 from curation_spark.engine.exchange import TaskGroup
+from curation_spark.errors import InputError
+from curation_spark.io.blocks import (
+    BlockChecks,
+    assignment_batches,
+    batches_to_block,
+    checked_assignment_batches,
+    checked_block,
+    float_matrix_to_list_array,
+    from_ipc,
+    to_ipc,
+)
 from curation_spark.io.progress import IterationProgress
-from curation_spark.method.lloyd import (BlockLloyd, KMeansParams, clamp_clusters, default_init_sample_size,
-                                          init_from_sample, init_method, init_sample_cut, log_iteration,
-                                          settled_shares, uses_index)
+from curation_spark.io.spark_api import describe_work, master, ship, task_slots
 from curation_spark.io.tables import EMBEDDING, POINT_ID
+from curation_spark.method import centroid_index, kernels, reduce
+from curation_spark.method.lloyd import (
+    BlockLloyd,
+    KMeansParams,
+    clamp_clusters,
+    default_init_sample_size,
+    init_from_sample,
+    init_method,
+    init_sample_cut,
+    log_iteration,
+    settled_shares,
+    uses_index,
+)
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -60,10 +79,10 @@ MEMORY_CACHE_MAX_BYTES = 1024 * 1024 * 1024
 
 #: Test hook: called in every barrier task with its partition id once its block is loaded
 #: (tests inject faults through it with :func:`set_block_loaded_hook`); None in production.
-_block_loaded_hook: "Callable[[int], None] | None" = None
+_block_loaded_hook: Callable[[int], None] | None = None
 
 
-def set_block_loaded_hook(hook: "Callable[[int], None] | None") -> None:
+def set_block_loaded_hook(hook: Callable[[int], None] | None) -> None:
     """Install (or remove, with None) the barrier engine's block-loaded hook, e.g. a function
     that fails the first task attempt to test Spark's retry of the barrier stage."""
     global _block_loaded_hook
@@ -75,7 +94,8 @@ class BlockFollowUp(Protocol):
     :func:`fit`). ``key_seeds``: seeds whose ``xxhash64(point_id, seed)`` the stage carries
     as columns and hands to :meth:`run` as ``keys[seed]``, aligned with the block's rows."""
 
-    key_seeds: tuple[int, ...]
+    @property
+    def key_seeds(self) -> tuple[int, ...]: ...
 
     def run(self, group: TaskGroup, ids: Any, x: np.ndarray, labels: np.ndarray, dist: np.ndarray,
             centroids: np.ndarray, keys: dict[int, np.ndarray], stage: str
@@ -89,7 +109,7 @@ class KMeansResult:
     centroids: np.ndarray
     sizes: np.ndarray
     objective: float
-    assignments: "DataFrame"
+    assignments: DataFrame
     history: list[dict[str, Any]] = field(default_factory=list)
     engine: str = "barrier"
     n_partitions: int = 0
@@ -99,7 +119,7 @@ class KMeansResult:
     init_seconds: float = 0.0
     #: The persisted frame ``assignments`` is filtered from (the barrier stage's whole
     #: output); released with it.
-    backing: "DataFrame | None" = None
+    backing: DataFrame | None = None
 
     def unpersist(self) -> None:
         """Release the assignments and the cache behind them (call once they are written)."""
@@ -111,7 +131,7 @@ class KMeansResult:
 # --------------------------------------------------------------------------- helpers
 
 
-def assignment_schema(points: "DataFrame"):
+def assignment_schema(points: DataFrame):
     """Schema of an assignments table (the id keeps the input's type)."""
     from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
@@ -122,7 +142,7 @@ def assignment_schema(points: "DataFrame"):
     ])
 
 
-def checked_assignment_schema(points: "DataFrame"):
+def checked_assignment_schema(points: DataFrame):
     """:func:`assignment_schema` of :func:`assign_points` ``with_checks``: ``cluster_id`` and
     ``distance`` null for a row that could not be assigned, ``embedding_dim`` (null: null
     embedding) and ``norm`` (the embedding's L2 norm; null for such rows)."""
@@ -153,7 +173,7 @@ def points_storage_level(n_rows: int, dim: int):
     return StorageLevel.MEMORY_AND_DISK
 
 
-def embedding_dim(points: "DataFrame") -> int:
+def embedding_dim(points: DataFrame) -> int:
     from pyspark.sql import functions as F
 
     row = points.select(F.size(EMBEDDING).alias("d")).head(1)
@@ -162,13 +182,13 @@ def embedding_dim(points: "DataFrame") -> int:
     return int(row[0]["d"])
 
 
-def slots(spark: "SparkSession") -> int:
+def slots(spark: SparkSession) -> int:
     from curation_spark.io.session import default_parallelism, task_cpus
 
     return max(1, default_parallelism(spark) // task_cpus(spark))
 
 
-def layout(points: "DataFrame", n_partitions: int) -> "DataFrame":
+def layout(points: DataFrame, n_partitions: int) -> DataFrame:
     """Hash-partition the points by id: the same rows land in the same partition on every
     run, whatever the input's file layout (blocks are id-sorted inside the task)."""
     from pyspark.sql import functions as F
@@ -176,7 +196,7 @@ def layout(points: "DataFrame", n_partitions: int) -> "DataFrame":
     return points.repartition(n_partitions, F.xxhash64(F.col(POINT_ID)))
 
 
-def init_sample(points: "DataFrame", n_rows: int, n_total: int, dim: int, seed: int) -> np.ndarray:
+def init_sample(points: DataFrame, n_rows: int, n_total: int, dim: int, seed: int) -> np.ndarray:
     """A seeded sample of about ``n_rows`` points gathered to the driver, independent of
     partitioning: the rows with the smallest ``xxhash64(point_id, seed)``."""
     from curation_spark.engine.seeding_spark import sample_frame  # one definition of the sample rule
@@ -187,7 +207,7 @@ def init_sample(points: "DataFrame", n_rows: int, n_total: int, dim: int, seed: 
     return x
 
 
-def initial_centroids(points: "DataFrame", params: KMeansParams, n_total: int, dim: int) -> np.ndarray:
+def initial_centroids(points: DataFrame, params: KMeansParams, n_total: int, dim: int) -> np.ndarray:
     """k-means++ (greedy, 2 + ln K trials) or random rows, on a bounded driver-side sample."""
     size = params.init_sample_size or default_init_sample_size(params.n_clusters, n_total, dim)
     size = max(size, params.n_clusters)
@@ -202,10 +222,10 @@ def initial_centroids(points: "DataFrame", params: KMeansParams, n_total: int, d
 # --------------------------------------------------------------------------- engines
 
 
-def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
+def fit(points: DataFrame, params: KMeansParams, *, stage: str = "k-means",
         init_centroids: np.ndarray | None = None, n_points: int | None = None,
-        dim: int | None = None, follow_up: "BlockFollowUp | None" = None,
-        input_check: "InputCheck | None" = None) -> KMeansResult:
+        dim: int | None = None, follow_up: BlockFollowUp | None = None,
+        input_check: InputCheck | None = None) -> KMeansResult:
     """Run k-means on a ``point_id``/``embedding`` frame.
 
     Parameters
@@ -277,7 +297,7 @@ def fit(points: "DataFrame", params: KMeansParams, *, stage: str = "k-means",
     return result
 
 
-def validates_while_loading(spark: "SparkSession", params: KMeansParams) -> bool:
+def validates_while_loading(spark: SparkSession, params: KMeansParams) -> bool:
     """Whether a k-means with these parameters reads its input first in its barrier stage
     (no init job before it), so the input checks can be counted there instead of in a
     separate validation pass over a large table."""
@@ -292,7 +312,7 @@ class InputCheck:
     embedding_col: str
 
 
-def choose_engine(spark: "SparkSession", params: KMeansParams, k: int, dim: int) -> str:
+def choose_engine(spark: SparkSession, params: KMeansParams, k: int, dim: int) -> str:
     """The requested engine, unless barrier mode cannot run here (then ``passes``).
 
     The barrier engine's exchange is a reduce-scatter (:mod:`curation_spark.method.reduce`): a
@@ -312,9 +332,8 @@ def choose_engine(spark: "SparkSession", params: KMeansParams, k: int, dim: int)
     return "barrier"
 
 
-def _result_schema(points: "DataFrame"):
-    from pyspark.sql.types import (ArrayType, FloatType, IntegerType, LongType, StringType, StructField,
-                                   StructType)
+def _result_schema(points: DataFrame):
+    from pyspark.sql.types import ArrayType, FloatType, IntegerType, LongType, StringType, StructField, StructType
 
     return StructType([
         StructField("kind", StringType(), False),
@@ -327,8 +346,8 @@ def _result_schema(points: "DataFrame"):
     ])
 
 
-def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
-                 n_part: int, stage: str, on_block_loaded: "Callable[[int], None] | None" = None,
+def _fit_barrier(points: DataFrame, params: KMeansParams, centroids: np.ndarray | None, dim: int,
+                 n_part: int, stage: str, on_block_loaded: Callable[[int], None] | None = None,
                  follow_up: BlockFollowUp | None = None, n_total: int = 0,
                  input_check: InputCheck | None = None) -> KMeansResult:
     import pyarrow as pa
@@ -407,7 +426,7 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                 shift = kernels.centroid_shift(c, new)  # identical on every task: same arrays
                 c = new
                 if group.rank == 0:
-                    entry = {"iteration": it, "objective": float(stats[:, 0].sum()), "shift": shift,
+                    entry: dict[str, Any] = {"iteration": it, "objective": float(stats[:, 0].sum()), "shift": shift,
                              "seconds": time.perf_counter() - it_start, "load_s": float(stats[:, 1].max()),
                              "assign_s": float(stats[:, 2].max()), "sums_s": float(stats[:, 3].max()),
                              "exchange_s": time.perf_counter() - t_x, "empty_clusters": int(stats[:, 10].sum()),
@@ -417,7 +436,7 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                     if index_mode:
                         entry["agreement"] = float(stats[:, 4].sum() / max(1.0, stats[:, 5].sum()))
                         entry["prior_blocks"] = int(stats[:, 6].sum())
-                        entry["n_probes"] = block.index.n_probes  # type: ignore[union-attr]
+                        entry["n_probes"] = block.index.n_probes  # type: ignore[union-attr]  # index_mode: it has one
                     history.append(entry)
                     if log_path:
                         try:
@@ -438,8 +457,9 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                 lo, hi = int(bounds[group.rank]), int(bounds[group.rank + 1])
             else:
                 k_out = k
-            out_schema = pa.schema([arrow_schema.field(POINT_ID), ("cluster_id", pa.int32()), ("distance", pa.float32())])
-            null = lambda t, n: pa.nulls(n, type=t)  # noqa: E731
+            out_schema = pa.schema([arrow_schema.field(POINT_ID), ("cluster_id", pa.int32()),
+                                    ("distance", pa.float32())])
+            null = lambda t, n: pa.nulls(n, type=t)  # noqa: E731  (a local shorthand for the rows below)
             for b in assignment_batches(ids, labels, dist, out_schema):
                 n = b.num_rows
                 yield pa.RecordBatch.from_arrays(
@@ -469,11 +489,13 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
     from pyspark.sql import functions as F
 
     describe_work(spark, f"{stage} · k-means K={k}, {n_iters} iterations in one barrier stage")
-    key_cols = [F.xxhash64(F.col(POINT_ID), F.lit(seed)).alias(name) for seed, name in zip(key_seeds, key_names)]
+    key_cols = [F.xxhash64(F.col(POINT_ID), F.lit(seed)).alias(name)
+                for seed, name in zip(key_seeds, key_names, strict=True)]
     laid_out = layout(points.select(POINT_ID, EMBEDDING, *key_cols), n_part)
     # The shuffle after the barrier stage makes it a ShuffleMapStage: Spark retries a failed
     # barrier map stage as a whole, but cannot recover a failed barrier *result* stage.
-    out = (laid_out.mapInArrow(run_partition, schema, barrier=True).repartition(n_part)
+    out = (laid_out.mapInArrow(run_partition, schema, barrier=True)  # type: ignore[arg-type]  # Spark passes an iterator
+           .repartition(n_part)
            .persist(StorageLevel.MEMORY_AND_DISK))
     with progress:
         small = out.where(F.col("kind") != "a").collect()
@@ -494,7 +516,7 @@ def _fit_barrier(points: "DataFrame", params: KMeansParams, centroids: np.ndarra
                         backing=out)
 
 
-def _info_batch(arrow_schema: "pa.Schema", kind: str, info: str) -> "pa.RecordBatch":
+def _info_batch(arrow_schema: pa.Schema, kind: str, info: str) -> pa.RecordBatch:
     """One row of the barrier stage's output that carries only ``kind`` and ``info``."""
     import pyarrow as pa
 
@@ -510,7 +532,8 @@ def _judge_checks(group: TaskGroup, checks: BlockChecks, input_check: InputCheck
     message, or None when the input is fine."""
     from curation_spark.io.tables import raise_for_checks
 
-    total = BlockChecks.from_arrays(np.frombuffer(p, dtype=np.int64) for p in group.all_gather(checks.as_array().tobytes()))
+    total = BlockChecks.from_arrays(np.frombuffer(p, dtype=np.int64)
+                                    for p in group.all_gather(checks.as_array().tobytes()))
     try:
         raise_for_checks(total, input_check.id_col, input_check.embedding_col, dim)
     except InputError as exc:
@@ -558,8 +581,8 @@ def init_from_blocks(group: TaskGroup, ids: Any, x: np.ndarray, key: np.ndarray 
     return np.frombuffer(group.broadcast(payload), dtype=np.float32).reshape(-1, x.shape[1]).copy()
 
 
-def _split_off(batches: Iterator["pa.RecordBatch"], names: list[str],
-               into: list["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+def _split_off(batches: Iterator[pa.RecordBatch], names: list[str],
+               into: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Pass the batches on without the ``names`` columns, keeping those (and the ids) in
     ``into``: the hash keys a follow-up needs travel with the points, not in the block."""
     import pyarrow as pa
@@ -571,7 +594,7 @@ def _split_off(batches: Iterator["pa.RecordBatch"], names: list[str],
         yield batch.select([POINT_ID, EMBEDDING])
 
 
-def _aligned_keys(chunks: list["pa.RecordBatch"], seeds: tuple[int, ...]) -> dict[int, np.ndarray]:
+def _aligned_keys(chunks: list[pa.RecordBatch], seeds: tuple[int, ...]) -> dict[int, np.ndarray]:
     """The split-off key columns in the block's row order (ascending id, as
     :func:`~curation_spark.io.blocks.batches_to_block` sorts)."""
     if not seeds:
@@ -586,7 +609,7 @@ def _aligned_keys(chunks: list["pa.RecordBatch"], seeds: tuple[int, ...]) -> dic
     return {seed: table.column(f"_key{j}").take(order).to_numpy() for j, seed in enumerate(seeds)}
 
 
-def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray, dim: int,
+def _fit_passes(points: DataFrame, params: KMeansParams, centroids: np.ndarray, dim: int,
                 n_part: int, stage: str, n_points: int) -> KMeansResult:
     """One Spark job per iteration over the cached points (no barrier stage needed).
 
@@ -600,8 +623,16 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
     import pyarrow as pa
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
-    from pyspark.sql.types import (ArrayType, BinaryType, DoubleType, FloatType, IntegerType, LongType,
-                                   StructField, StructType)
+    from pyspark.sql.types import (
+        ArrayType,
+        BinaryType,
+        DoubleType,
+        FloatType,
+        IntegerType,
+        LongType,
+        StructField,
+        StructType,
+    )
 
     spark = points.sparkSession
     k, distance = params.n_clusters, params.distance
@@ -649,7 +680,9 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
                 lo, hi = int(bounds[owner]), int(bounds[owner + 1])
                 pdf = pdf.sort_values("partition", kind="stable")  # rank order: deterministic sums
                 sums, counts = reduce.reduce_owned(list(pdf["payload"]), lo, hi, dim)
-                new = kernels.update_centroids(sums, counts, previous.value[lo:hi], distance)
+                # `previous` is this iteration's: applyInPandas(...).collect() below runs in it. A default
+                # argument cannot bind it (applyInPandas would pass the group key to a second one).
+                new = kernels.update_centroids(sums, counts, previous.value[lo:hi], distance)  # noqa: B023  (runs within this iteration)
                 return pd.DataFrame({"cluster_id": np.arange(lo, hi, dtype=np.int32), "centroid": list(new),
                                      "size": counts})
 
@@ -682,7 +715,8 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
 
     agg = assignments.groupBy("cluster_id").agg(
         F.count(F.lit(1)).alias("n"),
-        F.sum(F.col("distance").cast("double") * (F.col("distance").cast("double") if distance == "l2" else F.lit(1.0))).alias("o"),
+        F.sum(F.col("distance").cast("double")
+              * (F.col("distance").cast("double") if distance == "l2" else F.lit(1.0))).alias("o"),
     ).collect()
     sizes = np.zeros(k, dtype=np.int64)
     objective = 0.0
@@ -693,9 +727,9 @@ def _fit_passes(points: "DataFrame", params: KMeansParams, centroids: np.ndarray
     return KMeansResult(c, sizes, objective, assignments, history)
 
 
-def assign_points(points: "DataFrame", centroids: np.ndarray, distance: str = "l2",
+def assign_points(points: DataFrame, centroids: np.ndarray, distance: str = "l2",
                   stage: str | None = None, params: KMeansParams | None = None,
-                  with_checks: bool = False) -> "DataFrame":
+                  with_checks: bool = False) -> DataFrame:
     """Nearest-centroid assignment of every point (one pass; centroids broadcast). With
     ``params`` whose assignment mode picks the index (large K), each batch goes through
     the index's probe path; the distance is always exact to the chosen centroid.

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from curation_spark.method import kernels, seeding
 from curation_spark.io.blocks import batches_to_block, float_matrix_to_list_array
 from curation_spark.io.tables import EMBEDDING, POINT_ID
+from curation_spark.method import kernels, seeding
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 COARSE = "coarse"
 
 
-def sample_frame(points: "DataFrame", n_rows: int, n_total: int, seed: int) -> "DataFrame":
+def sample_frame(points: DataFrame, n_rows: int, n_total: int, seed: int) -> DataFrame:
     """The seeded sample of :func:`curation_spark.engine.kmeans.init_sample` as a DataFrame
     (``point_id``, ``embedding``): the ``n_rows`` rows with the smallest
     ``xxhash64(point_id, seed)``, or every row when ``n_rows >= n_total``."""
@@ -63,7 +63,7 @@ def sample_frame(points: "DataFrame", n_rows: int, n_total: int, seed: int) -> "
     return points.withColumn("_k", key).where(F.col("_k") <= F.lit(cut)).orderBy("_k").limit(n_rows).drop("_k")
 
 
-def two_level_init_spark(points: "DataFrame", k: int, n_total: int, dim: int, seed: int, distance: str,
+def two_level_init_spark(points: DataFrame, k: int, n_total: int, dim: int, seed: int, distance: str,
                          sample_size: int, *, coarse_iters: int = seeding.COARSE_ITERS,
                          fine_iters: int = seeding.FINE_ITERS, allocation: str = "gain") -> np.ndarray:
     """Exactly ``k`` initial centroids, (k, dim) float32, by the two-level init on a
@@ -109,7 +109,8 @@ def two_level_init_spark(points: "DataFrame", k: int, n_total: int, dim: int, se
             sub_frame = sample.mapInArrow(_keep_ids(chosen), sample.schema)
         _, sub = batches_to_block(sub_frame.toArrow().to_batches(), dim)
         if len(sub) != len(pos):
-            raise RuntimeError(f"coarse sub-sample: gathered {len(sub)} rows, expected {len(pos)} (duplicate point_id?)")
+            raise RuntimeError(f"coarse sub-sample: gathered {len(sub)} rows, expected {len(pos)} "
+                               "(duplicate point_id?)")
         coarse = seeding.coarse_centroids(seeding.prepare_points(sub, distance), k, (seed,), distance, coarse_iters)
 
         # 2. coarse label of every sample row, sizes, plan.
@@ -129,7 +130,7 @@ def two_level_init_spark(points: "DataFrame", k: int, n_total: int, dim: int, se
             groups = table.column(COARSE).to_pylist()
             curves = table.column("potential").to_pylist()
             alloc = seeding.gain_allocation(plan, {int(c): np.asarray(v, dtype=np.float64)
-                                                   for c, v in zip(groups, curves)}, k)
+                                                   for c, v in zip(groups, curves, strict=True)}, k)
             uppers = np.where(plan.split, -1, plan.upper).astype(np.int64)
         else:
             alloc = plan.proportional.copy()
@@ -137,7 +138,8 @@ def two_level_init_spark(points: "DataFrame", k: int, n_total: int, dim: int, se
 
         # 4. the fine k-means of every group; only the k centroids come back.
         final_fn = _fine_groups(alloc, uppers, seed, dim, distance, fine_iters, coarse_iters, allocation, threads)
-        out = labelled.groupBy(COARSE).applyInArrow(final_fn, f"{COARSE} int, fine int, centroid array<float>").toArrow()
+        out = labelled.groupBy(COARSE).applyInArrow(final_fn,
+                                                    f"{COARSE} int, fine int, centroid array<float>").toArrow()
     finally:
         if owned:
             sample.unpersist()

@@ -30,12 +30,13 @@ sample's keys and ids, and the K centroids.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curation_spark.method import seeding
 from curation_spark.io.blocks import float_matrix_to_list_array, from_ipc, to_ipc
+from curation_spark.method import seeding
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -49,7 +50,7 @@ def _concat_int64(pieces: Sequence[Any]) -> np.ndarray:
     return np.concatenate([np.frombuffer(p, dtype=np.int64) for p in pieces]) if pieces else np.zeros(0, np.int64)
 
 
-def sample_rows(group: "TaskGroup", ids: "pa.Array", key: np.ndarray | None, n_rows: int, n_total: int,
+def sample_rows(group: TaskGroup, ids: pa.Array, key: np.ndarray | None, n_rows: int, n_total: int,
                 cut: int) -> np.ndarray:
     """Positions (ascending) of this block's rows in the init sample: the ``n_rows`` rows
     of all blocks with the smallest key (ties by id), among those with ``key <= cut``;
@@ -105,15 +106,15 @@ def _unpack(payload: Any, dtype: type, width: int) -> dict[int, np.ndarray]:
     m = int(np.frombuffer(payload, dtype=np.int64, count=1)[0])
     head = np.frombuffer(payload, dtype=np.int64, count=1 + 2 * m)
     groups, lengths = head[1:1 + m], head[1 + m:]
-    values = np.frombuffer(payload, dtype=dtype, offset=8 * (1 + 2 * m))
+    values: np.ndarray = np.frombuffer(payload, dtype=dtype, offset=8 * (1 + 2 * m))
     out, at = {}, 0
-    for c, n in zip(groups.tolist(), lengths.tolist()):
+    for c, n in zip(groups.tolist(), lengths.tolist(), strict=True):
         out[c] = values[at:at + n * width].reshape(n, width) if width > 1 else values[at:at + n]
         at += n * width
     return out
 
 
-def two_level_init_in_stage(group: "TaskGroup", ids: "pa.Array", x: np.ndarray, key: np.ndarray | None, k: int,
+def two_level_init_in_stage(group: TaskGroup, ids: pa.Array, x: np.ndarray, key: np.ndarray | None, k: int,
                             seed: int, distance: str, n_rows: int, n_total: int, cut: int, *,
                             coarse_iters: int = seeding.COARSE_ITERS, fine_iters: int = seeding.FINE_ITERS,
                             allocation: str = "gain") -> np.ndarray:

@@ -34,9 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from curation_spark.method import inprocess, kernels, reduce
-from curation_spark.method import lloyd
 from curation_spark.io.blocks import float_matrix_to_list_array, from_ipc, to_ipc
+from curation_spark.method import inprocess, kernels, lloyd, reduce
 from curation_spark.method.inprocess import LevelPlan
 
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ class StageResampling:
     key_seeds: tuple[int, ...]
 
     @classmethod
-    def for_plan(cls, plan: LevelPlan, n_points: int, dim: int) -> "StageResampling":
+    def for_plan(cls, plan: LevelPlan, n_points: int, dim: int) -> StageResampling:
         # Keys the steps read: their `r` order and their k-means' init samples (the key of the
         # level's own init sample is added by kmeans.fit when it draws that sample itself).
         needed = {p.seed for p in plan.kmeans_params[1:]}
@@ -84,7 +83,7 @@ class StageResampling:
         seeds = [s for s in plan.hash_seeds(n_points, dim) if s in needed]
         return cls(plan, tuple(seeds))
 
-    def run(self, group: "TaskGroup", ids: pa.Array, x: np.ndarray, labels: np.ndarray, dist: np.ndarray,
+    def run(self, group: TaskGroup, ids: pa.Array, x: np.ndarray, labels: np.ndarray, dist: np.ndarray,
             centroids: np.ndarray, keys: dict[int, np.ndarray], stage: str
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """All steps on this task's block; returns (labels, dist, centroids, info) where
@@ -119,7 +118,7 @@ class StageResampling:
                 info["resampling"].append(entry)
         return labels, dist, centroids, info
 
-    def _gather_sample(self, group: "TaskGroup", ids: pa.Array, x: np.ndarray, labels: np.ndarray,
+    def _gather_sample(self, group: TaskGroup, ids: pa.Array, x: np.ndarray, labels: np.ndarray,
                        order_key: np.ndarray, keys: dict[int, np.ndarray], k: int) -> pa.Table | None:
         """Task 0 gets the step's sample (id-sorted table: ``id``, ``embedding``, key
         columns); the others get None."""
@@ -161,7 +160,7 @@ class StageResampling:
         return np.ascontiguousarray(res.centroids, dtype=np.float32), {"step": step, "sample_points": n_sample}
 
 
-def _global_sizes(group: "TaskGroup", labels: np.ndarray, k: int) -> np.ndarray:
+def _global_sizes(group: TaskGroup, labels: np.ndarray, k: int) -> np.ndarray:
     """Cluster sizes over all blocks (K int64 on every task): owner reduce, then all-gather."""
     counts = np.bincount(labels, minlength=k).astype(np.int64)
     idx = np.flatnonzero(counts).astype(np.int32)

@@ -7,8 +7,8 @@ not depend on the order in which a shuffle delivered the rows.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -38,11 +38,12 @@ class BlockChecks:
                          self.bad_values, self.min_dim, self.max_dim], dtype=np.int64)
 
     @classmethod
-    def from_arrays(cls, arrays: Iterable[np.ndarray]) -> "BlockChecks":
+    def from_arrays(cls, arrays: Iterable[np.ndarray]) -> BlockChecks:
         """The checks of all blocks together (sums; min/max of the dimensions)."""
         stacked = np.stack(list(arrays))
         total = stacked[:, :6].sum(axis=0)
-        return cls(*[int(v) for v in total], int(stacked[:, 6].min()), int(stacked[:, 7].max()))
+        return cls(*[int(v) for v in total], int(stacked[:, 6].min()),  # type: ignore[call-arg]  # 6 + 2 fields
+                   int(stacked[:, 7].max()))
 
     def count_batch(self, emb: pa.Array, dim: int) -> pa.Array | None:
         """Count this batch's null and wrong-sized embeddings; the mask of rows to keep, or
@@ -99,7 +100,8 @@ def batches_to_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = 
             emb = emb.combine_chunks()
         values = emb.flatten()
         if len(values) != batch.num_rows * dim:
-            raise ValueError(f"embedding column: expected {dim} values per row, got {len(values)} for {batch.num_rows} rows")
+            raise ValueError(f"embedding column: expected {dim} values per row, got {len(values)} "
+                             f"for {batch.num_rows} rows")
         value_chunks.append(values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False))
     if not id_chunks:
         if checks is not None:
@@ -181,7 +183,7 @@ def checked_block(batches: Iterable[pa.RecordBatch], dim: int, id_col: str = "po
     return CheckedBlock(ids, x, norms, all_rejected, all_dims)
 
 
-def _whole(column: "pa.Array | pa.ChunkedArray") -> pa.Array:
+def _whole(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
@@ -214,7 +216,8 @@ def checked_assignment_batches(block: CheckedBlock, labels: np.ndarray, dist: np
     for start in range(0, n, OUTPUT_BATCH_ROWS):
         end = min(n, start + OUTPUT_BATCH_ROWS)
         yield pa.RecordBatch.from_arrays(
-            [block.ids.slice(start, end - start).cast(schema.field(0).type), pa.array(labels[start:end].astype(np.int32)),
+            [block.ids.slice(start, end - start).cast(schema.field(0).type),
+             pa.array(labels[start:end].astype(np.int32)),
              pa.array(dist[start:end]), pa.array(np.full(end - start, dim, dtype=np.int32)),
              pa.array(block.norms[start:end])], schema=schema)
     r = len(block.rejected_ids)

@@ -38,8 +38,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 #: Environment variable naming the cache root (a folder; one sub-folder per delta-spark version).
 ENV_VAR = "CURATION_SPARK_JARS"

@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["ColumnKind", "LocalSchema", "NoTable", "NotParquetFile", "SchemaUnknown", "detect_format",
            "read_local_schema", "spark_json_kind", "arrow_kind"]
@@ -104,7 +105,7 @@ def _array_kind(element: ColumnKind) -> ColumnKind:
 
 def _composite(prefix: str, parts: list[str | None]) -> ColumnKind:
     known = all(p is not None for p in parts)
-    return ColumnKind(f"{prefix}<{','.join(parts)}>" if known else None, scalar=False,  # type: ignore[arg-type]
+    return ColumnKind(f"{prefix}<{','.join(parts)}>" if known else None, scalar=False,  # type: ignore[arg-type]  # known: no None
                       embedding=False)
 
 
@@ -250,7 +251,7 @@ def read_local_schema(path: str, fmt: str = "auto", *, ignore_corrupt_files: boo
             return read_parquet_schema(path, ignore_corrupt_files=ignore_corrupt_files, case_sensitive=case_sensitive)
     except (SchemaUnknown, NoTable, NotParquetFile):
         raise
-    except Exception as exc:  # noqa: BLE001 - unreadable file, bad JSON, missing key, pyarrow error ...
+    except Exception as exc:  # unreadable file, bad JSON, missing key, pyarrow error ...
         raise SchemaUnknown(f"{type(exc).__name__}: {exc}") from exc
     raise SchemaUnknown(f"format {fmt!r}")
 

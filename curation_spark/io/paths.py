@@ -22,17 +22,17 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def _jvm_fs(spark: "SparkSession", path: str):
+def _jvm_fs(spark: SparkSession, path: str):
     """(Hadoop FileSystem, Path) on a classic session, (None, None) over Spark Connect."""
     if is_connect(spark):
         return None, None
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    jsc = spark.sparkContext._jsc  # type: ignore[attr-defined]
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    jvm = spark.sparkContext._jvm
+    jsc = spark.sparkContext._jsc
+    hpath = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]  # classic: the JVM is up
     return hpath.getFileSystem(jsc.hadoopConfiguration()), hpath
 
 
-def arrow_fs(path: str) -> tuple["pafs.FileSystem", str]:
+def arrow_fs(path: str) -> tuple[pafs.FileSystem, str]:
     """The driver-side file system of ``path`` and the path inside it (Spark Connect)."""
     import pyarrow.fs as pafs
 
@@ -43,7 +43,7 @@ def arrow_fs(path: str) -> tuple["pafs.FileSystem", str]:
     uri = "s3://" + path.split("://", 1)[1] if parsed.scheme in ("s3a", "s3n") else path
     try:
         return pafs.FileSystem.from_uri(uri)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... per scheme
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... per scheme
         raise ConfigError(f"{path}: this Spark Connect client cannot reach {parsed.scheme}:// paths itself "
                           f"(pyarrow.fs: {str(exc).splitlines()[0][:160]}); run metadata is read and written "
                           "from the client, so give it credentials for this store, or use a Unity Catalog "
@@ -55,14 +55,14 @@ def _info(path: str):
     return fs, inner, fs.get_file_info(inner)
 
 
-def _make_parent(afs: "pafs.FileSystem", inner: str) -> None:
+def _make_parent(afs: pafs.FileSystem, inner: str) -> None:
     """Create the folder ``inner`` goes into (pyarrow does not on write or move)."""
     parent = inner.rstrip("/").rpartition("/")[0]
     if parent:
         afs.create_dir(parent, recursive=True)
 
 
-def qualify(spark: "SparkSession | None", path: str, key: str = "path") -> str:
+def qualify(spark: SparkSession | None, path: str, key: str = "path") -> str:
     """The fully qualified form (scheme + absolute path) of a user's path, resolved once
     where it enters (config, ``--run``, ``--out``) so that every layer -- Spark SQL's
     ``delta.`path` ``, readers and writers, the file system calls, ``run.json`` -- sees one
@@ -139,8 +139,8 @@ def check_not_overlapping(out: str, src: str) -> None:
     """The run folder must not be, contain, or lie inside the input (one message for the
     check before Spark starts and the one after)."""
     if is_same_or_inside(out, src) or is_same_or_inside(src, out):
-        raise ConfigError(f"output.path: {display(out)} overlaps the input {display(src)}; the input is never written to, "
-                          "choose a folder outside it")
+        raise ConfigError(f"output.path: {display(out)} overlaps the input {display(src)}; "
+                          "the input is never written to, choose a folder outside it")
 
 
 def is_same_or_inside(child: str, parent: str) -> bool:
@@ -149,7 +149,7 @@ def is_same_or_inside(child: str, parent: str) -> bool:
     return c == p or c.startswith(p + "/")
 
 
-def exists(spark: "SparkSession", path: str) -> bool:
+def exists(spark: SparkSession, path: str) -> bool:
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
         import pyarrow.fs as pafs
@@ -158,7 +158,7 @@ def exists(spark: "SparkSession", path: str) -> bool:
     return bool(fs.exists(hpath))
 
 
-def is_dir(spark: "SparkSession", path: str) -> bool:
+def is_dir(spark: SparkSession, path: str) -> bool:
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
         import pyarrow.fs as pafs
@@ -167,12 +167,12 @@ def is_dir(spark: "SparkSession", path: str) -> bool:
     return bool(fs.exists(hpath) and fs.getFileStatus(hpath).isDirectory())
 
 
-def has_data_files(spark: "SparkSession", path: str) -> bool:
+def has_data_files(spark: SparkSession, path: str) -> bool:
     """Whether a folder holds anything that is not a hidden/marker file."""
     return any(not n.startswith(("_", ".")) for n in list_names(spark, path))
 
 
-def list_names(spark: "SparkSession", path: str) -> list[str]:
+def list_names(spark: SparkSession, path: str) -> list[str]:
     """Names of the entries of a folder ([] if it does not exist)."""
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
@@ -187,7 +187,7 @@ def list_names(spark: "SparkSession", path: str) -> list[str]:
     return sorted(str(s.getPath().getName()) for s in fs.listStatus(hpath))
 
 
-def delete(spark: "SparkSession", path: str) -> None:
+def delete(spark: SparkSession, path: str) -> None:
     """Delete a folder (or file) and everything below it; nothing there is not an error."""
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
@@ -203,7 +203,7 @@ def delete(spark: "SparkSession", path: str) -> None:
         fs.delete(hpath, True)
 
 
-def rename(spark: "SparkSession", src: str, dst: str) -> None:
+def rename(spark: SparkSession, src: str, dst: str) -> None:
     """Rename a folder (atomic on local disks and HDFS; a copy on object stores)."""
     fs, hsrc = _jvm_fs(spark, src)
     if fs is None:
@@ -217,7 +217,7 @@ def rename(spark: "SparkSession", src: str, dst: str) -> None:
                               "Parquet run folders are written by renaming a folder: use output.format=delta "
                               "(Delta commits need no rename) on this store") from exc
         return
-    hdst = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(dst)  # type: ignore[attr-defined]
+    hdst = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(dst)  # type: ignore[union-attr]  # classic: the JVM is up
     parent = hdst.getParent()
     if parent is not None and not fs.exists(parent):
         fs.mkdirs(parent)
@@ -225,7 +225,7 @@ def rename(spark: "SparkSession", src: str, dst: str) -> None:
         raise OSError(f"could not rename {src} to {dst}")
 
 
-def read_text(spark: "SparkSession", path: str) -> str | None:
+def read_text(spark: SparkSession, path: str) -> str | None:
     """Small text file (run metadata) or None if it does not exist."""
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
@@ -240,14 +240,14 @@ def read_text(spark: "SparkSession", path: str) -> str | None:
         return None
     stream = fs.open(hpath)
     try:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-        data = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        jvm = spark.sparkContext._jvm
+        data = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")  # type: ignore[union-attr]  # classic: JVM up
     finally:
         stream.close()
     return str(data)
 
 
-def write_text_atomic(spark: "SparkSession", path: str, text: str) -> None:
+def write_text_atomic(spark: SparkSession, path: str, text: str) -> None:
     """Write a small text file by writing a sibling and renaming it over the target."""
     fs, hpath = _jvm_fs(spark, path)
     if fs is None:
@@ -257,8 +257,8 @@ def write_text_atomic(spark: "SparkSession", path: str, text: str) -> None:
             out.write(text.encode("utf-8"))
         afs.move(inner + ".tmp", inner)  # (replaces the target: os.replace locally, a copy on object stores)
         return
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-    tmp = jvm.org.apache.hadoop.fs.Path(path + ".tmp")
+    jvm = spark.sparkContext._jvm
+    tmp = jvm.org.apache.hadoop.fs.Path(path + ".tmp")  # type: ignore[union-attr]  # classic: the JVM is up
     out = fs.create(tmp, True)
     try:
         out.write(bytearray(text.encode("utf-8")))
@@ -270,7 +270,7 @@ def write_text_atomic(spark: "SparkSession", path: str, text: str) -> None:
         raise OSError(f"could not write {path}")
 
 
-def newest_mtime(spark: "SparkSession", path: str, below: tuple[str, ...] = ()) -> float | None:
+def newest_mtime(spark: SparkSession, path: str, below: tuple[str, ...] = ()) -> float | None:
     """Newest modification time (seconds) of ``path`` and of ``path/<name>`` for ``below``
     (a folder among them: its entries too); None if ``path`` does not exist."""
     fs, hpath = _jvm_fs(spark, path)
@@ -291,10 +291,10 @@ def newest_mtime(spark: "SparkSession", path: str, below: tuple[str, ...] = ()) 
         return max(times) if times else None
     if not fs.exists(hpath):
         return None
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm = spark.sparkContext._jvm
     millis = [int(fs.getFileStatus(hpath).getModificationTime())]
     for name in below:
-        p = jvm.org.apache.hadoop.fs.Path(join(path, name))
+        p = jvm.org.apache.hadoop.fs.Path(join(path, name))  # type: ignore[union-attr]  # classic: the JVM is up
         if fs.exists(p):
             status = fs.getFileStatus(p)
             millis.append(int(status.getModificationTime()))

@@ -18,8 +18,8 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from curation_spark.io import local_schema, paths
 from curation_spark.errors import ConfigError, InputError
+from curation_spark.io import local_schema, paths
 from curation_spark.io.runfolder import METADATA
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def applies(master: str) -> bool:
             and not _launched_by_spark_submit())
 
 
-def check_config_paths(config: "Config") -> None:
+def check_config_paths(config: Config) -> None:
     """``input.path`` exists; ``output.path`` is not, does not contain and is not inside it."""
     source = config.input.path
     if source:
@@ -51,7 +51,7 @@ def check_config_paths(config: "Config") -> None:
         paths.check_not_overlapping(out, source)
 
 
-def check_input_schema(config: "Config", keep_columns: bool = False) -> None:
+def check_input_schema(config: Config, keep_columns: bool = False) -> None:
     """The input's id and embedding columns exist and have usable types, and (``keep_columns``:
     the commands that carry them, i.e. ``run``) ``sampling.keep_columns`` exist, read from a
     local table's footer or Delta log; a data file that is not Parquet, which Spark would
@@ -69,9 +69,11 @@ def check_input_schema(config: "Config", keep_columns: bool = False) -> None:
             case_sensitive=conf.get("spark.sql.caseSensitive") == "true",
             merge_schema=conf.get("spark.sql.parquet.mergeSchema") == "true")
     except local_schema.NoTable:
-        raise InputError(f"input.path: {paths.display(source)} holds no table (no data files and no _delta_log)") from None
+        raise InputError(f"input.path: {paths.display(source)} holds no table "  # type: ignore[arg-type]  # set (local is)
+                         "(no data files and no _delta_log)") from None
     except local_schema.NotParquetFile as exc:
-        where = paths.display(f"{source.rstrip('/')}/{exc.relative}" if exc.relative else source)
+        where = paths.display(f"{source.rstrip('/')}/{exc.relative}"  # type: ignore[union-attr]  # set (local is)
+                              if exc.relative else source)  # type: ignore[arg-type]  # set (local is)
         raise InputError(f"input.path: {where} is not a Parquet file (Spark reads every file in the folder whose "
                          "name does not start with _ or .)") from None
     except local_schema.SchemaUnknown as exc:  # anything unexpected in the files: Spark's checks will speak

@@ -14,7 +14,10 @@ import os
 import sys
 import tempfile
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class IterationProgress:
         self.stage = stage
         self.n_iters = n_iters
         self.path: str | None = None
-        self._bar = None
+        self._bar: tqdm | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seen = 0
@@ -55,7 +58,7 @@ class IterationProgress:
             fd, self.path = tempfile.mkstemp(prefix="curation-progress-", suffix=".jsonl")
             os.close(fd)
 
-    def __enter__(self) -> "IterationProgress":
+    def __enter__(self) -> IterationProgress:
         if _bar_enabled():
             from tqdm import tqdm
 

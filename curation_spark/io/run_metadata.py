@@ -14,8 +14,9 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from curation_spark.config import Config, build_config
 from curation_spark.errors import ConfigError, CurationError
@@ -220,7 +221,7 @@ class RunMetadata:
 
     # ------------------------------------------------------------------ in
     @classmethod
-    def from_json(cls, text: str, source: str) -> "RunMetadata":
+    def from_json(cls, text: str, source: str) -> RunMetadata:
         """Parse and validate ``run.json`` (``source`` names it in errors)."""
         try:
             data = json.loads(text)
@@ -229,7 +230,7 @@ class RunMetadata:
         return cls.from_dict(data, source)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str) -> "RunMetadata":
+    def from_dict(cls, data: Any, source: str) -> RunMetadata:
         if not isinstance(data, Mapping):
             raise CurationError(f"{source}: expected a JSON object, got {type(data).__name__}")
         for key in ("fingerprint", "config", "output_format"):
@@ -319,7 +320,7 @@ def _check(value: Any, hint: Any, where: str) -> Any:
             continue
         origin = typing.get_origin(option) or option
         if dataclasses.is_dataclass(origin) and isinstance(value, Mapping):
-            return _typed(origin, value, where)
+            return _typed(origin, value, where)  # type: ignore[arg-type]  # a hint's origin: a class
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if origin is int and isinstance(value, int) and not isinstance(value, bool):

@@ -21,8 +21,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from curation_spark.io import paths
 from curation_spark.errors import ConfigError, CurationError
+from curation_spark.io import paths
 from curation_spark.io.run_metadata import InputIdentity, LevelStats, RunMetadata, SampleSummary
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ UPDATE_STAGING = "_update"
 class RunFolder:
     """Paths and metadata of one run, backed by ``run.json`` (typed: :mod:`run_metadata`)."""
 
-    def __init__(self, spark: "SparkSession", path: str, fmt: str) -> None:
+    def __init__(self, spark: SparkSession, path: str, fmt: str) -> None:
         self.spark = spark
         self.path = path.rstrip("/")
         self.format = fmt
@@ -70,13 +70,13 @@ class RunFolder:
         return paths.join(self.path, UPDATE_STAGING)
 
     # ------------------------------------------------------------------ tables
-    def read_centroids(self, level: int) -> "DataFrame":
+    def read_centroids(self, level: int) -> DataFrame:
         """Level ``level``'s ``cluster_id, centroid, size, flat_size, parent_id`` table."""
         from curation_spark.io.tables import read_table
 
         return read_table(self.spark, self.centroids_path(level), self.format)
 
-    def read_assignments(self, level: int) -> "DataFrame":
+    def read_assignments(self, level: int) -> DataFrame:
         """Level ``level``'s ``point_id, cluster_id, distance`` table."""
         from curation_spark.io.tables import read_table
 
@@ -84,7 +84,7 @@ class RunFolder:
 
     # ------------------------------------------------------------------ metadata
     @property
-    def config(self) -> "Config":
+    def config(self) -> Config:
         """The config the run was made with, validated like a fresh one."""
         return self._require().config
 
@@ -107,7 +107,7 @@ class RunFolder:
         meta.updated = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         paths.write_text_atomic(self.spark, paths.join(self.path, METADATA), meta.to_json())
 
-    def open_for(self, config: "Config", overwrite: bool, input_identity: InputIdentity | None = None) -> None:
+    def open_for(self, config: Config, overwrite: bool, input_identity: InputIdentity | None = None) -> None:
         """Start or resume a run of ``config`` here; refuse a different config, or an input
         that changed since the run started (``input_identity``: rows, dimension, Delta
         version, resolved distance), unless overwriting."""
@@ -135,7 +135,7 @@ class RunFolder:
         self.save()
 
     def _refusal(self, existing: RunMetadata | None, fingerprint: str, identity: InputIdentity,
-                 config: "Config") -> str:
+                 config: Config) -> str:
         """Why this folder cannot take (or resume) the run, or "" if it can."""
         if existing is None:
             if paths.exists(self.spark, self.path) and paths.has_data_files(self.spark, self.path):
@@ -189,7 +189,7 @@ class RunFolder:
         self.save()
 
 
-def config_differences(recorded: "Config", current: "Config") -> list[str]:
+def config_differences(recorded: Config, current: Config) -> list[str]:
     """The settings that decide the hierarchy and differ between a run's recorded config
     and a new one (``section.key: old -> new``); two spellings of one folder are equal."""
     from curation_spark.config import fingerprint_differences
@@ -205,7 +205,7 @@ def input_changes(recorded: dict[str, Any], current: dict[str, Any]) -> str:
     return ", ".join(diffs)
 
 
-def open_existing(spark: "SparkSession", path: str, key: str = "--run") -> RunFolder:
+def open_existing(spark: SparkSession, path: str, key: str = "--run") -> RunFolder:
     """A finished (or partly finished) run folder, for ``sample`` and ``report``
     (``path`` as the user gave it: qualified here, :func:`paths.qualify`; ``key`` names it
     in errors)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from curation_spark.errors import CurationError
 
@@ -57,7 +58,7 @@ class DeltaUnavailableError(CurationError):
         super().__init__(f"{what + ': ' if what else ''}{DELTA_HINT}")
 
 
-def get_spark(settings: "SparkSettings | None" = None, with_delta: bool = True) -> "SparkSession":
+def get_spark(settings: SparkSettings | None = None, with_delta: bool = True) -> SparkSession:
     """Return the session to use.
 
     Parameters
@@ -103,14 +104,14 @@ def get_spark(settings: "SparkSettings | None" = None, with_delta: bool = True) 
     return _build_local(settings, delta=False)
 
 
-def connect_url(settings: "SparkSettings | None") -> str | None:
+def connect_url(settings: SparkSettings | None) -> str | None:
     """The Spark Connect server to use, configured the PySpark way: ``SPARK_REMOTE``
     (``sc://host:port``), else ``spark.conf.spark.remote`` in the config; None: classic."""
     url = os.environ.get("SPARK_REMOTE") or (settings.conf.get("spark.remote") if settings is not None else None)
     return url or None
 
 
-def _build_remote(url: str, settings: "SparkSettings | None") -> "SparkSession":
+def _build_remote(url: str, settings: SparkSettings | None) -> SparkSession:
     """A Spark Connect session: the server owns master, packages and Delta; the config's
     ``spark.conf`` entries are set as session settings (a server that refuses one: one
     line naming it)."""
@@ -134,10 +135,10 @@ def _launched_by_spark_submit() -> bool:
     """True in a driver started by spark-submit/pyspark shell (a JVM gateway already exists)."""
     from pyspark import SparkContext
 
-    return SparkContext._active_spark_context is not None or "PYSPARK_GATEWAY_PORT" in os.environ  # type: ignore[attr-defined]
+    return SparkContext._active_spark_context is not None or "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def _build_local(settings: "SparkSettings", delta: bool) -> "SparkSession":
+def _build_local(settings: SparkSettings, delta: bool) -> SparkSession:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(settings.master).appName(settings.app_name)
@@ -172,31 +173,31 @@ def _delta_classpath(user_conf: Mapping[str, str]) -> dict[str, str]:
     return {"spark.jars": ",".join([str(p) for p in delta_jars(user_conf)] + own_jars)}
 
 
-def delta_available(spark: "SparkSession") -> bool:
+def delta_available(spark: SparkSession) -> bool:
     """Whether this session can read and write Delta tables."""
     from curation_spark.io.spark_api import is_connect
 
     if os.environ.get("DATABRICKS_RUNTIME_VERSION") or is_connect(spark):
         return True  # (Spark Connect: Delta is the server's business; a server without it says so itself)
-    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    jvm = spark.sparkContext._jvm
     from py4j.protocol import Py4JJavaError
 
     try:
-        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", False,
-                                    jvm.Thread.currentThread().getContextClassLoader())
+        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", False,  # type: ignore[union-attr]  # classic: JVM up
+                                    jvm.Thread.currentThread().getContextClassLoader())  # type: ignore[union-attr]  # classic: JVM up
     except Py4JJavaError:  # ClassNotFoundException: the Delta jars are not on this session
         return False
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
     return DELTA_EXTENSION in extensions
 
 
-def require_delta(spark: "SparkSession", what: str = "") -> None:
+def require_delta(spark: SparkSession, what: str = "") -> None:
     """Raise :class:`DeltaUnavailableError` unless the session has Delta."""
     if not delta_available(spark):
         raise DeltaUnavailableError(what)
 
 
-def default_parallelism(spark: "SparkSession") -> int:
+def default_parallelism(spark: SparkSession) -> int:
     """Task slots the cluster offers now (cores of local[*], or all executor cores; a Spark
     Connect server that does not say: its shuffle partitions)."""
     from curation_spark.io.spark_api import task_slots
@@ -205,6 +206,6 @@ def default_parallelism(spark: "SparkSession") -> int:
     return slots if slots is not None else max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "8") or 8))
 
 
-def task_cpus(spark: "SparkSession") -> int:
+def task_cpus(spark: SparkSession) -> int:
     """Cores each task may use (``spark.task.cpus``); sets faiss's thread count."""
     return max(1, int(spark.conf.get("spark.task.cpus", "1") or 1))

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 CONNECT_CLOSURE_MAX_BYTES = 64 * 1024 * 1024
 
 
-def is_connect(spark: "SparkSession") -> bool:
+def is_connect(spark: SparkSession) -> bool:
     """Whether ``spark`` is a Spark Connect session (no SparkContext in this process)."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
@@ -35,36 +35,36 @@ def is_connect(spark: "SparkSession") -> bool:
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
-def connect_host(spark: "SparkSession") -> str | None:
+def connect_host(spark: SparkSession) -> str | None:
     """The host of a Spark Connect session's server (None: classic, or the client does not say)."""
     if not is_connect(spark):
         return None
     try:
-        return str(spark.client._builder.host)  # type: ignore[attr-defined]
+        return str(spark.client._builder.host)  # type: ignore[operator]  # a Connect session (typed as classic)
     except AttributeError:  # another client implementation (Databricks Connect): unknown
         return None
 
 
-def server_is_local(spark: "SparkSession") -> bool:
+def server_is_local(spark: SparkSession) -> bool:
     """Whether a Spark Connect server runs on this machine (loopback), so that a local
     path means the same folder to the client and to the server."""
     host = connect_host(spark)
     return host is not None and (host in LOOPBACK_HOSTS or host.startswith("127."))
 
 
-def master(spark: "SparkSession") -> str:
+def master(spark: SparkSession) -> str:
     """The session's master URL (``local[2]``, ``spark://...``; ``""`` where the server does not say)."""
     if not is_connect(spark):
-        return spark.sparkContext.master
+        return spark.sparkContext.master  # type: ignore[return-value]  # a running context has one
     return _server_conf(spark, "spark.master") or ""
 
 
-def describe_work(spark: "SparkSession", text: str | None) -> None:
+def describe_work(spark: SparkSession, text: str | None) -> None:
     """Name the Spark jobs that follow in the UI (``None``: stop naming them).
 
     Classic: the job description. Connect: one job tag (tags may not hold commas)."""
     if not is_connect(spark):
-        spark.sparkContext.setJobDescription(text)
+        spark.sparkContext.setJobDescription(text)  # type: ignore[arg-type]  # None clears it
         return
     spark.clearTags()
     tag = re.sub(r"[,\s]+", " ", text or "").strip()
@@ -82,7 +82,7 @@ class _Captured:
         pass
 
 
-def ship(spark: "SparkSession", value: Any, what: str) -> Any:
+def ship(spark: SparkSession, value: Any, what: str) -> Any:
     """``value`` (numpy arrays, tuples of them) for tasks to read as ``.value``.
 
     Classic: a broadcast variable (sent once per executor). Connect has none: the value is
@@ -105,7 +105,7 @@ def _nbytes(value: Any) -> int:
     return int(getattr(value, "nbytes", 0))
 
 
-def task_slots(spark: "SparkSession") -> int | None:
+def task_slots(spark: SparkSession) -> int | None:
     """Tasks that can run at once (what a barrier stage may ask for), or None when the
     session does not say.
 
@@ -137,16 +137,16 @@ def task_slots(spark: "SparkSession") -> int | None:
 _SERVER_CORES: dict[object, int] = {}
 
 
-def _server_conf(spark: "SparkSession", key: str) -> str | None:
+def _server_conf(spark: SparkSession, key: str) -> str | None:
     """A server setting, or None where it is unset or hidden from clients (Databricks
     serverless refuses to show some)."""
     try:
         return spark.conf.get(key, None) or None
-    except Exception:  # noqa: BLE001 - e.g. CONFIG_NOT_AVAILABLE
+    except Exception:  # e.g. CONFIG_NOT_AVAILABLE
         return None
 
 
-def server_cores(spark: "SparkSession") -> int:
+def server_cores(spark: SparkSession) -> int:
     """``os.cpu_count()`` where one task runs (for ``local[*]``: the server's machine)."""
     import pandas as pd
 
@@ -157,4 +157,4 @@ def server_cores(spark: "SparkSession") -> int:
             pass
         yield pd.DataFrame({"cores": [os.cpu_count() or 1]})
 
-    return int(spark.range(1, numPartitions=1).mapInPandas(count, "cores long").first()["cores"])
+    return int(spark.range(1, numPartitions=1).mapInPandas(count, "cores long").first()["cores"])  # type: ignore[index]  # one row

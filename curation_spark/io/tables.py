@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
+from curation_spark.errors import CurationError, InputError
 from curation_spark.io import paths
 from curation_spark.io.blocks import BlockChecks
 from curation_spark.io.local_schema import ColumnKind
-from curation_spark.errors import CurationError, InputError
 from curation_spark.io.session import require_delta
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class EmbeddingStats:
 # --------------------------------------------------------------------------- reading
 
 
-def detect_format(spark: "SparkSession", path: str) -> str:
+def detect_format(spark: SparkSession, path: str) -> str:
     """``delta`` if the folder has a ``_delta_log``, else ``parquet``; errors name the path."""
     if not paths.exists(spark, path):
         raise InputError(f"input.path: {paths.display(path)} does not exist")
@@ -59,7 +60,7 @@ def detect_format(spark: "SparkSession", path: str) -> str:
     return "parquet"
 
 
-def read_table(spark: "SparkSession", path: str, fmt: str = "auto") -> "DataFrame":
+def read_table(spark: SparkSession, path: str, fmt: str = "auto") -> DataFrame:
     """Read a Parquet or Delta table from a path, with the format detected when ``auto``."""
     if fmt == "auto":
         fmt = detect_format(spark, path)
@@ -76,7 +77,7 @@ def read_table(spark: "SparkSession", path: str, fmt: str = "auto") -> "DataFram
         raise InputError(f"input.path: {paths.display(path)} could not be read as {fmt}: {_first_line(exc)}") from None
 
 
-def read_input(spark: "SparkSession", cfg: "InputConfig") -> "DataFrame":
+def read_input(spark: SparkSession, cfg: InputConfig) -> DataFrame:
     """The raw input table named by the ``input`` config section (all its columns)."""
     cfg.require_source()
     if cfg.table:
@@ -87,7 +88,7 @@ def read_input(spark: "SparkSession", cfg: "InputConfig") -> "DataFrame":
     return read_table(spark, cfg.path, cfg.format)
 
 
-def input_location(spark: "SparkSession", cfg: "InputConfig") -> str | None:
+def input_location(spark: SparkSession, cfg: InputConfig) -> str | None:
     """The storage path behind the input (for the never-write-over-the-input guard); None
     for a DataFrame handed in (no path, no table) or a table without one."""
     if cfg.path:
@@ -110,7 +111,7 @@ def input_location(spark: "SparkSession", cfg: "InputConfig") -> str | None:
 # --------------------------------------------------------------------------- validation
 
 
-def embedding_array_column(df: "DataFrame", embedding_col: str):
+def embedding_array_column(df: DataFrame, embedding_col: str):
     """The embedding as ``array<float>`` whatever its stored type (checked by validation)."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
@@ -125,11 +126,12 @@ def embedding_array_column(df: "DataFrame", embedding_col: str):
     if _is_vector(dtype):
         return vector_to_array(col, "float32")
     raise InputError(
-        f"column {embedding_col!r}: has type {dtype.simpleString()}, expected array<float>, array<double> or an ML Vector"
+        f"column {embedding_col!r}: has type {dtype.simpleString()}, "
+        "expected array<float>, array<double> or an ML Vector"
     )
 
 
-def check_columns(df: "DataFrame", id_col: str, embedding_col: str) -> None:
+def check_columns(df: DataFrame, id_col: str, embedding_col: str) -> None:
     """Schema-only checks (no Spark job): columns exist and have usable types."""
     check_column_kinds([(f.name, column_kind(f.dataType)) for f in df.schema.fields], id_col, embedding_col)
 
@@ -158,14 +160,15 @@ def check_column_kinds(columns: Sequence[tuple[str, ColumnKind]], id_col: str, e
     emb = kinds[embedding_col]
     if not emb.embedding and emb.type_string is not None:
         raise InputError(
-            f"column {embedding_col!r}: has type {emb.type_string}, expected array<float>, array<double> or an ML Vector"
+            f"column {embedding_col!r}: has type {emb.type_string}, "
+            "expected array<float>, array<double> or an ML Vector"
         )
     ident = kinds[id_col]
     if not ident.scalar and ident.type_string is not None:
         raise InputError(f"column {id_col!r}: has type {ident.type_string}, expected a scalar id (integer or string)")
 
 
-def validate_embeddings(df: "DataFrame", id_col: str, embedding_col: str,
+def validate_embeddings(df: DataFrame, id_col: str, embedding_col: str,
                         count_duplicates: bool = True) -> EmbeddingStats:
     """Check an embedding table in one aggregate pass and return its size and dimension.
 
@@ -233,7 +236,8 @@ def raise_for_checks(checks: BlockChecks, id_col: str, embedding_col: str, ref_d
         raise InputError(f"column {embedding_col!r}: {checks.null_embeddings} row(s) have a null embedding")
     if checks.bad_dim:
         raise InputError(
-            f"column {embedding_col!r}: inconsistent dimension: {checks.bad_dim} row(s) differ from dimension {ref_dim} "
+            f"column {embedding_col!r}: inconsistent dimension: {checks.bad_dim} row(s) differ "
+            f"from dimension {ref_dim} "
             f"(sizes range from {checks.min_dim} to {checks.max_dim})"
         )
     if ref_dim == 0:
@@ -242,7 +246,7 @@ def raise_for_checks(checks: BlockChecks, id_col: str, embedding_col: str, ref_d
         raise InputError(f"column {embedding_col!r}: {checks.bad_values} row(s) hold NaN, Inf or null values")
 
 
-def quick_stats(df: "DataFrame", id_col: str, embedding_col: str) -> EmbeddingStats:
+def quick_stats(df: DataFrame, id_col: str, embedding_col: str) -> EmbeddingStats:
     """Row count and dimension without a pass over the embeddings: the schema checks, a
     count (table metadata for Delta, file footers for Parquet) and the first row's size.
     For inputs whose full checks run while the first k-means loads its blocks."""
@@ -269,7 +273,7 @@ def quick_stats(df: "DataFrame", id_col: str, embedding_col: str) -> EmbeddingSt
                           norm_max=float(norms["hi"]) if finite else None, norm_rows=int(norms["n"]) if finite else 0)
 
 
-def to_points(df: "DataFrame", id_col: str, embedding_col: str) -> "DataFrame":
+def to_points(df: DataFrame, id_col: str, embedding_col: str) -> DataFrame:
     """The normalised frame the algorithm reads: ``point_id`` and ``embedding`` array<float>."""
     from pyspark.sql import functions as F
 
@@ -279,7 +283,7 @@ def to_points(df: "DataFrame", id_col: str, embedding_col: str) -> "DataFrame":
 # --------------------------------------------------------------------------- writing
 
 
-def write_table(df: "DataFrame", path: str, fmt: str = "delta", partition_by: list[str] | None = None) -> None:
+def write_table(df: DataFrame, path: str, fmt: str = "delta", partition_by: list[str] | None = None) -> None:
     """Replace the table at ``path`` with ``df`` as one atomic step.
 
     Delta: an overwrite commit (readers see the old or the new version, never a mix).
@@ -316,20 +320,20 @@ def write_table(df: "DataFrame", path: str, fmt: str = "delta", partition_by: li
         paths.delete(spark, old)
 
 
-def table_exists(spark: "SparkSession", path: str, fmt: str) -> bool:
+def table_exists(spark: SparkSession, path: str, fmt: str) -> bool:
     """Whether a complete table of this format is at ``path``."""
     if fmt == "delta":
         return has_delta_commit(spark, path)
     return paths.exists(spark, paths.join(path, "_SUCCESS"))
 
 
-def has_delta_commit(spark: "SparkSession", path: str) -> bool:
+def has_delta_commit(spark: SparkSession, path: str) -> bool:
     """A Delta table exists once its log holds a commit (a failed first write leaves an
     empty ``_delta_log`` folder, which is no table)."""
     return any(n.endswith(".json") for n in paths.list_names(spark, paths.join(path, "_delta_log")))
 
 
-def delta_version(spark: "SparkSession", path: str) -> int | None:
+def delta_version(spark: SparkSession, path: str) -> int | None:
     """Latest commit version of a Delta table (None if not a Delta table)."""
     if not has_delta_commit(spark, path):
         return None
@@ -348,7 +352,7 @@ def delta_path_sql(path: str) -> str:
     return "delta.`" + path.replace("`", "``") + "`"
 
 
-def merge_into(target_path: str, source: "DataFrame", condition: str, clauses: str) -> None:
+def merge_into(target_path: str, source: DataFrame, condition: str, clauses: str) -> None:
     """``MERGE INTO`` the Delta table at ``target_path`` (alias ``t``) from ``source``
     (alias ``s``) in Spark SQL, which classic and Spark Connect sessions both run with only
     Delta's SQL extension (``DeltaTable``'s builder needs Delta's Connect plugin on a server)."""

@@ -94,7 +94,7 @@ class CentroidGraph:
     radius: np.ndarray
 
     @classmethod
-    def build(cls, centroids: np.ndarray, n_neighbours: int, chunk_rows: int = 1024) -> "CentroidGraph":
+    def build(cls, centroids: np.ndarray, n_neighbours: int, chunk_rows: int = 1024) -> CentroidGraph:
         c = centroids.astype(np.float64)
         k = len(c)
         m = min(n_neighbours, k - 1)
@@ -133,7 +133,7 @@ def _search_candidates(x: np.ndarray, rows: np.ndarray, centroids: np.ndarray, c
     second_sq = np.full(n, np.inf, dtype=np.float64)
     x_sq = np.empty(n, dtype=np.float64)
     c_sq32 = c_sq.astype(np.float32)
-    for lo, hi in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist()):
+    for lo, hi in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist(), strict=True):
         cand = graph.neighbours[int(sorted_anchor[lo])]
         xs = x[sorted_rows[lo:hi]]
         d2 = xs @ centroids[cand].T  # then ||c||^2 - 2 x.c in place: the ranking of ||x - c||^2
@@ -230,8 +230,8 @@ class BoundedAssigner:
                 labels = np.asarray(guess, dtype=np.int64).copy()
                 lower = np.full(n, -np.inf)
             else:
-                labels = self.labels.copy()  # type: ignore[union-attr]
-                lower = self.lower - self._other_shift(centroids, labels)  # type: ignore[operator]
+                labels = self.labels.copy()  # type: ignore[union-attr]  # not fresh: the last call set it
+                lower = self.lower - self._other_shift(centroids, labels)
             dist = exact_distances(x, centroids, labels, distance)
             own = _euclidean(dist, distance)
             unsure = np.flatnonzero(own >= lower)
@@ -263,7 +263,7 @@ class BoundedAssigner:
 
     def _other_shift(self, centroids: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Per row, the largest move since the last call of any centroid but its own."""
-        moved = centroids.astype(np.float64) - self.previous.astype(np.float64)  # type: ignore[union-attr]
+        moved = centroids.astype(np.float64) - self.previous.astype(np.float64)  # type: ignore[union-attr]  # called when not fresh
         shift = np.sqrt(np.einsum("ij,ij->i", moved, moved))
         if len(shift) < 2:
             return np.zeros(len(labels))

@@ -31,8 +31,8 @@ reported distance is ``1 - cos``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -106,7 +106,7 @@ class CoarseLists:
 
     @classmethod
     def build(cls, centroids: np.ndarray, coarse: np.ndarray, n_probes: int, distance: str = "l2",
-              list_of: np.ndarray | None = None) -> "CoarseLists":
+              list_of: np.ndarray | None = None) -> CoarseLists:
         """``list_of`` (each centroid's nearest coarse centre) may be computed by the caller,
         e.g. split over the tasks of a barrier stage."""
         m = len(coarse)
@@ -141,14 +141,14 @@ def search_groups(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None,
     order = np.argsort(start, kind="stable")
     sorted_start = start[order]
     cuts = np.flatnonzero(sorted_start[1:] != sorted_start[:-1]) + 1
-    for lo, hi in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist()):
+    for lo, hi in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist(), strict=True):
         rows = order[lo:hi]
         cand = candidates_of(int(sorted_start[lo]))
         scores = x[rows] @ centroids[cand].T  # (rows, candidates)
         if distance == "l2":
             # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the ranking, so
             # rank by ||c||^2 / 2 - x.c, in place (the score matrix is as big as the GEMM's work).
-            np.subtract(c_sq[cand][None, :] * 0.5, scores, out=scores)  # type: ignore[index]
+            np.subtract(c_sq[cand][None, :] * 0.5, scores, out=scores)  # type: ignore[index]  # given for l2
         else:
             np.negative(scores, out=scores)
         if k == 1:
@@ -266,7 +266,7 @@ class IndexAssigner:
         self.coarse = coarse
 
     @staticmethod
-    def _total(shared: "SharedWork | None", misses: int, checked: int) -> tuple[float, float]:
+    def _total(shared: SharedWork | None, misses: int, checked: int) -> tuple[float, float]:
         """Sample misses and rows, summed over all blocks when they decide together."""
         if shared is None:
             return float(misses), float(checked)
@@ -274,7 +274,7 @@ class IndexAssigner:
         return float(total[0]), float(total[1])
 
     def assign(self, centroids: np.ndarray, seed: int = 0,
-               shared: "SharedWork | None" = None) -> tuple[np.ndarray, AssignStats]:
+               shared: SharedWork | None = None) -> tuple[np.ndarray, AssignStats]:
         """Labels of every row for ``centroids``. The per-centroid work (coarse list of each
         centroid, neighbour graph) is done here for all K, or split by ``shared``."""
         x, distance = self.x, self.distance

@@ -14,7 +14,7 @@ for b, which is itself removed.)
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def pairs_above(left: np.ndarray, right: np.ndarray | None, threshold: float,
     ``tile`` rows, so memory stays ``tile x tile`` floats whatever the block sizes.
     """
     same = right is None
-    right_rows = left if same else right
+    right_rows = left if right is None else right
     out_i, out_j, out_s = [], [], []
     compared = 0
     for lo in range(0, len(left), tile):

@@ -110,7 +110,7 @@ def numpy_blas_threads(n_threads: int | None) -> Iterator[None]:
         return
     get, set_ = blas
     before = int(get())
-    set_(max(1, int(n_threads)))  # type: ignore[arg-type]
+    set_(max(1, int(n_threads)))  # type: ignore[arg-type]  # None returned above
     try:
         yield
     finally:
@@ -332,7 +332,8 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
         new = kernels.update_centroids(dense_sums, dense_counts, c, params.distance)
         shift = kernels.centroid_shift(c, new)
         c = new
-        entry = {"iteration": it, "objective": obj, "shift": shift, "seconds": time.perf_counter() - t0,
+        entry: dict[str, Any] = {"iteration": it, "objective": obj, "shift": shift,
+                                 "seconds": time.perf_counter() - t0,
                  "load_s": 0.0, "assign_s": timings[0], "sums_s": timings[1],
                  "exchange_s": time.perf_counter() - t1, "empty_clusters": int((dense_counts == 0).sum()),
                  "assignment": "index" if index_mode else "exact"}
@@ -341,7 +342,7 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
         if index_mode:
             entry["agreement"] = float(timings[2] / max(1.0, timings[3]))
             entry["prior_blocks"] = int(timings[4])
-            entry["n_probes"] = block.index.n_probes  # type: ignore[union-attr]
+            entry["n_probes"] = block.index.n_probes  # type: ignore[union-attr]  # index_mode: it has one
         history.append(entry)
         lloyd.log_iteration(stage, entry)
         if on_iteration is not None:
@@ -354,7 +355,7 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
                      time.perf_counter() - started)
 
 
-def reassign(x: np.ndarray, centroids: np.ndarray, distance: str, params: "KMeansParams | None" = None, *,
+def reassign(x: np.ndarray, centroids: np.ndarray, distance: str, params: KMeansParams | None = None, *,
              x_normalised: bool = False, guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``kmeans.assign_points`` on a block, the one reassignment to fresh centroids both the
     driver-side levels and the barrier stage's resampling steps use: both sides normalised

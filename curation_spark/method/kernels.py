@@ -58,7 +58,7 @@ def assign(points: np.ndarray, centroids: np.ndarray, distance: str = "l2") -> t
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     if distance == "l2":
-        index = faiss.IndexFlatL2(d)
+        index: faiss.IndexFlat = faiss.IndexFlatL2(d)
     elif distance == "cosine":
         index = faiss.IndexFlatIP(d)
     else:
@@ -214,7 +214,8 @@ class LloydResult:
     n_iters: int
 
 
-def lloyd(points: np.ndarray, centroids: np.ndarray, n_iters: int, distance: str = "l2", tol: float = 0.0) -> LloydResult:
+def lloyd(points: np.ndarray, centroids: np.ndarray, n_iters: int, distance: str = "l2",
+          tol: float = 0.0) -> LloydResult:
     """Single-block Lloyd iterations with the same kernels and rules as the distributed engine.
 
     Used for small problems that fit one task (per-cluster splits) and as the reference the
@@ -354,9 +355,9 @@ class BlockSums:
                 old, new = self.labels[moved], labels[moved]
                 for j in range(rows.shape[1]):
                     col = rows[:, j]
-                    self.sums[:, j] -= np.bincount(old, weights=col, minlength=self.k)  # type: ignore[index]
-                    self.sums[:, j] += np.bincount(new, weights=col, minlength=self.k)  # type: ignore[index]
+                    self.sums[:, j] -= np.bincount(old, weights=col, minlength=self.k)  # type: ignore[index]  # set with labels
+                    self.sums[:, j] += np.bincount(new, weights=col, minlength=self.k)  # type: ignore[index]  # set with labels
         self.labels = labels.copy()
         counts = np.bincount(labels, minlength=self.k).astype(np.int64)
         idx = np.flatnonzero(counts).astype(np.int32)
-        return idx, counts[idx], self.sums[idx]  # type: ignore[index]
+        return idx, counts[idx], self.sums[idx]  # type: ignore[index]  # dense: set by the first update

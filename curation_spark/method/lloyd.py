@@ -133,7 +133,7 @@ class BlockLloyd:
         shared = None
         if self.group is not None:  # split the per-centroid work over the stage's tasks
             shared = centroid_index.SharedWork(self.group.rank, self.group.size, self.group.all_gather)
-        labels, self.last_stats = self.index.assign(centroids, self.seed, shared)  # type: ignore[union-attr]
+        labels, self.last_stats = self.index.assign(centroids, self.seed, shared)  # type: ignore[union-attr]  # no exact assigner: an index
         return labels, centroid_index.exact_distances(self.x, centroids, labels, self.distance)
 
     def step(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, list[float]]:
@@ -149,7 +149,8 @@ class BlockLloyd:
         st = self.last_stats
         settled = self.exact.counts if self.exact is not None else bounded_assign.AssignCounts()
         return idx, counts, sums, obj, [t1 - t0, t2 - t1, float(st.agreement_hits if st else 0),
-                                        float(st.agreement_rows if st else 0), float(st is not None and st.path == "prior"),
+                                        float(st.agreement_rows if st else 0),
+                                        float(st is not None and st.path == "prior"),
                                         float(settled.by_bound), float(settled.by_candidates), float(settled.searched)]
 
 
@@ -157,7 +158,8 @@ def settled_shares(counts: np.ndarray) -> dict[str, float]:
     """Shares of the points that exact assignment settled by the bound, by the candidate
     test and by a full search (:class:`~curation_spark.method.bounded_assign.BoundedAssigner`)."""
     total = max(1.0, float(np.sum(counts)))
-    return {name: round(float(v) / total, 6) for name, v in zip(("bound", "candidates", "searched"), counts)}
+    return {name: round(float(v) / total, 6) for name, v in zip(("bound", "candidates", "searched"), counts,
+                                                                  strict=True)}
 
 
 def log_iteration(stage: str, entry: dict[str, Any]) -> None:
@@ -166,7 +168,8 @@ def log_iteration(stage: str, entry: dict[str, Any]) -> None:
     level = logging.DEBUG
     settled = entry.get("settled")
     searched = f", searched {100 * settled['searched']:.1f}% of points" if settled else ""
-    log.log(level, "%s · iteration %d: objective=%.6g shift=%.3g seconds=%.2f (assign %.2f, sums %.2f, exchange %.2f%s)",
+    log.log(level, "%s · iteration %d: objective=%.6g shift=%.3g seconds=%.2f "
+            "(assign %.2f, sums %.2f, exchange %.2f%s)",
              stage, entry["iteration"], entry["objective"], entry["shift"], entry["seconds"],
              entry["assign_s"], entry["sums_s"], entry["exchange_s"], searched)
 

@@ -26,11 +26,12 @@ glue the two together.
 from __future__ import annotations
 
 import struct
-from typing import Protocol, Sequence, Union
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
-BytesLike = Union[bytes, bytearray, memoryview]
+BytesLike = bytes | bytearray | memoryview
 
 
 class Collective(Protocol):
@@ -94,8 +95,8 @@ def split_by_owner(idx: np.ndarray, counts: np.ndarray, sums: np.ndarray, bounds
     dim = sums.shape[1]
     cuts = np.searchsorted(idx, bounds)
     payloads = []
-    for a, b in zip(cuts[:-1], cuts[1:]):  # bytes.join takes the arrays' buffers: one copy each
-        payloads.append(b"".join((
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):  # bytes.join takes the arrays' buffers: one copy each
+        payloads.append(b"".join((  # type: ignore[arg-type]  # ndarrays are buffers (stubs say so for 3.12+)
             _HEADER.pack(b - a, dim),
             np.ascontiguousarray(sums[a:b]),
             np.ascontiguousarray(counts[a:b]),
@@ -104,7 +105,7 @@ def split_by_owner(idx: np.ndarray, counts: np.ndarray, sums: np.ndarray, bounds
     return payloads
 
 
-def _decode(payload: "BytesLike") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _decode(payload: BytesLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     m, dim = _HEADER.unpack_from(payload, 0)
     off = _HEADER.size
     sums = np.frombuffer(payload, dtype=np.float64, count=m * dim, offset=off).reshape(m, dim)
@@ -115,7 +116,7 @@ def _decode(payload: "BytesLike") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return idx, counts, sums
 
 
-def reduce_owned(payloads: Sequence["BytesLike"], lo: int, hi: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def reduce_owned(payloads: Sequence[BytesLike], lo: int, hi: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Dense sums and counts of the owned clusters ``[lo, hi)`` from every rank's payload.
 
     Payloads are added **in the given (rank) order, starting from zeros**, so the result
@@ -179,7 +180,7 @@ def all_gather_rows(group: Collective, owned_rows: np.ndarray, bounds: np.ndarra
         raise ValueError(f"task {group.rank} owns {hi - lo} rows, got an array of shape {rows.shape}")
     dim = rows.shape[1]
     full = np.empty((int(bounds[-1]), dim), dtype=np.float32)
-    for r, piece in enumerate(group.all_gather(memoryview(rows))):
+    for r, piece in enumerate(group.all_gather(memoryview(rows))):  # type: ignore[arg-type]  # an ndarray is a buffer
         full[bounds[r]:bounds[r + 1]] = np.frombuffer(piece, dtype=np.float32).reshape(-1, dim)
     return full
 

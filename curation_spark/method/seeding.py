@@ -73,9 +73,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -181,7 +181,7 @@ def allocate_clusters(sizes: np.ndarray, k: int) -> np.ndarray:
     if k >= int(active.sum()):
         # Clusters whose quota is below 1 get exactly 1; recompute the quotas of the rest.
         while True:
-            rest = active & ~fixed
+            rest: np.ndarray = active & ~fixed
             k_rest = k - int(fixed.sum())
             t_rest = int(s[rest].sum())
             small = rest & (_mul(s, k_rest) < t_rest)

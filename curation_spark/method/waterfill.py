@@ -29,7 +29,7 @@ import operator
 
 import numpy as np
 
-from curation_spark.method.seeds import seeded_rng  # noqa: F401 -- re-exported: its first home
+from curation_spark.method.seeds import seeded_rng  # re-exported: its first home
 
 __all__ = ["water_fill", "water_fill_cut", "seeded_rng", "leaf_copies"]
 
@@ -49,7 +49,7 @@ def _as_nonneg_int(value: object, name: str) -> int:
     here instead of being truncated silently.
     """
     try:
-        out = operator.index(value)  # type: ignore[arg-type]
+        out = operator.index(value)  # type: ignore[arg-type]  # any object: its TypeError is the check
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}: {value!r}") from None
     if out < 0:
@@ -284,7 +284,7 @@ def leaf_copies(
     copies = np.full(size, base, dtype=np.int64)
     if extra:
         if strategy == "c":
-            chosen = np.argsort(dist, kind="stable")[:extra]
+            chosen = np.argsort(dist, kind="stable")[:extra]  # type: ignore[arg-type]  # strategy 'c': set above
         else:
             if rng is None:
                 raise ValueError("rng is required for strategy 'r'")

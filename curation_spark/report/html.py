@@ -8,15 +8,16 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from curation_spark.report.common import LABEL_COL
 from curation_spark.report.run_data import level_rows, run_facts, sample_rows
 
 if TYPE_CHECKING:
-    from curation_spark.report.run_data import RunData
     from curation_spark.io.run_metadata import RunMetadata
+    from curation_spark.report.run_data import RunData
 
 
 @dataclass
@@ -125,7 +126,7 @@ def label_table_html(info: Mapping[str, Any]) -> str:
     a, b = info["input"], info["curated"]
     pa, pb = a / max(a.sum(), 1), b / max(b.sum(), 1)
     rows = [[_e(k), _num(int(x)), f"{100 * p:.2f}%", _num(int(y)), f"{100 * q:.2f}%"]
-            for k, x, p, y, q in zip(info["keys"], a, pa, b, pb)]
+            for k, x, p, y, q in zip(info["keys"], a, pa, b, pb, strict=True)]
     rows.append(["<b>entropy</b>", "", f"{info['entropy_input']:.3f}", "", f"{info['entropy_curated']:.3f}"])
     return _table([LABEL_COL, "input rows", "input share", "curated rows", "curated share"], rows, left=1)
 
@@ -160,7 +161,7 @@ def config_html(config: Mapping[str, Any]) -> str:
             f"</summary>{_table(['setting', 'value'], rows, left=2, css_class='config')}</details>")
 
 
-def update_fact(meta: "RunMetadata") -> str:
+def update_fact(meta: RunMetadata) -> str:
     """The run's ``update`` history in one line (the last update's rows and drift)."""
     if not meta.updates:
         return "(none since the fit)"
@@ -176,7 +177,7 @@ def update_fact(meta: "RunMetadata") -> str:
     return text
 
 
-def update_note(meta: "RunMetadata") -> str | None:
+def update_note(meta: RunMetadata) -> str | None:
     """A warning when the last update found drift above the threshold, or one is half-committed."""
     if meta.pending_update is not None:
         return ("An update was interrupted while committing its tables: some tables are newer than others until "
@@ -189,7 +190,7 @@ def update_note(meta: "RunMetadata") -> str | None:
     return None
 
 
-def render_html(ctx: "RunData", sections: Sequence[Section]) -> str:
+def render_html(ctx: RunData, sections: Sequence[Section]) -> str:
     """The whole page: run facts, notes, the levels and curated tables, the figure sections
     and the configuration."""
     run = ctx.run

@@ -11,7 +11,8 @@ import base64
 import io
 import math
 import os
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ BEFORE_COLOR = "#8c8c8c"
 AFTER_COLOR = "#c44e52"
 
 
-def _figure(n_rows: int, n_cols: int, panel_w: float, panel_h: float) -> tuple["Figure", list[list["Axes"]]]:
+def _figure(n_rows: int, n_cols: int, panel_w: float, panel_h: float) -> tuple[Figure, list[list[Axes]]]:
     """An Agg-backed figure (no pyplot: no global state, no GUI backend in notebooks/servers)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -43,7 +44,7 @@ def _figure(n_rows: int, n_cols: int, panel_w: float, panel_h: float) -> tuple["
     return fig, [list(row) for row in axes]
 
 
-def save_figure(fig: "Figure", out_dir: str, name: str) -> str:
+def save_figure(fig: Figure, out_dir: str, name: str) -> str:
     """Save as ``out_dir/name`` and return the PNG as base64 for embedding."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
@@ -70,7 +71,7 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if v != int(v) else f"{int(v)}"
 
 
-def _plain_log_ticks(ax: "Axes", which: str = "x") -> None:
+def _plain_log_ticks(ax: Axes, which: str = "x") -> None:
     """Log-axis ticks as plain numbers (10, 20, 50, 1k) instead of 2x10^1 mantissa labels,
     which overlap when an axis spans less than two decades."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -98,7 +99,7 @@ def _size_bins(pos: np.ndarray) -> tuple[np.ndarray, bool]:
     return edges, True
 
 
-def plot_cluster_sizes(sizes: Mapping[int, np.ndarray], totals: Mapping[int, int] | None = None) -> "Figure":
+def plot_cluster_sizes(sizes: Mapping[int, np.ndarray], totals: Mapping[int, int] | None = None) -> Figure:
     """One histogram of cluster sizes per level, plus a rank-size panel of all levels."""
     levels = sorted(sizes)
     n_panels = len(levels) + 1
@@ -125,20 +126,20 @@ def plot_cluster_sizes(sizes: Mapping[int, np.ndarray], totals: Mapping[int, int
             ax.text(0.5, 0.5, "all clusters empty", ha="center", va="center", transform=ax.transAxes)
             continue
         edges, logx = _size_bins(pos)
-        counts, _, _ = ax.hist(pos, bins=edges, color=cmap[i], edgecolor="white", linewidth=0.4)
+        counts, _, _ = ax.hist(pos, bins=edges, color=cmap[i], edgecolor="white", linewidth=0.4)  # type: ignore[arg-type]  # array bins
         med = float(np.median(pos))
         ax.axvline(med, color="black", lw=1, ls="--", label=f"median {_fmt(med)}")
         if logx:
             ax.set_xscale("log")
             _plain_log_ticks(ax, "x")
-        nz = counts[counts > 0]
+        nz = counts[counts > 0]  # type: ignore[operator]  # one data set: an array
         if nz.size and nz.max() / nz.min() > 20:
             ax.set_yscale("log")
             _plain_log_ticks(ax, "y")
             bottom, top = ax.get_ylim()
             ax.set_ylim(bottom, top * 3)  # room for the legend
         else:
-            ax.yaxis.get_major_locator().set_params(integer=True)
+            ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
             ax.set_ylim(top=ax.get_ylim()[1] * 1.15)  # room for the legend
         ax.legend(fontsize=8, loc="upper right")
     ax = flat[len(levels)]
@@ -162,7 +163,7 @@ def plot_cluster_sizes(sizes: Mapping[int, np.ndarray], totals: Mapping[int, int
     return fig
 
 
-def plot_objectives(infos: Mapping[int, Mapping[str, Any]], distance: str = "l2") -> "Figure":
+def plot_objectives(infos: Mapping[int, Mapping[str, Any]], distance: str = "l2") -> Figure:
     """Per level: k-means objective per iteration, and objective per resampling step.
 
     ``infos`` maps a level to its numbers in the shape of a run.json "levels" entry (plain
@@ -213,7 +214,7 @@ def plot_objectives(infos: Mapping[int, Mapping[str, Any]], distance: str = "l2"
     return fig
 
 
-def _maybe_log_y(ax: "Axes", values: Sequence[float]) -> None:
+def _maybe_log_y(ax: Axes, values: Sequence[float]) -> None:
     v = np.asarray([x for x in values if x == x and x > 0])
     if v.size > 1 and v.max() / v.min() > 50:
         ax.set_yscale("log")
@@ -223,13 +224,13 @@ def _maybe_log_y(ax: "Axes", values: Sequence[float]) -> None:
 def _pow2_labels(edges: Sequence[int]) -> list[str]:
     """``[0,1,2,4,8,...]`` edges as bin labels: "0", "1", "2-3", "4-7", ..."""
     labels = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         hi = int(hi) - 1
         labels.append(_fmt(lo) if hi <= lo else f"{_fmt(lo)}-{_fmt(hi)}")
     return labels
 
 
-def plot_resampling(infos: Mapping[int, Mapping[str, Any]]) -> "Figure":
+def plot_resampling(infos: Mapping[int, Mapping[str, Any]]) -> Figure:
     """Per level with resampling: size histogram before vs after, and size stats per step.
 
     ``infos`` maps a level to its numbers in the shape of a run.json "levels" entry (plain
@@ -276,7 +277,7 @@ def plot_resampling(infos: Mapping[int, Mapping[str, Any]]) -> "Figure":
             _plain_log_ticks(ax, "y")
             ax.set_ylim(top=ax.get_ylim()[1] * 3)  # room for the legend
         else:
-            ax.yaxis.get_major_locator().set_params(integer=True)
+            ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
             ax.set_ylim(top=ax.get_ylim()[1] * 1.3)
         ax.set_xlabel("cluster size (power-of-two bins)")
         ax.set_ylabel("number of clusters")
@@ -311,7 +312,7 @@ def plot_resampling(infos: Mapping[int, Mapping[str, Any]]) -> "Figure":
 
 
 def plot_labels(keys: Sequence[Any], input_counts: np.ndarray, curated_counts: np.ndarray,
-                entropy_input: float, entropy_curated: float) -> "Figure":
+                entropy_input: float, entropy_curated: float) -> Figure:
     """Label counts and shares of the input vs the curated set (bars, or share curves for many labels)."""
     a = np.asarray(input_counts, dtype=np.int64)
     b = np.asarray(curated_counts, dtype=np.int64)
@@ -420,7 +421,7 @@ def count_edges(counts: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.concatenate([[-0.5], log_edges - 0.5]), True  # first bin: clusters that give nothing
 
 
-def plot_curated_per_cluster(sizes: np.ndarray, curated: np.ndarray, multiplier: int = 1) -> "Figure":
+def plot_curated_per_cluster(sizes: np.ndarray, curated: np.ndarray, multiplier: int = 1) -> Figure:
     """Curated rows per level-1 cluster against the cluster size, and both distributions.
 
     ``sizes`` and ``curated`` are per-cluster integers (same order); the scatter is jittered
@@ -459,22 +460,22 @@ def plot_curated_per_cluster(sizes: np.ndarray, curated: np.ndarray, multiplier:
     # Right: how evenly the curated rows spread over the clusters (the input sizes are in the
     # cluster-size figure); the two Gini coefficients put the imbalance before/after in numbers.
     edges, symlog = count_edges(c)
-    counts, _, _ = ax2.hist(c, bins=edges, color=CURATED_COLOR, edgecolor="white", linewidth=0.4)
+    counts, _, _ = ax2.hist(c, bins=edges, color=CURATED_COLOR, edgecolor="white", linewidth=0.4)  # type: ignore[arg-type]  # array bins
     if not symlog:
-        ax2.xaxis.get_major_locator().set_params(integer=True)
+        ax2.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
     else:
         ax2.set_xscale("symlog", linthresh=1.0)
         ax2.set_xlim(left=-0.6)
         from matplotlib.ticker import FuncFormatter
 
         ax2.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _fmt(v)))
-    nz = counts[counts > 0]
+    nz = counts[counts > 0]  # type: ignore[operator]  # one data set: an array
     if nz.size and nz.max() / nz.min() > 20:
         ax2.set_yscale("log")
         _plain_log_ticks(ax2, "y")
         ax2.set_ylim(top=ax2.get_ylim()[1] * 4)  # room for the Gini box
     else:
-        ax2.yaxis.get_major_locator().set_params(integer=True)
+        ax2.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # a MaxNLocator
         ax2.set_ylim(top=ax2.get_ylim()[1] * 1.3)
     ax2.set_xlabel("curated rows from a level-1 cluster")
     ax2.set_ylabel("number of clusters")
@@ -488,8 +489,8 @@ def plot_curated_per_cluster(sizes: np.ndarray, curated: np.ndarray, multiplier:
     return fig
 
 
-def plot_scatter_2d(input_pts: "pd.DataFrame | None", centroids: Mapping[int, np.ndarray],
-                    curated_pts: "pd.DataFrame | None") -> "Figure":
+def plot_scatter_2d(input_pts: pd.DataFrame | None, centroids: Mapping[int, np.ndarray],
+                    curated_pts: pd.DataFrame | None) -> Figure:
     """Side-by-side 2-D panels: input, centroids of the lowest and top level, curated set.
 
     ``input_pts`` / ``curated_pts``: frames with ``x``, ``y`` (the first two coordinates),
@@ -497,20 +498,20 @@ def plot_scatter_2d(input_pts: "pd.DataFrame | None", centroids: Mapping[int, np
     ``centroids``: level -> (n, 2) array. The label legend sits below the panels, where it
     hides no point.
     """
-    panels: list[tuple[str, Callable[["Axes"], None]]] = []
+    panels: list[tuple[str, Callable[[Axes], None]]] = []
     label_colors: dict[Any, Any] = {}
     has_labels = input_pts is not None and LABEL_COL in input_pts.columns
     if has_labels:
-        keys = sorted_keys(set(input_pts[LABEL_COL].dropna().unique()))
+        keys = sorted_keys(set(input_pts[LABEL_COL].dropna().unique()))  # type: ignore[index]  # has_labels: not None
         palette = _label_palette(len(keys))
         label_colors = {k: palette[i] for i, k in enumerate(keys)}
 
-    def colors_of(pdf: "pd.DataFrame") -> Any:
+    def colors_of(pdf: pd.DataFrame) -> Any:
         if has_labels and LABEL_COL in pdf.columns:
             return [label_colors.get(v, "#999999") for v in pdf[LABEL_COL]]
         return INPUT_COLOR
 
-    def background(ax: "Axes") -> None:
+    def background(ax: Axes) -> None:
         if input_pts is not None and len(input_pts):
             ax.scatter(input_pts["x"], input_pts["y"], s=2, color="#a0a0a0", alpha=bg_alpha, edgecolor="none",
                        rasterized=True)
@@ -519,7 +520,7 @@ def plot_scatter_2d(input_pts: "pd.DataFrame | None", centroids: Mapping[int, np
         alpha = float(np.clip(6000.0 / max(len(input_pts), 1), 0.2, 0.7))
         bg_alpha = float(np.clip(1500.0 / max(len(input_pts), 1), 0.05, 0.4))
 
-        def draw_input(ax: "Axes") -> None:
+        def draw_input(ax: Axes) -> None:
             ax.scatter(input_pts["x"], input_pts["y"], s=2, c=colors_of(input_pts), alpha=alpha,
                        edgecolor="none", rasterized=True)
 
@@ -527,14 +528,14 @@ def plot_scatter_2d(input_pts: "pd.DataFrame | None", centroids: Mapping[int, np
     for level in sorted(centroids):
         pts = centroids[level]
 
-        def draw_centroids(ax: "Axes", pts: np.ndarray = pts) -> None:
+        def draw_centroids(ax: Axes, pts: np.ndarray = pts) -> None:
             background(ax)
             size = float(np.clip(2000.0 / max(len(pts), 1), 3, 30))
             ax.scatter(pts[:, 0], pts[:, 1], s=size, color=AFTER_COLOR, edgecolor="none", alpha=0.8)
 
         panels.append((f"level-{level} centroids ({len(pts):,})", draw_centroids))
     if curated_pts is not None:
-        def draw_curated(ax: "Axes") -> None:
+        def draw_curated(ax: Axes) -> None:
             background(ax)
             copies = curated_pts["copies"].to_numpy() if "copies" in curated_pts.columns else np.ones(len(curated_pts))
             size = float(np.clip(4000.0 / max(len(curated_pts), 1), 3, 25))
@@ -558,7 +559,7 @@ def plot_scatter_2d(input_pts: "pd.DataFrame | None", centroids: Mapping[int, np
     width = 5.6 if n_cols == 2 else 4.6
     fig, axes = _figure(n_rows, n_cols, width, max(2.6, width * aspect) + 0.5)
     flat = [ax for row in axes for ax in row]
-    for ax, (title, draw) in zip(flat, panels):
+    for ax, (title, draw) in zip(flat, panels, strict=False):  # the grid may have spare axes
         draw(ax)
         ax.set_title(title, fontsize=10)
         ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
@@ -604,7 +605,7 @@ def _gini(sizes: np.ndarray) -> float:
     return float(size_stats(np.asarray(sizes))["gini"])
 
 
-def plot_dedup(edges: np.ndarray, counts: np.ndarray, threshold: float, removed: int, points_in: int) -> "Figure":
+def plot_dedup(edges: np.ndarray, counts: np.ndarray, threshold: float, removed: int, points_in: int) -> Figure:
     """How close the removed near-duplicates were to the point kept for them."""
     fig, axes = _figure(1, 1, 6.0, 3.6)
     ax = axes[0][0]

@@ -8,7 +8,8 @@ they are (joined in the driver) instead of querying Spark again.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +37,7 @@ MAX_SCATTER = 50_000
 MAX_CLUSTER_POINTS = 200_000
 
 
-def collect_column(df: "DataFrame", col: str, n_rows: int | None, cap: int,
+def collect_column(df: DataFrame, col: str, n_rows: int | None, cap: int,
                    seed: int = SEED) -> tuple[np.ndarray, int]:
     """One column as numpy, at most ``cap`` values (a seeded sample beyond); returns (values, total rows)."""
     total = int(df.count()) if n_rows is None else int(n_rows)
@@ -47,8 +48,8 @@ def collect_column(df: "DataFrame", col: str, n_rows: int | None, cap: int,
     return values, total
 
 
-def collect_xy(df: "DataFrame", array_col, extra: Sequence[str], n_rows: int | None, cap: int,
-               seed: int = SEED) -> tuple["pd.DataFrame", int]:
+def collect_xy(df: DataFrame, array_col, extra: Sequence[str], n_rows: int | None, cap: int,
+               seed: int = SEED) -> tuple[pd.DataFrame, int]:
     """The first two coordinates of an embedding/centroid column (plus ``extra`` columns), sampled to ``cap``."""
     from pyspark.sql import functions as F
 
@@ -75,10 +76,11 @@ def level_sizes(ctx: RunData) -> tuple[dict[int, np.ndarray], dict[int, int], li
             notes.append(f"Level {level}: centroids table missing ({exc}); skipped.")
             continue
         known = n_clusters(ctx, level)
+        total: int
         if small is not None:
-            values, total = small.column("size").to_numpy(), known
+            values, total = small.column("size").to_numpy(), known  # type: ignore[assignment]  # small implies known
         else:
-            values, total = collect_column(cents, "size", known, MAX_SIZES)
+            values, total = collect_column(cents, "size", known, MAX_SIZES)  # type: ignore[arg-type]  # small is None
         sizes[level] = values.astype(np.int64)
         totals[level] = total
         if total == len(values):
@@ -108,7 +110,7 @@ def per_cluster_counts(ctx: RunData) -> tuple[np.ndarray, np.ndarray, list[str]]
         np.add.at(curated, order[pos[hit]], count[hit])
     else:
         cents = read_level_table(ctx, 1, "centroids").select("cluster_id", "size")
-        per = ctx.curated.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("curated"))
+        per = ctx.curated.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("curated"))  # type: ignore[union-attr]  # checked by the caller
         joined = cents.join(per, "cluster_id", "left").fillna(0, ["curated"])
         total = n_clusters(ctx, 1)
         n = total if total is not None else int(joined.count())
@@ -121,7 +123,7 @@ def per_cluster_counts(ctx: RunData) -> tuple[np.ndarray, np.ndarray, list[str]]
     return size, curated, notes
 
 
-def scatter_points(ctx: RunData) -> tuple["pd.DataFrame | None", dict[int, np.ndarray], "pd.DataFrame | None",
+def scatter_points(ctx: RunData) -> tuple[pd.DataFrame | None, dict[int, np.ndarray], pd.DataFrame | None,
                                           list[str]]:
     """The 2-D scatter's points (for ``ctx.dim == 2``): input ``x``, ``y`` (and ``label``),
     centroids of the lowest and the top level, the distinct curated points with their
@@ -158,7 +160,7 @@ def scatter_points(ctx: RunData) -> tuple["pd.DataFrame | None", dict[int, np.nd
         if small is not None:
             centroids[level] = np.column_stack([small.column("x").to_numpy(), small.column("y").to_numpy()])
             continue
-        pdf, total = collect_xy(cents, F.col("centroid"), [], n_clusters(ctx, level), MAX_SCATTER)
+        pdf, total = collect_xy(cents, F.col("centroid"), [], n_clusters(ctx, level), MAX_SCATTER)  # type: ignore[arg-type]  # small is None
         centroids[level] = pdf[["x", "y"]].to_numpy()
         if total > len(pdf):
             notes.append(f"Level {level}: a random sample of {len(pdf):,} of {total:,} centroids.")
@@ -176,17 +178,17 @@ def scatter_points(ctx: RunData) -> tuple["pd.DataFrame | None", dict[int, np.nd
         rows = pc.index_in(ids, value_set=small_in.column("id").combine_chunks())
         found = pc.is_valid(rows)
         picked = small_in.take(pc.filter(rows, found))
-        extra = [LABEL_COL] if LABEL_COL in ctx.input_df.columns else []
+        extra = [LABEL_COL] if LABEL_COL in ctx.input_df.columns else []  # type: ignore[union-attr]  # emb is set, so input_df is
         curated_pts = pa.table({"x": picked.column("x"), "y": picked.column("y"),
                                 "copies": pc.filter(copies, found).cast(pa.int64()),
                                 **{c: picked.column(c) for c in extra}}).to_pandas()
     elif emb is not None:
         copies = ctx.curated.groupBy("id").agg(F.count(F.lit(1)).alias("copies"))
         cols = [F.col(ctx.id_col).alias("id"), emb.alias("_emb")]
-        if LABEL_COL in ctx.input_df.columns:
+        if LABEL_COL in ctx.input_df.columns:  # type: ignore[union-attr]  # emb is set, so input_df is
             cols.append(F.col(LABEL_COL))
-        joined = copies.join(ctx.input_df.select(*cols), "id", "inner")
-        extra = ["copies"] + ([LABEL_COL] if LABEL_COL in ctx.input_df.columns else [])
+        joined = copies.join(ctx.input_df.select(*cols), "id", "inner")  # type: ignore[union-attr]  # emb is set, so input_df is
+        extra = ["copies"] + ([LABEL_COL] if LABEL_COL in ctx.input_df.columns else [])  # type: ignore[union-attr]  # input_df is set
         # Distinct curated points <= curated rows: when the rows fit, no count (one job less).
         rows = curated_rows(ctx)
         bound = rows if rows is not None and rows <= MAX_SCATTER else None

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,9 +29,9 @@ from curation_spark.report.common import LABEL_COL, sorted_keys
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
 
     from curation_spark.config import InputConfig
-    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger("curation_spark.report")
 
@@ -49,7 +50,7 @@ class RunData:
     run.json, the curated table and the input (Spark frames), and what was collected so far
     (``small``: tables small enough to collect whole, ``sizes_cache``, ``label_info``)."""
 
-    spark: "SparkSession"
+    spark: SparkSession
     run: RunFolder
     out_dir: str
     levels: list[int]
@@ -57,10 +58,10 @@ class RunData:
     embedding_col: str = "embedding"
     curated_name: str | None = None
     curated_path: str | None = None
-    curated: "DataFrame | None" = None
+    curated: DataFrame | None = None
     curated_summary: SampleSummary | None = None
     curated_note: str | None = None
-    input_df: "DataFrame | None" = None
+    input_df: DataFrame | None = None
     input_desc: str | None = None
     input_note: str | None = None
     input_rows: int | None = None
@@ -72,13 +73,13 @@ class RunData:
 
     @property
     def meta(self) -> RunMetadata:
-        return self.run.metadata  # type: ignore[return-value]  (open_existing loaded it)
+        return self.run.metadata  # type: ignore[return-value]  # open_existing loaded it
 
     def level_stats(self, level: int) -> LevelStats:
         return self.meta.levels[level]
 
 
-def open_run_data(spark: "SparkSession", run: RunFolder, table: str | None, input_path: str | None,
+def open_run_data(spark: SparkSession, run: RunFolder, table: str | None, input_path: str | None,
                   out_dir: str) -> RunData:
     meta = run.metadata
     if meta is None:
@@ -151,7 +152,7 @@ def _choose_curated(ctx: RunData, table: str | None) -> None:
         ctx.curated = None
 
 
-def _mtime(spark: "SparkSession", path: str) -> float | None:
+def _mtime(spark: SparkSession, path: str) -> float | None:
     """Newest modification time under a table (its folder, ``_SUCCESS``, ``_delta_log``).
 
     run.json's "samples" keeps the insertion order of names, so a table that was sampled
@@ -159,12 +160,12 @@ def _mtime(spark: "SparkSession", path: str) -> float | None:
     """
     try:
         return paths.newest_mtime(spark, path, ("_SUCCESS", "_delta_log"))
-    except Exception as exc:  # noqa: BLE001 - only the order of the report's tables depends on it
+    except Exception as exc:  # only the order of the report's tables depends on it
         log.debug("report: modification time of %s failed (%s)", path, exc)
         return None
 
 
-def _open_input(ctx: RunData, input_path: str | None, in_cfg: "InputConfig", recorded_rows: int | None) -> None:
+def _open_input(ctx: RunData, input_path: str | None, in_cfg: InputConfig, recorded_rows: int | None) -> None:
     """The input table (``input_path`` or the run's own input), or a note why there is none."""
     from curation_spark.io.tables import read_input, read_table
 
@@ -204,14 +205,14 @@ def _centroid_dim(ctx: RunData) -> int | None:
         return None
 
 
-def read_level_table(ctx: RunData, level: int, kind: str) -> "DataFrame":
+def read_level_table(ctx: RunData, level: int, kind: str) -> DataFrame:
     from curation_spark.io.tables import read_table
 
     path = ctx.run.centroids_path(level) if kind == "centroids" else ctx.run.assignments_path(level)
     return read_table(ctx.spark, path, ctx.run.format)
 
 
-def small_centroids(ctx: RunData, level: int) -> "pa.Table | None":
+def small_centroids(ctx: RunData, level: int) -> pa.Table | None:
     """``cluster_id``, ``size`` (and ``x``, ``y``: the first two coordinates, for 2-D runs)
     of a level's centroids, collected once when run.json gives the level at most
     :data:`SMALL_TABLE_ROWS` clusters; None otherwise (the sections query Spark then).
@@ -232,7 +233,7 @@ def small_centroids(ctx: RunData, level: int) -> "pa.Table | None":
     return ctx.small[key]
 
 
-def small_input(ctx: RunData) -> "pa.Table | None":
+def small_input(ctx: RunData) -> pa.Table | None:
     """The input's ``id`` (and ``label``; ``x``, ``y`` for 2-D embeddings), collected once
     when it has at most :data:`SMALL_TABLE_ROWS` rows; None otherwise."""
     from pyspark.sql import functions as F
@@ -254,7 +255,7 @@ def small_input(ctx: RunData) -> "pa.Table | None":
     return ctx.small["input"]
 
 
-def small_curated(ctx: RunData) -> "pa.Table | None":
+def small_curated(ctx: RunData) -> pa.Table | None:
     """The curated table's ``id``, ``cluster_id`` (and ``label``), collected once when
     run.json gives it at most :data:`SMALL_TABLE_ROWS` rows; None otherwise."""
     if "curated" not in ctx.small:
@@ -332,7 +333,8 @@ def label_counts(ctx: RunData) -> dict[str, Any] | None:
     else:
         source = f"a join of the curated ids with the input's {ctx.id_col!r}"
         if small_cur is not None and small_in is not None:  # ids are unique in a validated input
-            label_of = dict(zip(small_in.column("id").to_pylist(), small_in.column(LABEL_COL).to_pylist()))
+            label_of = dict(zip(small_in.column("id").to_pylist(), small_in.column(LABEL_COL).to_pylist(),
+                                strict=True))
             cur_counts = count_values([label_of.get(i) for i in small_cur.column("id").to_pylist()])
         else:
             ids = inp.select(F.col(ctx.id_col).alias("id"), F.col(LABEL_COL))

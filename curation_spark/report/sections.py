@@ -7,8 +7,9 @@ them in the order the report shows them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from curation_spark.report import points, run_data
 from curation_spark.report.common import LABEL_COL
@@ -41,7 +42,7 @@ FIG_DEDUP = "dedup_similarity.png"
 class Drawn:
     """What a section builder returns."""
 
-    fig: "Figure | None"
+    fig: Figure | None
     caption: str = ""
     notes: list[str] = field(default_factory=list)
     extra_html: str = ""

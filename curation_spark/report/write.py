@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from curation_spark.errors import ConfigError
 from curation_spark.io import paths
@@ -30,7 +31,7 @@ REPORT_HTML = "report.html"
 
 
 def write_report(run_path: str, out_dir: str | None = None, table: str | None = None,
-                 input_path: str | None = None, spark: "SparkSession | None" = None) -> str:
+                 input_path: str | None = None, spark: SparkSession | None = None) -> str:
     """Write ``report.html`` (and its PNG figures) for the run folder ``run_path``.
 
     Parameters
