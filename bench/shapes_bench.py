@@ -122,6 +122,7 @@ def run_shape(x: np.ndarray, k: int, iters: int, rounds: int, init: str, seed: i
                         "objective": float(np.mean(res.dist.astype(np.float64) ** 2)),
                         "agreement_during": [h.get("agreement") for h in history],
                         "prior_blocks": [h.get("prior_blocks") for h in history],
+                        "exact_blocks": [h.get("exact_blocks") for h in history],
                         "n_probes": [h.get("n_probes") for h in history],
                         "assign_s": [round(h["assign_s"], 3) for h in history]}
             else:
@@ -143,6 +144,7 @@ def run_shape(x: np.ndarray, k: int, iters: int, rounds: int, init: str, seed: i
                   "agreement_final": round(q["agreement_final"], 5),
                   "objective_ratio": round(q["objective"] / max(faiss_obj, 1e-12), 4),
                   "agreement_during": q["agreement_during"], "prior_blocks": q["prior_blocks"],
+                  "exact_blocks": q["exact_blocks"],
                   "n_probes": q["n_probes"], "assign_s": q["assign_s"]}
     return out
 

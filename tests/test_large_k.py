@@ -29,7 +29,7 @@ def test_index_assignment_agrees_with_brute_force(distance):
     assigner = ci.IndexAssigner(x, distance, n_probes=16, n_neighbours=64)
     agreements, paths = [], []
     for _ in range(10):
-        labels, stats = assigner.assign(c, seed=0)
+        labels, _, stats = assigner.assign(c, seed=0)
         exact, _ = kernels.assign(x, c, distance)
         agreements.append(float((labels == exact).mean()))
         paths.append(stats.path)
@@ -43,7 +43,7 @@ def test_index_assignment_agrees_with_brute_force(distance):
     assert "prior" in paths[2:], paths
     print("agreement per iteration", agreements, paths)
     # The objective of the index assignment is within 0.1% of the exact one.
-    labels, _ = assigner.assign(c)
+    labels, _, _ = assigner.assign(c)
     exact, exact_d = kernels.assign(x, c, distance)
     ours = ci.exact_distances(x, c, labels, distance)
     assert kernels.objective_terms(ours, distance) <= kernels.objective_terms(exact_d, distance) * 1.001
@@ -53,9 +53,53 @@ def test_probe_count_doubles_when_agreement_is_short():
     x = _mixture(5_000, 16, 10)
     c = x[:800].copy()
     assigner = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8, target=1.0)
-    _, stats = assigner.assign(c)
+    _, _, stats = assigner.assign(c)
     assert stats.path == "probe" and stats.n_probes == 1
     assert assigner.n_probes == 2 if stats.agreement_hits < stats.agreement_rows else assigner.n_probes == 1
+
+
+def test_auto_takes_the_exact_path_where_the_index_costs_more(monkeypatch):
+    """``assignment: auto`` (an exact fallback): the path follows the counted cost model
+    (here made to say "exact is cheap" and then "the index is cheap"), the exact path's
+    labels are the exact ones, and the same data take the same paths (no timings)."""
+    from curation_spark.method.bounded_assign import BoundedAssigner
+
+    x = _mixture(20_000, 16, 40)
+    c = x[:: len(x) // 2000][:2000].copy()
+    monkeypatch.setattr(ci, "COST_GROUP_MAC", 1e-6)  # grouped GEMMs made dear: exact is cheaper
+    exact_path = BoundedAssigner(x, "l2")
+    assigner = ci.IndexAssigner(x, "l2", n_probes=4, n_neighbours=16, exact=exact_path.assign,
+                                searched_share=lambda: exact_path.counts.searched / max(1, exact_path.counts.rows))
+    labels, dist, stats = assigner.assign(c)
+    assert stats.path == "exact" and dist is not None
+    want, _ = kernels.assign(x, c, "l2")
+    assert np.array_equal(labels, want) and np.array_equal(dist, ci.exact_distances(x, c, want))
+    _, _, stats = assigner.assign(c)  # prior on target (exact labels, same centroids) but dearer
+    assert stats.path == "exact"
+    monkeypatch.setattr(ci, "COST_GROUP_MAC", 1e-15)
+    monkeypatch.setattr(ci, "COST_FLAT_MAC", 1e-6)  # exact search made dear: the prior path
+    _, _, stats = assigner.assign(c)
+    assert stats.path == "prior"
+    fresh = ci.IndexAssigner(x, "l2", n_probes=4, n_neighbours=16, exact=BoundedAssigner(x, "l2").assign)
+    _, dist, stats = fresh.assign(c)
+    assert stats.path == "probe" and dist is None  # no labels for a prior yet, exact search dear: probe
+
+
+def test_probes_stop_widening_where_exact_search_is_cheaper(monkeypatch):
+    x = _mixture(5_000, 16, 10)
+    c = x[:800].copy()
+    plain = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8, target=1.0)
+    _, _, stats = plain.assign(c)
+    assert stats.agreement_hits < stats.agreement_rows and plain.n_probes == 2  # short: widened
+    # With an exact path whose cost lies between the probe at 1 and at 2 probes: not widened.
+    with_exact = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8, target=1.0,
+                                  exact=lambda cents: kernels.assign(x, cents, "l2"))
+    lists = ci.CoarseLists.build(c, ci.train_coarse(c, 1), 1)
+    narrow, wide = with_exact._probe_cost(lists, 1), with_exact._probe_cost(lists, 2)
+    assert narrow < wide
+    monkeypatch.setattr(with_exact, "_exact_cost", lambda k: (narrow + wide) / 2)
+    _, _, stats = with_exact.assign(c)
+    assert stats.path == "probe" and with_exact.n_probes == 1
 
 
 def test_exact_distances_are_direct():

@@ -429,13 +429,14 @@ def _fit_barrier(points: DataFrame, params: KMeansParams, centroids: np.ndarray 
                     entry: dict[str, Any] = {"iteration": it, "objective": float(stats[:, 0].sum()), "shift": shift,
                              "seconds": time.perf_counter() - it_start, "load_s": float(stats[:, 1].max()),
                              "assign_s": float(stats[:, 2].max()), "sums_s": float(stats[:, 3].max()),
-                             "exchange_s": time.perf_counter() - t_x, "empty_clusters": int(stats[:, 10].sum()),
+                             "exchange_s": time.perf_counter() - t_x, "empty_clusters": int(stats[:, 11].sum()),
                              "assignment": "index" if index_mode else "exact"}
-                    if not index_mode:
+                    if not index_mode or stats[:, 10].any():  # the exact path ran
                         entry["settled"] = settled_shares(stats[:, 7:10].sum(axis=0))
                     if index_mode:
                         entry["agreement"] = float(stats[:, 4].sum() / max(1.0, stats[:, 5].sum()))
                         entry["prior_blocks"] = int(stats[:, 6].sum())
+                        entry["exact_blocks"] = int(stats[:, 10].sum())
                         entry["n_probes"] = block.index.n_probes  # type: ignore[union-attr]  # index_mode: it has one
                     history.append(entry)
                     if log_path:

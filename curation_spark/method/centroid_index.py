@@ -20,8 +20,14 @@ of ordinary GEMMs so they run at BLAS speed:
 
 Neither is exact. The engine checks a fixed sample of each block against exact search
 every iteration, uses the prior path only while its measured agreement is on target, and
-widens ``n_probes`` when the probe path falls short (:class:`IndexAssigner`). The
-distance recorded for a point is always its exact distance to the centroid it got
+widens ``n_probes`` when the probe path falls short (:class:`IndexAssigner`). With
+``assignment: auto`` it also holds the exact path (the bounded exact search of
+:mod:`curation_spark.method.bounded_assign`) and never takes an index path that costs
+more than exact search, and the probes stop widening where exact search is cheaper. The
+costs are *counted* (rows x candidates x D, groups of rows, searched rows; the
+``COST_*`` seconds per unit measured by ``bench/assign_cost_bench.py``), not timed, so the
+path taken, and so the clusters, depend on the data and the config only. The distance
+recorded for a point is always its exact distance to the centroid it got
 (:func:`exact_distances`).
 
 Conventions as in :mod:`curation_spark.method.kernels`: float32 C-contiguous arrays; for
@@ -235,7 +241,8 @@ class SharedWork:
 
 @dataclass
 class AssignStats:
-    """What one index assignment of a block did, for the iteration log."""
+    """What one index assignment of a block did, for the iteration log (``path``: ``probe``,
+    ``prior`` or ``exact``)."""
 
     path: str
     agreement_hits: int
@@ -244,18 +251,57 @@ class AssignStats:
     n_neighbours: int
 
 
+#: An exact assigner for the fallback path: centroids -> (labels, exact distances).
+ExactPath = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
+
+
+#: The cost model's seconds per unit on one thread (``bench/assign_cost_bench.py``): faiss's
+#: flat search per row x centroid x dim; :func:`search_groups` per row x candidate x dim
+#: (its GEMMs), per row x candidate (ranking the scores) and per group of rows.
+COST_FLAT_MAC = 35e-12
+COST_GROUP_MAC = 42e-12
+COST_GROUP_SCORE = 1.0e-9
+COST_GROUP = 15e-6
+
+
+def flat_cost(rows: int, k: int, dim: int, threads: int = 1) -> float:
+    """Modelled seconds of an exact flat search of ``rows`` rows among ``k`` centres."""
+    return rows * k * dim * COST_FLAT_MAC / max(1, threads)
+
+
+def grouped_cost(rows_per_group: np.ndarray, candidates_per_group: np.ndarray, dim: int) -> float:
+    """Modelled seconds of :func:`search_groups` (one thread: numpy's BLAS is held to one)."""
+    pairs = float(np.dot(rows_per_group.astype(np.float64), candidates_per_group.astype(np.float64)))
+    return pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE) + np.count_nonzero(rows_per_group) * COST_GROUP
+
+
+def faiss_threads() -> int:
+    """The OpenMP threads faiss's flat search runs on here (the driver path sets them per level)."""
+    import faiss
+
+    return int(faiss.omp_get_max_threads())
+
+
 class IndexAssigner:
     """Index-assisted assignment of one block across Lloyd iterations.
 
     Keeps the block's previous labels (the prior), the coarse quantizer and the current
-    probe count. Each :meth:`assign` checks both paths on a fixed sample of the block
-    against exact search, takes the prior path when it is on target (with a margin for the
-    sample's noise), else the probe path,
-    and doubles ``n_probes`` for the next call when the probe path was short of the target.
+    probe count. Each :meth:`assign` checks the paths on a fixed sample of the block
+    against exact search and takes the prior path when it is on target (with a margin for
+    the sample's noise), else the probe path, and doubles ``n_probes`` for the next call
+    when the probe path was short of the target.
+
+    With ``exact`` (``assignment: auto``), exact search is a path too, and the cheapest
+    path that meets the target is taken, by the counted cost model (``COST_*``): the prior
+    path when on target unless it costs more than exact search, else the probe path unless
+    it costs more than exact search. Exact search is costed as a flat search of the rows
+    the bounded search had to search on its last call (all rows before its first). The
+    probes stop widening where the wider probe would cost more than exact search.
     """
 
     def __init__(self, x: np.ndarray, distance: str, n_probes: int, n_neighbours: int,
-                 target: float = TARGET_AGREEMENT, coarse: np.ndarray | None = None) -> None:
+                 target: float = TARGET_AGREEMENT, coarse: np.ndarray | None = None,
+                 exact: ExactPath | None = None, searched_share: Callable[[], float] | None = None) -> None:
         self.x = x
         self.distance = distance
         self.n_probes = int(n_probes)
@@ -264,19 +310,44 @@ class IndexAssigner:
         self.sample = agreement_rows(len(x))
         self.previous: np.ndarray | None = None
         self.coarse = coarse
+        self.exact = exact
+        #: Share of the rows the exact path's last call searched in full (1.0 before it ran).
+        self.searched_share = searched_share or (lambda: 1.0)
 
     @staticmethod
-    def _total(shared: SharedWork | None, misses: int, checked: int) -> tuple[float, float]:
-        """Sample misses and rows, summed over all blocks when they decide together."""
+    def _total(shared: SharedWork | None, *values: float) -> list[float]:
+        """``values`` summed over all blocks when they decide together (else as they are)."""
         if shared is None:
-            return float(misses), float(checked)
-        total = shared.total([misses, checked])
-        return float(total[0]), float(total[1])
+            return [float(v) for v in values]
+        return [float(v) for v in shared.total(list(values))]
+
+    def _probe_cost(self, lists: CoarseLists, n_probes: int) -> float:
+        """The probe path at ``n_probes``, from the sample's coarse lists scaled to the block:
+        the coarse search, and each row's probed candidates (about proportional to the probes)."""
+        n, dim = self.x.shape
+        starts = lists.start(self.x[self.sample])
+        sizes = np.diff(lists.offsets)
+        per_list = sizes[lists.near_lists].sum(axis=1) * (n_probes / max(1, lists.near_lists.shape[1]))
+        rows = np.bincount(starts, minlength=len(sizes)) * (n / max(1, len(self.sample)))
+        groups = min(n, len(sizes))
+        return (flat_cost(n, len(sizes), dim, faiss_threads()) + grouped_cost(rows, per_list, dim)
+                + (groups - np.count_nonzero(rows)) * COST_GROUP)
+
+    def _prior_cost(self, graph_width: int) -> float:
+        assert self.previous is not None
+        counts = np.bincount(self.previous)
+        return grouped_cost(counts, np.full(len(counts), graph_width), self.x.shape[1])
+
+    def _exact_cost(self, k: int) -> float:
+        n, dim = self.x.shape
+        return flat_cost(int(np.ceil(n * self.searched_share())), k, dim, faiss_threads()) + n * dim * COST_FLAT_MAC
 
     def assign(self, centroids: np.ndarray, seed: int = 0,
-               shared: SharedWork | None = None) -> tuple[np.ndarray, AssignStats]:
-        """Labels of every row for ``centroids``. The per-centroid work (coarse list of each
-        centroid, neighbour graph) is done here for all K, or split by ``shared``."""
+               shared: SharedWork | None = None) -> tuple[np.ndarray, np.ndarray | None, AssignStats]:
+        """Labels of every row for ``centroids``, their exact distances when the path that
+        ran computed them (the exact path) else None, and what was done. The per-centroid
+        work (coarse list of each centroid, neighbour graph) is done here for all K, or
+        split by ``shared``."""
         x, distance = self.x, self.distance
         k = len(centroids)
         if self.coarse is None:
@@ -286,7 +357,13 @@ class IndexAssigner:
         c_sq = squared_norms(centroids) if distance == "l2" else None
         xs = x[self.sample]
         exact = nearest(xs, centroids, distance)[:, 0]
-        path, labels = "probe", None
+        path: str | None = None
+        labels: np.ndarray | None = None
+        dist: np.ndarray | None = None
+        probes_used = self.n_probes
+        exact_cost = probe_cost = 0.0
+        if self.exact is not None:  # the modelled costs, summed over the blocks that decide together
+            exact_cost, probe_cost = self._total(shared, self._exact_cost(k), self._probe_cost(lists, self.n_probes))
         if self.previous is not None:
             graph = (shared.graph(lists, centroids, self.n_neighbours) if shared is not None
                      else neighbour_graph(lists, centroids, np.arange(k), self.n_neighbours))
@@ -296,22 +373,33 @@ class IndexAssigner:
             # A 512-row sample estimates agreement to about +-0.4%: take the prior path only
             # when it misses at most half of what the target allows, so the whole block is
             # on target, not just the sample. With ``shared`` all blocks decide together.
-            if misses <= (1.0 - self.target) * checked / 2:
+            on_target = misses <= (1.0 - self.target) * checked / 2
+            cheaper = self.exact is None or self._total(shared, self._prior_cost(graph.shape[1]))[0] <= exact_cost
+            if on_target and cheaper:
                 path = "prior"
                 labels = search_groups(x, centroids, c_sq, self.previous, graph.__getitem__, distance)
-            else:  # widen the neighbour lists for the next iteration (cost is linear in L)
+            elif not on_target:  # widen the neighbour lists for the next iteration (cost is linear in L)
                 self.n_neighbours = min(MAX_NEIGHBOURS, k, self.n_neighbours * 2)
-        if labels is None:
+        if path is None and self.exact is not None and exact_cost < probe_cost:
+            path = "exact"
+            labels, dist = self.exact(centroids)
+            hits = int((labels[self.sample] == exact).sum())
+        if path is None:
+            path = "probe"
             labels = search_groups(x, centroids, c_sq, lists.start(x), lists.candidates, distance)
             hits = int((labels[self.sample] == exact).sum())
-            probes_used = self.n_probes
             misses, checked = self._total(shared, len(self.sample) - hits, len(self.sample))
             if misses > (1.0 - self.target) * checked:
-                self.n_probes = min(len(self.coarse), self.n_probes * 2)
-        else:
-            probes_used = self.n_probes
+                wider = min(len(self.coarse), self.n_probes * 2)
+                # No wider probing where it would cost more than exact search: the exact
+                # path takes over from the next call (unless the prior gets on target).
+                if self.exact is not None:
+                    wider_cost = self._total(shared, self._probe_cost(lists, wider))[0]
+                    wider = wider if wider_cost < exact_cost else self.n_probes
+                self.n_probes = wider
+        assert labels is not None
         self.previous = labels
-        return labels, AssignStats(path, hits, len(self.sample), probes_used, self.n_neighbours)
+        return labels, dist, AssignStats(path, hits, len(self.sample), probes_used, self.n_neighbours)
 
 
 def assign_fresh(x: np.ndarray, centroids: np.ndarray, coarse: np.ndarray, distance: str, n_probes: int,
@@ -319,5 +407,5 @@ def assign_fresh(x: np.ndarray, centroids: np.ndarray, coarse: np.ndarray, dista
     """One-off index assignment to centroids with no previous labels (a reassignment after
     resampling): the probe path, then exact distances to the chosen centroids."""
     assigner = IndexAssigner(x, distance, n_probes, n_neighbours, coarse=coarse)
-    labels, _ = assigner.assign(centroids)
+    labels, _, _ = assigner.assign(centroids)
     return labels, exact_distances(x, centroids, labels, distance)

@@ -337,11 +337,12 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
                  "load_s": 0.0, "assign_s": timings[0], "sums_s": timings[1],
                  "exchange_s": time.perf_counter() - t1, "empty_clusters": int((dense_counts == 0).sum()),
                  "assignment": "index" if index_mode else "exact"}
-        if not index_mode:
+        if not index_mode or timings[8]:  # the exact path ran
             entry["settled"] = lloyd.settled_shares(np.asarray(timings[5:8]))
         if index_mode:
             entry["agreement"] = float(timings[2] / max(1.0, timings[3]))
             entry["prior_blocks"] = int(timings[4])
+            entry["exact_blocks"] = int(timings[8])
             entry["n_probes"] = block.index.n_probes  # type: ignore[union-attr]  # index_mode: it has one
         history.append(entry)
         lloyd.log_iteration(stage, entry)

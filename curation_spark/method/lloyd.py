@@ -112,8 +112,9 @@ def uses_index(params: KMeansParams, k: int) -> bool:
 class BlockLloyd:
     """One block's side of the Lloyd iterations (numpy/faiss only): assignment (exact with
     the bounds of :class:`~curation_spark.method.bounded_assign.BoundedAssigner`, or through
-    :class:`~curation_spark.method.centroid_index.IndexAssigner` for large K) and sparse partial
-    sums kept across iterations (:class:`~curation_spark.method.kernels.BlockSums`)."""
+    :class:`~curation_spark.method.centroid_index.IndexAssigner` for large K, which under
+    ``assignment: auto`` also holds the exact path and takes whichever it measured cheaper)
+    and sparse partial sums kept across iterations (:class:`~curation_spark.method.kernels.BlockSums`)."""
 
     def __init__(self, x: np.ndarray, params: KMeansParams, k: int, group: reduce.Collective | None = None) -> None:
         self.x = x
@@ -121,25 +122,38 @@ class BlockLloyd:
         self.distance = params.distance
         self.seed = params.seed
         self.sums = kernels.BlockSums(x, k)
-        self.index = (centroid_index.IndexAssigner(x, params.distance, params.index_probes, params.index_neighbours)
-                      if uses_index(params, k) else None)
-        self.exact = bounded_assign.BoundedAssigner(x, params.distance) if self.index is None else None
+        index = uses_index(params, k)
+        # The exact path: the only one below the index's K, a fallback of the index under ``auto``.
+        self.exact = (bounded_assign.BoundedAssigner(x, params.distance)
+                      if not index or params.assignment == "auto" else None)
+        self.index = (centroid_index.IndexAssigner(x, params.distance, params.index_probes, params.index_neighbours,
+                                                   exact=self.exact.assign if self.exact is not None else None,
+                                                   searched_share=self._searched_share)
+                      if index else None)
         self.last_stats: centroid_index.AssignStats | None = None
+
+    def _searched_share(self) -> float:
+        """Share of the rows the exact path searched in full on its last call (1.0 before)."""
+        counts = self.exact.counts if self.exact is not None else None
+        return counts.searched / counts.rows if counts is not None and counts.rows else 1.0
 
     def assign(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels and exact distances to the given centroids."""
-        if self.exact is not None:
+        if self.index is None:
+            assert self.exact is not None
             return self.exact.assign(centroids)
         shared = None
         if self.group is not None:  # split the per-centroid work over the stage's tasks
             shared = centroid_index.SharedWork(self.group.rank, self.group.size, self.group.all_gather)
-        labels, self.last_stats = self.index.assign(centroids, self.seed, shared)  # type: ignore[union-attr]  # no exact assigner: an index
-        return labels, centroid_index.exact_distances(self.x, centroids, labels, self.distance)
+        labels, dist, self.last_stats = self.index.assign(centroids, self.seed, shared)
+        if dist is None:
+            dist = centroid_index.exact_distances(self.x, centroids, labels, self.distance)
+        return labels, dist
 
     def step(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, list[float]]:
         """Assign, then this block's sparse partial sums: (idx, counts, sums, objective, [assign
         seconds, sums seconds, agreement hits, agreement rows, prior path used, rows settled by
-        the bound, by the candidates, by a full search])."""
+        the bound, by the candidates, by a full search, exact path used (index mode)])."""
         t0 = time.perf_counter()
         labels, dist = self.assign(centroids)
         t1 = time.perf_counter()
@@ -147,11 +161,13 @@ class BlockLloyd:
         obj = kernels.objective_terms(dist, self.distance)
         t2 = time.perf_counter()
         st = self.last_stats
-        settled = self.exact.counts if self.exact is not None else bounded_assign.AssignCounts()
-        return idx, counts, sums, obj, [t1 - t0, t2 - t1, float(st.agreement_hits if st else 0),
-                                        float(st.agreement_rows if st else 0),
-                                        float(st is not None and st.path == "prior"),
-                                        float(settled.by_bound), float(settled.by_candidates), float(settled.searched)]
+        path = st.path if st is not None else "exact"
+        settled = self.exact.counts if path == "exact" and self.exact is not None else bounded_assign.AssignCounts()
+        hits, checked = (st.agreement_hits, st.agreement_rows) if st is not None else (0, 0)
+        index_exact = st is not None and path == "exact"
+        return idx, counts, sums, obj, [t1 - t0, t2 - t1, float(hits), float(checked), float(path == "prior"),
+                                        float(settled.by_bound), float(settled.by_candidates), float(settled.searched),
+                                        float(index_exact)]
 
 
 def settled_shares(counts: np.ndarray) -> dict[str, float]:
