@@ -43,19 +43,19 @@ def main() -> int:
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(0)
     flat = []
-    for dim in (32, 64, 128, 384):
+    for dim in (64, 128, 384):
         for k in (1000, 5000, 20000):
-            n = max(2000, int(2e8 // (k * dim)))
+            n = max(2000, int(2e9 // (k * dim)))
             x = rng.normal(size=(n, dim)).astype(np.float32)
             c = rng.normal(size=(k, dim)).astype(np.float32)
             s = best_of(lambda x=x, c=c: ci.nearest(x, c))
             flat.append({"dim": dim, "k": k, "n": n, "seconds": s, "per_mac": s / (n * k * dim)})
             print(f"flat  D={dim:4d} K={k:6d} n={n:7d}: {s:.3f} s, {s / (n * k * dim) * 1e12:.2f} ps per MAC", flush=True)
     grouped = []
-    for dim in (32, 64, 128, 384):
+    for dim in (64, 128, 384):
         for rows_per_group in (5, 20, 100, 1000):
-            for cand in (64, 256, 1024, 4096):
-                n_groups = max(4, int(4e7 // (rows_per_group * cand * dim)))
+            for cand in (64, 512, 4096):
+                n_groups = max(4, int(1e9 // (rows_per_group * cand * dim)))
                 n = n_groups * rows_per_group
                 k = max(cand * 2, 8192)
                 x = rng.normal(size=(n, dim)).astype(np.float32)

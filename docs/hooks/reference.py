@@ -72,12 +72,15 @@ MEANINGS: dict[str, str] = {
     "clustering.init_sample_size": "Rows of the seeded init sample (default: 20 per cluster, at least 10,000, at "
                                    "most 256 MB).",
     "clustering.assignment": "How points find their nearest centroid: `exact` (bounded exact search), `index` "
-                             "(centroid index, for large K), `auto` (`index` from `index_min_clusters` on).",
+                             "(centroid index only, for large K), `auto` (from `index_min_clusters` on, the cheaper of "
+                             "the index's paths and exact search by a counted cost model, never an index path that "
+                             "costs more than exact search).",
     "clustering.index_min_clusters": "Clusters from which `assignment: auto` uses the centroid index.",
     "clustering.index_neighbours": "Index path: candidate centroids per point on the *prior* path (the nearest "
                                    "centroids of its previous centroid).",
     "clustering.index_probes": "Index path: inverted lists each point scans on the *probe* path (doubled "
-                               "automatically when the sampled agreement with exact search falls short).",
+                               "automatically when the sampled agreement with exact search falls short, under `auto` "
+                               "only while the wider probe costs less than exact search).",
     "clustering.in_process_max_mb": "A level whose float32 points take at most this many MB runs in one process "
                                     "(numpy/faiss in the driver) instead of as Spark jobs; 0 turns this off.",
     "clustering.degenerate_share": "A level whose largest cluster holds more than this share of its points is "
