@@ -77,7 +77,7 @@ def test_auto_takes_the_exact_path_where_the_index_costs_more(monkeypatch):
     _, _, stats = assigner.assign(c)  # prior on target (exact labels, same centroids) but dearer
     assert stats.path == "exact"
     monkeypatch.setattr(ci, "COST_GROUP_MAC", 1e-15)
-    monkeypatch.setattr(ci, "COST_FLAT_MAC", 1e-6)  # exact search made dear: the prior path
+    monkeypatch.setattr(ci, "COST_EXACT_MAC", 1e-6)  # exact search made dear: the prior path
     _, _, stats = assigner.assign(c)
     assert stats.path == "prior"
     fresh = ci.IndexAssigner(x, "l2", n_probes=4, n_neighbours=16, exact=BoundedAssigner(x, "l2").assign)
@@ -86,6 +86,9 @@ def test_auto_takes_the_exact_path_where_the_index_costs_more(monkeypatch):
 
 
 def test_probes_stop_widening_where_exact_search_is_cheaper(monkeypatch):
+    """A probe short of the target widens while the wider probe costs less than exact
+    search; else it stays and the next call searches exactly (the probe does not meet the
+    target, and exact search is cheaper than a probe that would)."""
     x = _mixture(5_000, 16, 10)
     c = x[:800].copy()
     plain = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8, target=1.0)
@@ -99,7 +102,9 @@ def test_probes_stop_widening_where_exact_search_is_cheaper(monkeypatch):
     assert narrow < wide
     monkeypatch.setattr(with_exact, "_exact_cost", lambda k: (narrow + wide) / 2)
     _, _, stats = with_exact.assign(c)
-    assert stats.path == "probe" and with_exact.n_probes == 1
+    assert stats.path == "probe" and with_exact.n_probes == 1 and with_exact.probe_short
+    labels, dist, stats = with_exact.assign(c)
+    assert stats.path == "exact" and np.array_equal(labels, kernels.assign(x, c, "l2")[0])
 
 
 def test_exact_distances_are_direct():

@@ -92,7 +92,11 @@ def test_every_command_takes_relative_paths(spark, here, capsys, caplog):
     out = _cli(capsys, "sample", "--run", "runs/delta", "--target-size", "100000", "--table", "all")
     assert "(1500 rows) -- FEWER THAN THE TARGET 100000" in out, out
 
-    # (validate, report and update with relative paths: the README's "Using it" block, tests/test_readme.py)
+    assert "ok: 1500 rows, dimension 4" in _cli(capsys, "validate", "recipe.yaml", "--set", "input.path=data/mix")
+    _cli(capsys, "report", "--run", "runs/delta")
+    assert (here / "runs/delta/report/report.html").is_file()
+    out = _cli(capsys, "update", "recipe.yaml", *_sets("data/mix", "runs/delta"))
+    assert "update: nothing to do" in out, out
     out = _cli(capsys, "dedup", "recipe.yaml", *_sets("data/mix", "runs/dedup", "dedup.n_clusters=4"))
     assert f"duplicates: {here / 'runs/dedup/dedup/duplicates'}" in out
     out = _cli(capsys, "cluster", "recipe.yaml", *_sets("data/mix", "runs/cluster_only"))

@@ -257,22 +257,30 @@ ExactPath = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 
 #: The cost model's seconds per unit on one thread (``bench/assign_cost_bench.py``): faiss's
 #: flat search per row x centroid x dim; :func:`search_groups` per row x candidate x dim
-#: (its GEMMs), per row x candidate (ranking the scores) and per group of rows.
-COST_FLAT_MAC = 35e-12
-COST_GROUP_MAC = 42e-12
-COST_GROUP_SCORE = 1.0e-9
-COST_GROUP = 15e-6
+#: (its GEMMs), per row x candidate (ranking the scores), per candidate x dim of a group
+#: (gathering the group's centroids) and per group of rows.
+COST_FLAT_MAC = 27.6e-12
+#: The exact path's full search (two nearest, for the bounds) per row x centroid x dim.
+COST_EXACT_MAC = 36e-12
+COST_GROUP_MAC = 18e-12
+COST_GROUP_SCORE = 0.52e-9
+COST_GROUP_GATHER = 0.97e-9
+COST_GROUP = 8.4e-6
 
 
-def flat_cost(rows: int, k: int, dim: int, threads: int = 1) -> float:
+def flat_cost(rows: float, k: int, dim: int, threads: int = 1) -> float:
     """Modelled seconds of an exact flat search of ``rows`` rows among ``k`` centres."""
     return rows * k * dim * COST_FLAT_MAC / max(1, threads)
 
 
 def grouped_cost(rows_per_group: np.ndarray, candidates_per_group: np.ndarray, dim: int) -> float:
-    """Modelled seconds of :func:`search_groups` (one thread: numpy's BLAS is held to one)."""
-    pairs = float(np.dot(rows_per_group.astype(np.float64), candidates_per_group.astype(np.float64)))
-    return pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE) + np.count_nonzero(rows_per_group) * COST_GROUP
+    """Modelled seconds of :func:`search_groups` (one thread: numpy's BLAS is held to one);
+    groups without rows cost nothing."""
+    rows = rows_per_group.astype(np.float64)
+    cand = np.where(rows > 0, candidates_per_group.astype(np.float64), 0.0)
+    pairs = float(np.dot(rows, cand))
+    return (pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE) + float(cand.sum()) * dim * COST_GROUP_GATHER
+            + np.count_nonzero(rows) * COST_GROUP)
 
 
 def faiss_threads() -> int:
@@ -294,9 +302,10 @@ class IndexAssigner:
     With ``exact`` (``assignment: auto``), exact search is a path too, and the cheapest
     path that meets the target is taken, by the counted cost model (``COST_*``): the prior
     path when on target unless it costs more than exact search, else the probe path unless
-    it costs more than exact search. Exact search is costed as a flat search of the rows
-    the bounded search had to search on its last call (all rows before its first). The
-    probes stop widening where the wider probe would cost more than exact search.
+    it costs more than exact search or fell short of the target at the widest probe count
+    cheaper than exact search; else exact search. Exact search is costed as a full search
+    of the rows the bounded search had to search on its last call (all rows before its
+    first). The probes stop widening where the wider probe would cost more than exact search.
     """
 
     def __init__(self, x: np.ndarray, distance: str, n_probes: int, n_neighbours: int,
@@ -313,6 +322,9 @@ class IndexAssigner:
         self.exact = exact
         #: Share of the rows the exact path's last call searched in full (1.0 before it ran).
         self.searched_share = searched_share or (lambda: 1.0)
+        #: The probe path fell short of the target and was not widened (exact search was
+        #: cheaper than the wider probe): it does not meet the target, exact search does.
+        self.probe_short = False
 
     @staticmethod
     def _total(shared: SharedWork | None, *values: float) -> list[float]:
@@ -322,16 +334,19 @@ class IndexAssigner:
         return [float(v) for v in shared.total(list(values))]
 
     def _probe_cost(self, lists: CoarseLists, n_probes: int) -> float:
-        """The probe path at ``n_probes``, from the sample's coarse lists scaled to the block:
-        the coarse search, and each row's probed candidates (about proportional to the probes)."""
+        """The probe path at ``n_probes``: the coarse search of every row, the row x candidate
+        pairs (the sample's coarse lists scaled to the block; the candidates of a list grow
+        about proportionally to the probes) and the lists' gathers (every list, once the
+        block has more rows than lists)."""
         n, dim = self.x.shape
-        starts = lists.start(self.x[self.sample])
+        m = len(lists.offsets) - 1
         sizes = np.diff(lists.offsets)
         per_list = sizes[lists.near_lists].sum(axis=1) * (n_probes / max(1, lists.near_lists.shape[1]))
-        rows = np.bincount(starts, minlength=len(sizes)) * (n / max(1, len(self.sample)))
-        groups = min(n, len(sizes))
-        return (flat_cost(n, len(sizes), dim, faiss_threads()) + grouped_cost(rows, per_list, dim)
-                + (groups - np.count_nonzero(rows)) * COST_GROUP)
+        starts = lists.start(self.x[self.sample])
+        pairs = float(per_list[starts].sum()) * n / max(1, len(self.sample))
+        touched = min(1.0, n / max(1, m))
+        return (flat_cost(n, m, dim, faiss_threads()) + pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE)
+                + touched * (float(per_list.sum()) * dim * COST_GROUP_GATHER + m * COST_GROUP))
 
     def _prior_cost(self, graph_width: int) -> float:
         assert self.previous is not None
@@ -340,7 +355,8 @@ class IndexAssigner:
 
     def _exact_cost(self, k: int) -> float:
         n, dim = self.x.shape
-        return flat_cost(int(np.ceil(n * self.searched_share())), k, dim, faiss_threads()) + n * dim * COST_FLAT_MAC
+        searched = n * self.searched_share()
+        return searched * k * dim * COST_EXACT_MAC / faiss_threads() + n * dim * COST_GROUP_GATHER
 
     def assign(self, centroids: np.ndarray, seed: int = 0,
                shared: SharedWork | None = None) -> tuple[np.ndarray, np.ndarray | None, AssignStats]:
@@ -380,7 +396,7 @@ class IndexAssigner:
                 labels = search_groups(x, centroids, c_sq, self.previous, graph.__getitem__, distance)
             elif not on_target:  # widen the neighbour lists for the next iteration (cost is linear in L)
                 self.n_neighbours = min(MAX_NEIGHBOURS, k, self.n_neighbours * 2)
-        if path is None and self.exact is not None and exact_cost < probe_cost:
+        if path is None and self.exact is not None and (exact_cost < probe_cost or self.probe_short):
             path = "exact"
             labels, dist = self.exact(centroids)
             hits = int((labels[self.sample] == exact).sum())
@@ -393,10 +409,10 @@ class IndexAssigner:
                 wider = min(len(self.coarse), self.n_probes * 2)
                 # No wider probing where it would cost more than exact search: the exact
                 # path takes over from the next call (unless the prior gets on target).
-                if self.exact is not None:
-                    wider_cost = self._total(shared, self._probe_cost(lists, wider))[0]
-                    wider = wider if wider_cost < exact_cost else self.n_probes
-                self.n_probes = wider
+                if self.exact is not None and self._total(shared, self._probe_cost(lists, wider))[0] >= exact_cost:
+                    self.probe_short = True
+                else:
+                    self.n_probes = wider
         assert labels is not None
         self.previous = labels
         return labels, dist, AssignStats(path, hits, len(self.sample), probes_used, self.n_neighbours)
