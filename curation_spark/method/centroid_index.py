@@ -266,6 +266,9 @@ COST_GROUP_MAC = 18e-12
 COST_GROUP_SCORE = 0.52e-9
 COST_GROUP_GATHER = 0.97e-9
 COST_GROUP = 8.4e-6
+#: Ranking a centroid's ``width`` nearest neighbours in the graph (argpartition, argsort), per
+#: neighbour: a rough figure (the graph is a small part of the prior path below N/K ~ 100).
+COST_GRAPH_SELECT = 8e-9
 
 
 def flat_cost(rows: float, k: int, dim: int, threads: int = 1) -> float:
@@ -348,10 +351,19 @@ class IndexAssigner:
         return (flat_cost(n, m, dim, faiss_threads()) + pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE)
                 + touched * (float(per_list.sum()) * dim * COST_GROUP_GATHER + m * COST_GROUP))
 
-    def _prior_cost(self, graph_width: int) -> float:
+    def _prior_cost(self, width: int, lists: CoarseLists, tasks: int) -> float:
+        """The prior path: this block's share of the neighbour graph (a probe search of the
+        K centroids for ``width`` neighbours each, split over ``tasks`` blocks) and one GEMM of
+        ``width`` candidates per previous cluster."""
         assert self.previous is not None
+        dim = self.x.shape[1]
+        k = len(lists.list_of)
+        per_list = np.diff(lists.offsets)[lists.near_lists].sum(axis=1)
+        graph_pairs = float(per_list[lists.list_of].sum()) / max(1, tasks)
         counts = np.bincount(self.previous)
-        return grouped_cost(counts, np.full(len(counts), graph_width), self.x.shape[1])
+        graph = (graph_pairs * (dim * COST_GROUP_MAC + 3 * COST_GROUP_SCORE)
+                 + k / max(1, tasks) * width * COST_GRAPH_SELECT)
+        return graph + grouped_cost(counts, np.full(len(counts), width), dim)
 
     def _exact_cost(self, k: int) -> float:
         n, dim = self.x.shape
@@ -381,18 +393,24 @@ class IndexAssigner:
         if self.exact is not None:  # the modelled costs, summed over the blocks that decide together
             exact_cost, probe_cost = self._total(shared, self._exact_cost(k), self._probe_cost(lists, self.n_probes))
         if self.previous is not None:
-            graph = (shared.graph(lists, centroids, self.n_neighbours) if shared is not None
-                     else neighbour_graph(lists, centroids, np.arange(k), self.n_neighbours))
-            prior_sample = search_groups(xs, centroids, c_sq, self.previous[self.sample], graph.__getitem__, distance)
+            # The sample's check needs the neighbour lists of its own previous clusters only
+            # (at most 512 rows of the graph); the whole graph is built once the prior is taken.
+            anchors, anchor_of = np.unique(self.previous[self.sample], return_inverse=True)
+            part = neighbour_graph(lists, centroids, anchors, self.n_neighbours)
+            prior_sample = search_groups(xs, centroids, c_sq, anchor_of.astype(np.int64), part.__getitem__, distance)
             hits = int((prior_sample == exact).sum())
             misses, checked = self._total(shared, len(self.sample) - hits, len(self.sample))
             # A 512-row sample estimates agreement to about +-0.4%: take the prior path only
             # when it misses at most half of what the target allows, so the whole block is
             # on target, not just the sample. With ``shared`` all blocks decide together.
             on_target = misses <= (1.0 - self.target) * checked / 2
-            cheaper = self.exact is None or self._total(shared, self._prior_cost(graph.shape[1]))[0] <= exact_cost
+            tasks = shared.size if shared is not None else 1
+            cheaper = (self.exact is None
+                       or self._total(shared, self._prior_cost(part.shape[1], lists, tasks))[0] <= exact_cost)
             if on_target and cheaper:
                 path = "prior"
+                graph = (shared.graph(lists, centroids, self.n_neighbours) if shared is not None
+                         else neighbour_graph(lists, centroids, np.arange(k), self.n_neighbours))
                 labels = search_groups(x, centroids, c_sq, self.previous, graph.__getitem__, distance)
             elif not on_target:  # widen the neighbour lists for the next iteration (cost is linear in L)
                 self.n_neighbours = min(MAX_NEIGHBOURS, k, self.n_neighbours * 2)
