@@ -26,7 +26,8 @@ widens ``n_probes`` when the probe path falls short (:class:`IndexAssigner`). Wi
 more than exact search, and the probes stop widening where exact search is cheaper. The
 costs are *counted* (rows x candidates x D, groups of rows, searched rows; the
 ``COST_*`` seconds per unit measured by ``bench/assign_cost_bench.py``), not timed, so the
-path taken, and so the clusters, depend on the data and the config only. The distance
+path taken, and so the clusters, depend on the data, the config and faiss's thread count
+(the flat search's cost is divided by it), never on how busy the machine is. The distance
 recorded for a point is always its exact distance to the centroid it got
 (:func:`exact_distances`).
 
