@@ -98,7 +98,8 @@ def test_probes_stop_widening_where_exact_search_is_cheaper(monkeypatch):
     with_exact = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8, target=1.0,
                                   exact=lambda cents: kernels.assign(x, cents, "l2"))
     lists = ci.CoarseLists.build(c, ci.train_coarse(c, 1), 1)
-    narrow, wide = with_exact._probe_cost(lists, 1), with_exact._probe_cost(lists, 2)
+    starts = lists.start(x[with_exact.sample])
+    narrow, wide = with_exact._probe_cost(lists, 1, starts), with_exact._probe_cost(lists, 2, starts)
     assert narrow < wide
     monkeypatch.setattr(with_exact, "_exact_cost", lambda k: (narrow + wide) / 2)
     _, _, stats = with_exact.assign(c)

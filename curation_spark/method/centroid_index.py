@@ -337,16 +337,15 @@ class IndexAssigner:
             return [float(v) for v in values]
         return [float(v) for v in shared.total(list(values))]
 
-    def _probe_cost(self, lists: CoarseLists, n_probes: int) -> float:
+    def _probe_cost(self, lists: CoarseLists, n_probes: int, starts: np.ndarray) -> float:
         """The probe path at ``n_probes``: the coarse search of every row, the row x candidate
         pairs (the sample's coarse lists scaled to the block; the candidates of a list grow
         about proportionally to the probes) and the lists' gathers (every list, once the
-        block has more rows than lists)."""
+        block has more rows than lists). ``starts``: the sample's coarse lists."""
         n, dim = self.x.shape
         m = len(lists.offsets) - 1
         sizes = np.diff(lists.offsets)
         per_list = sizes[lists.near_lists].sum(axis=1) * (n_probes / max(1, lists.near_lists.shape[1]))
-        starts = lists.start(self.x[self.sample])
         pairs = float(per_list[starts].sum()) * n / max(1, len(self.sample))
         touched = min(1.0, n / max(1, m))
         return (flat_cost(n, m, dim, faiss_threads()) + pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE)
@@ -391,8 +390,10 @@ class IndexAssigner:
         dist: np.ndarray | None = None
         probes_used = self.n_probes
         exact_cost = probe_cost = 0.0
-        if self.exact is not None:  # the modelled costs, summed over the blocks that decide together
-            exact_cost, probe_cost = self._total(shared, self._exact_cost(k), self._probe_cost(lists, self.n_probes))
+        sample_starts = lists.start(xs) if self.exact is not None else None
+        if sample_starts is not None:  # the modelled costs, summed over the blocks that decide together
+            exact_cost, probe_cost = self._total(shared, self._exact_cost(k),
+                                                 self._probe_cost(lists, self.n_probes, sample_starts))
         if self.previous is not None:
             # The sample's check needs the neighbour lists of its own previous clusters only
             # (at most 512 rows of the graph); the whole graph is built once the prior is taken.
@@ -428,7 +429,8 @@ class IndexAssigner:
                 wider = min(len(self.coarse), self.n_probes * 2)
                 # No wider probing where it would cost more than exact search: the exact
                 # path takes over from the next call (unless the prior gets on target).
-                if self.exact is not None and self._total(shared, self._probe_cost(lists, wider))[0] >= exact_cost:
+                if sample_starts is not None and \
+                        self._total(shared, self._probe_cost(lists, wider, sample_starts))[0] >= exact_cost:
                     self.probe_short = True
                 else:
                     self.n_probes = wider
