@@ -21,6 +21,7 @@ from curation_spark.io.runfolder import RunFolder, open_existing
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from curation_spark.curation.commands import RunSummary
     from curation_spark.curation.update import UpdateResult
     from curation_spark.io.run_metadata import LevelStats, RunMetadata
     from curation_spark.io.tables import EmbeddingStats
@@ -108,9 +109,7 @@ def cluster(config: Config, df: DataFrame | None = None, *, spark: SparkSession 
     config = _prepared(config, df, mlflow)
     spark = spark or session(config)
     summary = commands.cluster(config, spark, overwrite=overwrite, raw=df, fresh=fresh)
-    handle = Run(summary.run) if summary.run is not None else open_run(summary.run_path, spark=spark)
-    tracking.track(config, handle.path, spark, command="cluster")
-    return handle
+    return _tracked_handle(config, summary, spark, "cluster")
 
 
 def run(config: Config, df: DataFrame | None = None, *, spark: SparkSession | None = None,
@@ -130,8 +129,13 @@ def run(config: Config, df: DataFrame | None = None, *, spark: SparkSession | No
     config = _prepared(config, df, mlflow)
     spark = spark or session(config)
     summary = commands.run(config, spark, overwrite=overwrite, fresh=fresh, raw=df)
+    return _tracked_handle(config, summary, spark, "run")
+
+
+def _tracked_handle(config: Config, summary: RunSummary, spark: SparkSession, command: str) -> Run:
+    """The handle of the folder a command wrote, logged to MLflow when the config asks."""
     handle = Run(summary.run) if summary.run is not None else open_run(summary.run_path, spark=spark)
-    tracking.track(config, handle.path, spark, command="run")
+    tracking.track(config, handle.path, spark, command=command)
     return handle
 
 
