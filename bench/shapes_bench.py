@@ -67,7 +67,9 @@ def make_data(n: int, dim: int, k: int, noise: float, seed: int) -> np.ndarray:
 def engine_fit(x: np.ndarray, k: int, iters: int, assignment: str, init: str, seed: int) -> tuple[float, Any]:
     params = lloyd.KMeansParams(n_clusters=k, n_iters=iters, distance="l2", init=init, seed=seed, tol=0.0,
                                 init_sample_size=min(len(x), max(k * 20, 50_000)), assignment=assignment)
-    keys = {seed: np.random.default_rng(seed).integers(0, 2**62, len(x), dtype=np.int64)}
+    # Stand-ins for the xxhash64 keys: uniform over the whole int64 range, as the hash is
+    # (the init sample's cut is a signed threshold).
+    keys = {seed: np.random.default_rng(seed).integers(-2**63, 2**63 - 1, len(x), dtype=np.int64)}
     t0 = time.perf_counter()
     res = inprocess.fit_in_memory(x, params, keys, f"bench k={k}")
     return time.perf_counter() - t0, res

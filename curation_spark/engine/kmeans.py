@@ -448,7 +448,7 @@ def _fit_barrier(points: DataFrame, params: KMeansParams, centroids: np.ndarray 
                             log_path = None
                 if shift == 0.0 or (tol > 0 and shift <= tol):  # shift 0: converged, nothing changes
                     break
-            labels, dist = block.assign(c)
+            labels, dist = block.assign_final(c)  # exact on every path
             del block
             follow_info = None
             if follow_up is not None:

@@ -43,12 +43,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation_spark.method import row_threads
 from curation_spark.method.reduce import owner_bounds
 
 #: Agreement with exact search the index path keeps (measured on a sample every iteration).
 TARGET_AGREEMENT = 0.99
 #: The prior path's neighbour lists never grow beyond this.
-MAX_NEIGHBOURS = 512
+MAX_NEIGHBOURS = 1024
+#: ... nor beyond this many bytes for the whole graph (K x L int32, kept across iterations).
+GRAPH_MAX_BYTES = 256 << 20
 #: Rows of the exact check per block and iteration (cost: rows x K x D).
 AGREEMENT_SAMPLE_ROWS = 512
 
@@ -134,12 +137,16 @@ class CoarseLists:
 
 
 def search_groups(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, start: np.ndarray,
-                  candidates_of: Callable[[int], np.ndarray], distance: str = "l2", k: int = 1) -> np.ndarray:
+                  candidates_of: Callable[[int], np.ndarray], distance: str = "l2", k: int = 1,
+                  threads: int | None = None, ordered: bool = True) -> np.ndarray:
     """Best ``k`` centroids of each point among ``candidates_of(start[i])``; points with the
-    same start share one GEMM, so this runs at BLAS speed however small K/N is.
+    same start share one GEMM, so this runs at BLAS speed however small K/N is. The groups
+    are split over ``threads`` threads (default: faiss's thread count, the cores this level
+    was given; the result does not depend on it).
 
-    Returns (n,) int64 labels for ``k == 1``, else (n, k) best first (rows whose candidate
-    set is smaller than k repeat their best).
+    Returns (n,) int64 labels for ``k == 1``, else (n, k): the k best, best first when
+    ``ordered``, else in no order (rows whose candidate set is smaller than k repeat their
+    best).
     """
     n = len(x)
     labels = np.empty((n, k), dtype=np.int64)
@@ -148,57 +155,145 @@ def search_groups(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None,
     order = np.argsort(start, kind="stable")
     sorted_start = start[order]
     cuts = np.flatnonzero(sorted_start[1:] != sorted_start[:-1]) + 1
-    for lo, hi in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist(), strict=True):
-        rows = order[lo:hi]
-        cand = candidates_of(int(sorted_start[lo]))
-        scores = x[rows] @ centroids[cand].T  # (rows, candidates)
-        if distance == "l2":
-            # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the ranking, so
-            # rank by ||c||^2 / 2 - x.c, in place (the score matrix is as big as the GEMM's work).
-            np.subtract(c_sq[cand][None, :] * 0.5, scores, out=scores)  # type: ignore[index]  # given for l2
-        else:
-            np.negative(scores, out=scores)
-        if k == 1:
-            labels[rows, 0] = cand[scores.argmin(axis=1)]
-            continue
-        kk = min(k, len(cand))
-        top = np.argpartition(scores, kk - 1, axis=1)[:, :kk] if kk < len(cand) else \
-            np.broadcast_to(np.arange(len(cand)), (len(rows), len(cand)))
-        ranked = np.take_along_axis(top, np.argsort(np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
-        best = cand[ranked]
-        if kk < k:
-            best = np.concatenate([best, np.repeat(best[:, :1], k - kk, axis=1)], axis=1)
-        labels[rows] = best
+    los = np.concatenate(([0], cuts)).tolist()
+    his = np.concatenate((cuts, [n])).tolist()
+
+    def groups(first: int, last: int) -> None:
+        for lo, hi in zip(los[first:last], his[first:last], strict=True):
+            rows = order[lo:hi]
+            cand = candidates_of(int(sorted_start[lo]))
+            labels[rows] = _best_of(np.take(x, rows, axis=0), centroids, c_sq, cand, distance, k, ordered)
+
+    work = float(n) * x.shape[1] * min(len(centroids), 64)
+    n_threads = row_threads.threads_for_work(work, faiss_threads() if threads is None else threads)
+    if n < SMALL_GROUP_ROWS * len(los):  # small groups: the Python loop holds the GIL, threads only contend
+        n_threads = 1
+    row_threads.run_slices(groups, row_threads.balanced_cuts(np.subtract(his, los), n_threads), n_threads)
     return labels[:, 0] if k == 1 else labels
 
 
-def neighbour_graph(lists: CoarseLists, centroids: np.ndarray, rows: np.ndarray, n_neighbours: int) -> np.ndarray:
+def _best_of(xs: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, cand: np.ndarray, distance: str,
+             k: int, ordered: bool = True) -> np.ndarray:
+    """The best ``k`` of ``cand`` for rows ``xs`` ((rows, k), best first if ``ordered``): one GEMM."""
+    scores = xs @ np.take(centroids, cand, axis=0).T  # (rows, candidates)
+    if distance == "l2":
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the ranking, so
+        # rank by ||c||^2 / 2 - x.c, in place (the score matrix is as big as the GEMM's work).
+        np.subtract(c_sq[cand][None, :] * 0.5, scores, out=scores)  # type: ignore[index]  # given for l2
+    else:
+        np.negative(scores, out=scores)
+    if k == 1:
+        return cand[scores.argmin(axis=1)][:, None]
+    kk = min(k, len(cand))
+    if kk == len(cand):
+        top = np.broadcast_to(np.arange(len(cand)), (len(xs), len(cand)))
+    else:
+        top = np.argpartition(scores, kk - 1, axis=1)[:, :kk]
+    # Sorting the k best costs ~3x the partition at k = 1,024 candidates of 3,200.
+    ranked = np.take_along_axis(top, np.argsort(np.take_along_axis(scores, top, axis=1), axis=1), axis=1) \
+        if ordered else top
+    best = cand[ranked]
+    if kk < k:
+        best = np.concatenate([best, np.repeat(best[:, :1], k - kk, axis=1)], axis=1)
+    return best
+
+
+#: Mean rows per group below which :func:`search_groups` stays on one thread.
+SMALL_GROUP_ROWS = 64
+#: Rows per padded chunk of :func:`search_fixed` (a group is split into chunks of at most
+#: this many) and the step its chunk sizes are rounded up to.
+FIXED_CHUNK_ROWS = 64
+FIXED_CHUNK_STEP = 8
+#: Candidate centroids gathered per batch of :func:`search_fixed` (bytes): small enough
+#: to stay in cache (8 MB batches ran 1.7x slower, 32 MB 2.4x, at K = 20,000, width 1,024).
+FIXED_BATCH_BYTES = 2 << 20
+
+
+def search_fixed(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, start: np.ndarray,
+                 table: np.ndarray, width: int, distance: str = "l2", threads: int | None = None) -> np.ndarray:
+    """Nearest centroid of each point among ``table[start[i], :width]``: the prior path's
+    search, where every group has the same number of candidates. Same result as
+    :func:`search_groups` with ``candidates_of = lambda a: table[a, :width]``, but the small
+    groups (N/K ~ 20 rows at the upper levels) are padded to a few chunk sizes and stacked
+    into batched GEMMs (one ``matmul`` for many groups, no Python loop per group), split
+    over ``threads`` threads (default: faiss's). Returns (n,) int64 labels."""
+    n, dim = x.shape
+    labels = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return labels
+    order = np.argsort(start, kind="stable")
+    sorted_start = start[order]
+    cuts = np.flatnonzero(sorted_start[1:] != sorted_start[:-1]) + 1
+    lo = np.concatenate(([0], cuts))
+    sizes = np.diff(np.concatenate((lo, [n])))
+    per_group = -(-sizes // FIXED_CHUNK_ROWS)  # chunks of at most FIXED_CHUNK_ROWS rows
+    group_of = np.repeat(np.arange(len(lo)), per_group)
+    chunk_lo = lo[group_of] + (np.arange(len(group_of)) - np.repeat(np.cumsum(per_group) - per_group, per_group)) \
+        * FIXED_CHUNK_ROWS
+    chunk_n = np.minimum(FIXED_CHUNK_ROWS, (lo + sizes)[group_of] - chunk_lo)
+    padded = np.where(chunk_n <= 4, 1 << np.ceil(np.log2(chunk_n)).astype(np.int64),
+                      -(-chunk_n // FIXED_CHUNK_STEP) * FIXED_CHUNK_STEP)
+    per_batch = max(1, FIXED_BATCH_BYTES // (width * dim * 4))
+    batches = [(int(p), sel[a:a + per_batch]) for p in np.unique(padded)
+               for sel in [np.flatnonzero(padded == p)] for a in range(0, len(sel), per_batch)]
+
+    def run(first: int, last: int) -> None:
+        for rows_per_chunk, sel in batches[first:last]:
+            offsets = np.minimum(np.arange(rows_per_chunk)[None, :], chunk_n[sel][:, None] - 1)  # pad: repeat a row
+            rows = order[chunk_lo[sel][:, None] + offsets]  # (B, p)
+            cand = table[sorted_start[chunk_lo[sel]], :width]  # (B, width)
+            # np.take, not fancy indexing: 2-3x faster gathers of whole rows.
+            scores = np.matmul(np.take(x, rows, axis=0), np.take(centroids, cand, axis=0).transpose(0, 2, 1))
+            if distance == "l2":  # rank by ||c||^2 / 2 - x.c, as search_groups
+                np.subtract(c_sq[cand][:, None, :] * 0.5, scores, out=scores)  # type: ignore[index]  # given for l2
+            else:
+                np.negative(scores, out=scores)
+            labels[rows] = np.take_along_axis(cand, scores.argmin(axis=2), axis=1)
+
+    n_threads = row_threads.threads_for_work(float(n) * width * dim, faiss_threads() if threads is None else threads)
+    weights = [len(sel) * p for p, sel in batches]
+    row_threads.run_slices(run, row_threads.balanced_cuts(weights, n_threads), n_threads)
+    return labels
+
+
+def neighbour_graph(lists: CoarseLists, centroids: np.ndarray, rows: np.ndarray, n_neighbours: int,
+                    ordered: bool = True) -> np.ndarray:
     """Approximate ``n_neighbours`` nearest centroids of centroids ``rows`` (itself always
-    included), found with the probe search: (len(rows), L) int64."""
+    included), found with the probe search: (len(rows), L) int32, nearest first when
+    ``ordered`` (then every prefix is a narrower graph), else in no order (the graph of
+    all K the prior path keeps across iterations: sorting it would cost ~3x its search)."""
     rows = np.asarray(rows, dtype=np.int64)
     c_sq = squared_norms(centroids) if lists.distance == "l2" else None
     graph = search_groups(centroids[rows], centroids, c_sq, lists.list_of[rows], lists.candidates, lists.distance,
-                          k=min(n_neighbours, len(centroids)))
+                          k=min(n_neighbours, len(centroids)), ordered=ordered)
     own = rows[:, None]
     missing = ~(graph == own).any(axis=1)
     graph[missing, -1] = rows[missing]  # its own centre is always a candidate
-    return graph
+    return graph.astype(np.int32)
 
 
 def exact_distances(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, distance: str = "l2",
-                    chunk_rows: int = 65536) -> np.ndarray:
+                    chunk_rows: int = 16384, threads: int | None = None) -> np.ndarray:
     """Distance of each point to its given centroid, computed directly (not through the
-    GEMM identity): Euclidean for ``l2``, ``1 - cos`` for ``cosine``. float32."""
+    GEMM identity): Euclidean for ``l2``, ``1 - cos`` for ``cosine``. float32. Chunks of
+    rows are split over ``threads`` (default: faiss's thread count)."""
     n = len(x)
     out = np.empty(n, dtype=np.float32)
-    for a in range(0, n, chunk_rows):
-        b = min(n, a + chunk_rows)
-        c = centroids[labels[a:b]]
-        if distance == "l2":
-            diff = x[a:b] - c
-            out[a:b] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-        else:
-            out[a:b] = np.maximum(1.0 - np.einsum("ij,ij->i", x[a:b], c), 0.0)
+
+    def chunks(first: int, last: int) -> None:
+        for a in range(first * chunk_rows, min(n, last * chunk_rows), chunk_rows):
+            b = min(n, a + chunk_rows)
+            c = centroids[labels[a:b]]
+            if distance == "l2":
+                diff = x[a:b] - c
+                out[a:b] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+            else:
+                out[a:b] = np.maximum(1.0 - np.einsum("ij,ij->i", x[a:b], c), 0.0)
+
+    n_chunks = -(-n // chunk_rows)
+    n_threads = row_threads.threads_for_work(float(n) * x.shape[1] * 16,
+                                             faiss_threads() if threads is None else threads)
+    row_threads.run_slices(chunks, row_threads.balanced_cuts([1.0] * n_chunks, n_threads), n_threads)
     return out
 
 
@@ -224,7 +319,7 @@ class SharedWork:
 
     def _gather(self, part: np.ndarray, width: int) -> np.ndarray:
         pieces = self.all_gather(np.ascontiguousarray(part, dtype=np.int32).tobytes())
-        return np.concatenate([np.frombuffer(p, dtype=np.int32).reshape(-1, width) for p in pieces]).astype(np.int64)
+        return np.concatenate([np.frombuffer(p, dtype=np.int32).reshape(-1, width) for p in pieces])
 
     def total(self, values: list[float]) -> np.ndarray:
         """Element-wise sum of small float vectors over all blocks (same on every block)."""
@@ -237,7 +332,8 @@ class SharedWork:
 
     def graph(self, lists: CoarseLists, centroids: np.ndarray, n_neighbours: int) -> np.ndarray:
         rows = self._own(len(centroids))
-        return self._gather(neighbour_graph(lists, centroids, rows, n_neighbours), min(n_neighbours, len(centroids)))
+        return self._gather(neighbour_graph(lists, centroids, rows, n_neighbours, ordered=False),
+                            min(n_neighbours, len(centroids)))
 
 
 @dataclass
@@ -267,9 +363,14 @@ COST_GROUP_MAC = 18e-12
 COST_GROUP_SCORE = 0.52e-9
 COST_GROUP_GATHER = 0.97e-9
 COST_GROUP = 8.4e-6
-#: Ranking a centroid's ``width`` nearest neighbours in the graph (argpartition, argsort), per
-#: neighbour: a rough figure (the graph is a small part of the prior path below N/K ~ 100).
-COST_GRAPH_SELECT = 8e-9
+#: The neighbour graph's probe search per centroid x candidate beyond its GEMM (the
+#: partition of every candidate list), and per neighbour kept (measured at K = 20,000,
+#: 128 probes: 0.52 s at width 128, 0.6-0.8 s at 1,024).
+COST_GRAPH_PARTITION = 7e-9
+COST_GRAPH_SELECT = 10e-9
+#: :func:`search_fixed` per row x candidate x dim (the batched GEMM with its gathers) and per row.
+COST_FIXED_MAC = 30e-12
+COST_FIXED_ROW = 0.12e-6
 
 
 def flat_cost(rows: float, k: int, dim: int, threads: int = 1) -> float:
@@ -278,8 +379,8 @@ def flat_cost(rows: float, k: int, dim: int, threads: int = 1) -> float:
 
 
 def grouped_cost(rows_per_group: np.ndarray, candidates_per_group: np.ndarray, dim: int) -> float:
-    """Modelled seconds of :func:`search_groups` (one thread: numpy's BLAS is held to one);
-    groups without rows cost nothing."""
+    """Modelled seconds of :func:`search_groups` on one thread (its groups are split over
+    faiss's threads: callers divide); groups without rows cost nothing."""
     rows = rows_per_group.astype(np.float64)
     cand = np.where(rows > 0, candidates_per_group.astype(np.float64), 0.0)
     pairs = float(np.dot(rows, cand))
@@ -319,6 +420,10 @@ class IndexAssigner:
         self.distance = distance
         self.n_probes = int(n_probes)
         self.n_neighbours = int(n_neighbours)
+        #: The narrowest neighbour list the prior path tries (``clustering.index_neighbours``).
+        self.base_neighbours = int(n_neighbours)
+        #: The neighbour graph of the last prior path (K x width int32), kept across calls.
+        self.graph: np.ndarray | None = None
         self.target = target
         self.sample = agreement_rows(len(x))
         self.previous: np.ndarray | None = None
@@ -348,22 +453,75 @@ class IndexAssigner:
         per_list = sizes[lists.near_lists].sum(axis=1) * (n_probes / max(1, lists.near_lists.shape[1]))
         pairs = float(per_list[starts].sum()) * n / max(1, len(self.sample))
         touched = min(1.0, n / max(1, m))
-        return (flat_cost(n, m, dim, faiss_threads()) + pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE)
-                + touched * (float(per_list.sum()) * dim * COST_GROUP_GATHER + m * COST_GROUP))
+        grouped = (pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE)
+                   + touched * (float(per_list.sum()) * dim * COST_GROUP_GATHER + m * COST_GROUP))
+        return flat_cost(n, m, dim, faiss_threads()) + grouped / faiss_threads()
 
-    def _prior_cost(self, width: int, lists: CoarseLists, tasks: int) -> float:
-        """The prior path: this block's share of the neighbour graph (a probe search of the
-        K centroids for ``width`` neighbours each, split over ``tasks`` blocks) and one GEMM of
-        ``width`` candidates per previous cluster."""
-        assert self.previous is not None
-        dim = self.x.shape[1]
+    def _prior_cost(self, width: int, lists: CoarseLists, tasks: int, build_graph: bool = True) -> float:
+        """The prior path: :func:`search_fixed` of every row among ``width`` candidates, and
+        this block's share of the neighbour graph when it is (re)built (a probe search of
+        the K centroids for ``width`` neighbours each, split over ``tasks`` blocks)."""
+        n, dim = self.x.shape
+        search = n * (COST_FIXED_ROW + width * (dim * COST_FIXED_MAC + COST_GROUP_SCORE))
+        if not build_graph:
+            return search
         k = len(lists.list_of)
         per_list = np.diff(lists.offsets)[lists.near_lists].sum(axis=1)
         graph_pairs = float(per_list[lists.list_of].sum()) / max(1, tasks)
-        counts = np.bincount(self.previous)
-        graph = (graph_pairs * (dim * COST_GROUP_MAC + 3 * COST_GROUP_SCORE)
+        graph = (graph_pairs * (dim * COST_GROUP_MAC + COST_GRAPH_PARTITION)
                  + k / max(1, tasks) * width * COST_GRAPH_SELECT)
-        return graph + grouped_cost(counts, np.full(len(counts), width), dim)
+        return graph + search
+
+    def _widths(self, k: int) -> list[int]:
+        """The neighbour-list widths the sample tries: the configured one, doubled up to the
+        widest allowed (``MAX_NEIGHBOURS``, K, ``GRAPH_MAX_BYTES``)."""
+        widest = max(1, min(MAX_NEIGHBOURS, k, GRAPH_MAX_BYTES // (4 * k)))
+        widths = [min(self.base_neighbours, widest)]
+        while widths[-1] < widest:
+            widths.append(min(widest, widths[-1] * 2))
+        return widths
+
+    def _choose_prior(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None, xs: np.ndarray,
+                      exact: np.ndarray, exact_cost: float,
+                      shared: SharedWork | None) -> tuple[int, bool, int, bool] | None:
+        """The cheapest prior path whose sampled agreement is on target: (width, rebuild the
+        graph?, sample hits, on target?), None without a previous assignment.
+
+        Tries the graph kept from the last call (no rebuild: the neighbours of a centroid
+        change slowly) and every width of :meth:`_widths` with a fresh one (the sample's
+        anchors only: at most 512 rows of it). A 512-row sample estimates agreement
+        to about +-0.4%: an option is on target when it misses at most half of what the
+        target allows, so the whole block is on target, not just the sample. With
+        ``shared`` all blocks decide together (misses and costs summed over them)."""
+        if self.previous is None:
+            return None
+        k = len(centroids)
+        anchors, anchor_of = np.unique(self.previous[self.sample], return_inverse=True)
+        anchor_of = anchor_of.astype(np.int64)
+        widths = self._widths(k)
+        # The kept graph is in no order: it is tried at its own width only.
+        options = [(self.graph.shape[1], False)] if self.graph is not None and len(self.graph) == k else []
+        options += [(width, True) for width in widths]
+        tasks = shared.size if shared is not None else 1
+        costs = self._total(shared, *[self._prior_cost(w, lists, tasks, b) for w, b in options])
+        fresh: np.ndarray | None = None
+        allowed = (1.0 - self.target) * self._total(shared, len(self.sample))[0] / 2
+        hits = 0
+        # Cheapest first, stopping at the first on target: the fresh graph of the sample's
+        # anchors (the widest, nearest first; narrower ones are its prefixes) only if needed.
+        for i in sorted(range(len(options)), key=lambda j: (costs[j], j)):
+            width, build = options[i]
+            if self.exact is not None and costs[i] > exact_cost:
+                break
+            if build and fresh is None:
+                fresh = neighbour_graph(lists, centroids, anchors, widths[-1])
+            part = fresh if build else self.graph[anchors]  # type: ignore[index]  # a kept graph when not build
+            got = search_fixed(xs, centroids, c_sq, anchor_of, np.ascontiguousarray(part[:, :width]), width,
+                               self.distance, threads=1)
+            hits = int((got == exact).sum())
+            if self._total(shared, len(self.sample) - hits)[0] <= allowed:
+                return width, build, hits, True
+        return widths[-1], True, hits, False
 
     def _exact_cost(self, k: int) -> float:
         n, dim = self.x.shape
@@ -394,28 +552,18 @@ class IndexAssigner:
         if sample_starts is not None:  # the modelled costs, summed over the blocks that decide together
             exact_cost, probe_cost = self._total(shared, self._exact_cost(k),
                                                  self._probe_cost(lists, self.n_probes, sample_starts))
-        if self.previous is not None:
-            # The sample's check needs the neighbour lists of its own previous clusters only
-            # (at most 512 rows of the graph); the whole graph is built once the prior is taken.
-            anchors, anchor_of = np.unique(self.previous[self.sample], return_inverse=True)
-            part = neighbour_graph(lists, centroids, anchors, self.n_neighbours)
-            prior_sample = search_groups(xs, centroids, c_sq, anchor_of.astype(np.int64), part.__getitem__, distance)
-            hits = int((prior_sample == exact).sum())
-            misses, checked = self._total(shared, len(self.sample) - hits, len(self.sample))
-            # A 512-row sample estimates agreement to about +-0.4%: take the prior path only
-            # when it misses at most half of what the target allows, so the whole block is
-            # on target, not just the sample. With ``shared`` all blocks decide together.
-            on_target = misses <= (1.0 - self.target) * checked / 2
-            tasks = shared.size if shared is not None else 1
-            cheaper = (self.exact is None
-                       or self._total(shared, self._prior_cost(part.shape[1], lists, tasks))[0] <= exact_cost)
-            if on_target and cheaper:
+        prior = self._choose_prior(lists, centroids, c_sq, xs, exact, exact_cost, shared)
+        if prior is not None:
+            width, build, hits, on_target = prior
+            self.n_neighbours = width
+            if on_target:
                 path = "prior"
-                graph = (shared.graph(lists, centroids, self.n_neighbours) if shared is not None
-                         else neighbour_graph(lists, centroids, np.arange(k), self.n_neighbours))
-                labels = search_groups(x, centroids, c_sq, self.previous, graph.__getitem__, distance)
-            elif not on_target:  # widen the neighbour lists for the next iteration (cost is linear in L)
-                self.n_neighbours = min(MAX_NEIGHBOURS, k, self.n_neighbours * 2)
+                if build:
+                    self.graph = (shared.graph(lists, centroids, width) if shared is not None
+                                  else neighbour_graph(lists, centroids, np.arange(k), width, ordered=False))
+                graph = self.graph
+                assert graph is not None and self.previous is not None
+                labels = search_fixed(x, centroids, c_sq, self.previous, graph, width, distance)
         if path is None and self.exact is not None and (exact_cost < probe_cost or self.probe_short):
             path = "exact"
             labels, dist = self.exact(centroids)
@@ -441,8 +589,14 @@ class IndexAssigner:
 
 def assign_fresh(x: np.ndarray, centroids: np.ndarray, coarse: np.ndarray, distance: str, n_probes: int,
                  n_neighbours: int) -> tuple[np.ndarray, np.ndarray]:
-    """One-off index assignment to centroids with no previous labels (a reassignment after
-    resampling): the probe path, then exact distances to the chosen centroids."""
+    """One-off assignment to centroids with no previous labels (a reassignment after
+    resampling), stored like a k-means' final one and so exact: the probe path's labels
+    start the bounded exact search (:class:`~curation_spark.method.bounded_assign.BoundedAssigner`),
+    which returns the exact nearest centroid and its exact distance."""
+    from curation_spark.method.bounded_assign import GRAPH_MAX_CLUSTERS, BoundedAssigner  # it imports this module
+
+    if len(centroids) > GRAPH_MAX_CLUSTERS:  # no candidate test there: a guess would not be used
+        return BoundedAssigner(x, distance).assign(centroids)
     assigner = IndexAssigner(x, distance, n_probes, n_neighbours, coarse=coarse)
-    labels, _, _ = assigner.assign(centroids)
-    return labels, exact_distances(x, centroids, labels, distance)
+    guess, _, _ = assigner.assign(centroids)
+    return BoundedAssigner(x, distance).assign(centroids, guess=guess)

@@ -311,7 +311,8 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
     engine's own block half (``lloyd.BlockLloyd``: exact or index-assisted assignment,
     sums kept across iterations): assign, sums, update (empty clusters keep their
     centroid), stop at ``n_iters``, zero shift or ``shift <= tol``; a last assignment
-    gives labels, sizes and the objective.
+    gives labels, sizes and the objective
+    (exact on every path: ``BlockLloyd.assign_final``).
 
     Not ``kernels.lloyd``: that records no per-iteration history (run.json needs it), and it
     re-normalises the init centroids for cosine, which the engine does not (they are rows
@@ -350,7 +351,7 @@ def _lloyd(x: np.ndarray, c: np.ndarray, params: KMeansParams, stage: str, start
             on_iteration(entry)
         if shift == 0.0 or (params.tol > 0 and shift <= params.tol):
             break
-    labels, dist = block.assign(c)
+    labels, dist = block.assign_final(c)
     sizes = np.bincount(labels, minlength=k).astype(np.int64)
     return KMeansRun(c, labels, dist, sizes, kernels.objective_terms(dist, params.distance), history,
                      time.perf_counter() - started)

@@ -150,6 +150,19 @@ class BlockLloyd:
             dist = centroid_index.exact_distances(self.x, centroids, labels, self.distance)
         return labels, dist
 
+    def assign_final(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The assignment a k-means stores: exact on every path. The index path's labels
+        agree with exact search on >= 99% of the points during the iterations, which is
+        enough for the centroids but not for the stored clusters: its last labels only
+        start the bounded exact search (its bound and candidate tests certify what they
+        can; the rest is searched in full, which on overlapping high-dimensional data is
+        most of the points: about one exact search)."""
+        if self.index is None:
+            assert self.exact is not None
+            return self.exact.assign(centroids)
+        exact = self.exact if self.exact is not None else bounded_assign.BoundedAssigner(self.x, self.distance)
+        return exact.assign(centroids, guess=self.index.previous)
+
     def step(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, list[float]]:
         """Assign, then this block's sparse partial sums: (idx, counts, sums, objective, [assign
         seconds, sums seconds, agreement hits, agreement rows, prior path used, rows settled by

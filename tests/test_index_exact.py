@@ -1,0 +1,72 @@
+"""The index path's guarantees at small size (fast lane): the batched prior search equals
+the per-group one, the neighbour graph is kept across iterations, and what a k-means
+*stores* is the exact nearest centroid even when its iterations ran on the index."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curation_spark import synth
+from curation_spark.method import centroid_index as ci
+from curation_spark.method import inprocess, kernels, lloyd
+
+
+def _mixture(n: int, dim: int, comps: int, seed: int = 0, noise: float = 1.0) -> np.ndarray:
+    t = synth.make_gaussian_mixture(n, dim, comps, seed=seed, noise=noise)
+    return np.asarray(t.column("embedding").combine_chunks().flatten().to_numpy(), dtype=np.float32).reshape(n, dim)
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_prior_search_equals_the_per_group_search(distance, threads):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(5_000, 12)).astype(np.float32)
+    c = rng.normal(size=(700, 12)).astype(np.float32)
+    if distance == "cosine":
+        x, c = kernels.normalize_rows(x), kernels.normalize_rows(c)
+    # Long-tailed group sizes (1 row to > FIXED_CHUNK_ROWS), some clusters without rows.
+    start = np.minimum(rng.zipf(1.3, size=len(x)) - 1, 599).astype(np.int64)
+    table = rng.integers(0, len(c), size=(len(c), 40)).astype(np.int32)
+    c_sq = ci.squared_norms(c) if distance == "l2" else None
+    for width in (1, 7, 40):
+        want = ci.search_groups(x, c, c_sq, start, lambda a, w=width: table[a, :w], distance, threads=1)
+        got = ci.search_fixed(x, c, c_sq, start, np.ascontiguousarray(table[:, :width]), width, distance,
+                              threads=threads)
+        assert np.array_equal(got, want), width
+
+
+@pytest.mark.parametrize("assignment", ["index", "auto"])
+def test_a_kmeans_on_the_index_path_stores_the_exact_nearest_centroid(assignment):
+    x = _mixture(12_000, 16, 30)
+    params = lloyd.KMeansParams(n_clusters=600, n_iters=4, init="random", seed=3, tol=0.0,
+                                assignment=assignment, index_min_clusters=1, index_neighbours=8, index_probes=2)
+    keys = {3: np.random.default_rng(3).integers(-2**63, 2**63 - 1, len(x), dtype=np.int64)}
+    res = inprocess.fit_in_memory(x, params, keys, "test")
+    assert any(h.get("assignment") == "index" for h in res.history)
+    want, _ = kernels.assign(x, res.centroids, "l2")
+    assert np.array_equal(res.labels, want)
+    np.testing.assert_allclose(res.dist, ci.exact_distances(x, res.centroids, want), rtol=1e-6)
+    assert np.array_equal(res.sizes, np.bincount(want, minlength=600))
+
+
+def test_a_reassignment_through_the_index_is_exact():
+    x = _mixture(6_000, 16, 20)
+    c = x[::20][:300].copy()
+    labels, dist = ci.assign_fresh(x, c, ci.train_coarse(c, 1), "l2", n_probes=1, n_neighbours=4)
+    want, _ = kernels.assign(x, c, "l2")
+    assert np.array_equal(labels, want)
+    np.testing.assert_allclose(dist, ci.exact_distances(x, c, want), rtol=1e-6)
+
+
+def test_the_prior_path_keeps_its_graph_while_it_is_on_target():
+    x = _mixture(20_000, 16, 40, noise=0.1)
+    c = x[:: len(x) // 1000][:1000].copy()
+    assigner = ci.IndexAssigner(x, "l2", n_probes=8, n_neighbours=16)
+    assigner.assign(c)  # no previous labels: the probe path
+    _, _, stats = assigner.assign(c)  # same centroids: the previous labels are the prior
+    assert stats.path == "prior" and assigner.graph is not None
+    graph = assigner.graph
+    _, _, stats = assigner.assign(c)
+    assert stats.path == "prior" and assigner.graph is graph  # kept, not rebuilt
+    # Widths tried: the configured one doubled up to the cap (here K).
+    assert assigner._widths(1000) == [16, 32, 64, 128, 256, 512, 1000]
