@@ -513,9 +513,13 @@ class IndexAssigner:
             width, build = options[i]
             if self.exact is not None and costs[i] > exact_cost:
                 break
-            if build and fresh is None:
-                fresh = neighbour_graph(lists, centroids, anchors, widths[-1])
-            part = fresh if build else self.graph[anchors]  # type: ignore[index]  # a kept graph when not build
+            if not build:
+                assert self.graph is not None  # the kept graph's option
+                part = self.graph[anchors]
+            else:
+                if fresh is None:
+                    fresh = neighbour_graph(lists, centroids, anchors, widths[-1])
+                part = fresh
             got = search_fixed(xs, centroids, c_sq, anchor_of, np.ascontiguousarray(part[:, :width]), width,
                                self.distance, threads=1)
             hits = int((got == exact).sum())
