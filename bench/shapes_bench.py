@@ -75,6 +75,59 @@ def engine_fit(x: np.ndarray, k: int, iters: int, assignment: str, init: str, se
     return time.perf_counter() - t0, res
 
 
+class BarrierPath:
+    """The engine's barrier stage (what a level runs on Spark): ``local[2]``, one core per
+    task, the shape's rows written once to Parquet in a temporary folder."""
+
+    def __init__(self) -> None:
+        self.spark = None
+        self.folder = None
+
+    def fit(self, x: np.ndarray, k: int, iters: int, assignment: str, init: str, seed: int) -> tuple[float, Any]:
+        import tempfile
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from curation_spark.config import SparkSettings
+        from curation_spark.engine import kmeans
+        from curation_spark.io.session import get_spark
+        from curation_spark.io.tables import read_table, to_points
+
+        if self.spark is None:
+            self.spark = get_spark(SparkSettings("local[2]", "shapes-bench", {
+                "spark.ui.enabled": "false", "spark.driver.memory": "6g", "spark.sql.shuffle.partitions": "2"}))
+        key = (x.shape, float(x[:4].sum()))
+        if self.folder is None or self.folder[0] != key:
+            path = Path(tempfile.mkdtemp(prefix="shapes_bench_")) / "points"
+            path.mkdir()
+            half = len(x) // 2
+            for i, (a, b) in enumerate(((0, half), (half, len(x)))):
+                emb = pa.FixedSizeListArray.from_arrays(pa.array(x[a:b].ravel()), x.shape[1])
+                table = pa.table({"id": pa.array(np.arange(a, b, dtype=np.int64)),
+                                  "embedding": pa.ListArray.from_arrays(
+                                      pa.array(np.arange(0, (b - a + 1) * x.shape[1], x.shape[1], dtype=np.int32)),
+                                      emb.flatten())})
+                pq.write_table(table, path / f"part-{i}.parquet")
+            self.folder = (key, str(path))
+        points = to_points(read_table(self.spark, self.folder[1], "parquet"), "id", "embedding")
+        params = lloyd.KMeansParams(n_clusters=k, n_iters=iters, distance="l2", init=init, seed=seed, tol=0.0,
+                                    init_sample_size=min(len(x), max(k * 20, 50_000)), assignment=assignment,
+                                    num_partitions=2)
+        t0 = time.perf_counter()
+        res = kmeans.fit(points, params, stage=f"bench barrier k={k}", n_points=len(x), dim=x.shape[1])
+        rows = res.assignments.toPandas()  # the stored assignment, in id order below
+        wall = time.perf_counter() - t0
+        order = np.argsort(rows.iloc[:, 0].to_numpy())  # (the benchmark's rows only: a bench may collect them)
+        res.labels = rows["cluster_id"].to_numpy()[order]
+        res.dist = rows["distance"].to_numpy()[order]
+        res.unpersist()
+        return wall, res
+
+
+BARRIER = BarrierPath()
+
+
 def faiss_fit(x: np.ndarray, k: int, iters: int, threads: int, seed: int) -> tuple[float, np.ndarray, list[float]]:
     """Wall seconds, centroids and each iteration's seconds (from faiss's cumulative times)."""
     import faiss
@@ -106,18 +159,19 @@ def per_iteration(seconds: list[float]) -> float:
     return float(np.mean(later))
 
 
-CONTENDERS = tuple(f"engine_{a}" for a in ASSIGNMENTS) + ("faiss_1t", "faiss_2t")
+CONTENDERS = tuple(f"engine_{a}" for a in ASSIGNMENTS) + ("barrier_auto", "faiss_1t", "faiss_2t")
 
 
 def run_shape(x: np.ndarray, k: int, iters: int, rounds: int, init: str, seed: int,
-              contenders: tuple[str, ...] = CONTENDERS) -> dict[str, Any]:
+              contenders: tuple[str, ...] = CONTENDERS, faiss_rows: int = 0) -> dict[str, Any]:
     best: dict[str, float] = {}
     quality: dict[str, dict[str, Any]] = {}
     for rnd in range(rounds):
         for name in contenders:
-            if name.startswith("engine_"):
-                assignment = name.removeprefix("engine_")
-                wall, res = engine_fit(x, k, iters, assignment, init, seed)
+            if name.startswith(("engine_", "barrier_")):
+                assignment = name.split("_", 1)[1]
+                wall, res = (engine_fit(x, k, iters, assignment, init, seed) if name.startswith("engine_")
+                             else BARRIER.fit(x, k, iters, assignment, init, seed))
                 s = per_iteration([h["seconds"] for h in res.history])
                 if name not in quality:
                     exact, _ = exact_labels(x, res.centroids)
@@ -132,7 +186,14 @@ def run_shape(x: np.ndarray, k: int, iters: int, rounds: int, init: str, seed: i
                         "assign_s": [round(h["assign_s"], 3) for h in history]}
             else:
                 threads = int(name.removeprefix("faiss_").removesuffix("t"))
-                wall, cents, seconds = faiss_fit(x, k, iters, threads, seed)
+                if faiss_rows and faiss_rows < len(x):
+                    # Projected: faiss on a row subsample, per-iteration seconds scaled by N / rows
+                    # (its iteration is an exact search, linear in N, plus a centroid update).
+                    sub = x[np.random.default_rng(seed).choice(len(x), faiss_rows, replace=False)]
+                    wall, cents, seconds = faiss_fit(sub, k, iters, threads, seed)
+                    seconds = [v * len(x) / faiss_rows for v in seconds]
+                else:
+                    wall, cents, seconds = faiss_fit(x, k, iters, threads, seed)
                 s = per_iteration(seconds)
                 if name not in quality:
                     _, obj = exact_labels(x, cents)
@@ -142,10 +203,10 @@ def run_shape(x: np.ndarray, k: int, iters: int, rounds: int, init: str, seed: i
     faiss_best = min(v for n, v in best.items() if n.startswith("faiss_"))
     faiss_obj = min(q["objective"] for n, q in quality.items() if n.startswith("faiss_"))
     out: dict[str, Any] = {"s_per_iter": {k_: round(v, 4) for k_, v in best.items()}, "faiss_best_s": round(faiss_best, 4)}
-    for a in ASSIGNMENTS:
-        name = f"engine_{a}"
+    for name in [f"engine_{a}" for a in ASSIGNMENTS] + ["barrier_auto"]:
         if name not in quality:
             continue
+        a = name.removeprefix("engine_")
         q = quality[name]
         out[a] = {"ratio_to_faiss": round(best[name] / max(faiss_best, 1e-9), 3),
                   "agreement_final": round(q["agreement_final"], 5),
@@ -166,6 +227,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-gflop", type=float, default=400.0,
                    help="skip shapes whose exact iteration (2 N K D flop) is larger")
     p.add_argument("--contenders", default=",".join(CONTENDERS), help="a subset of " + ",".join(CONTENDERS))
+    p.add_argument("--faiss-rows", type=int, default=0,
+                   help="time faiss on this many random rows and scale to N (for shapes too big to run whole)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="")
     return p.parse_args(argv)
@@ -187,15 +250,16 @@ def main(argv: list[str] | None = None) -> int:
             log(f"shape N/K={ratio} K={k} D={dim} N={n} · {mixture}")
             x = make_data(n, dim, k, MIXTURES[mixture], args.seed)
             res = run_shape(x, k, args.iters, args.rounds, args.init, args.seed,
-                            tuple(c for c in args.contenders.split(",") if c))
+                            tuple(c for c in args.contenders.split(",") if c), args.faiss_rows)
             rows.append({"shape": spec, "n_over_k": ratio, "k": k, "dim": dim, "n": n, "mixture": mixture, **res})
             log("  -> " + ", ".join(f"{a}: {res[a]['ratio_to_faiss']:.2f}x faiss, agreement {res[a]['agreement_final']:.4f}"
-                                     for a in ASSIGNMENTS if a in res) + f" (faiss {res['faiss_best_s']:.3f} s/iter)")
+                                     for a in (*ASSIGNMENTS, "barrier_auto") if a in res) + f" (faiss {res['faiss_best_s']:.3f} s/iter)")
             del x
-    print("\nN/K      K     D  mixture      faiss s/it   auto        exact       index       (ratio to faiss; final agreement)")
+    print("\nN/K      K     D  mixture      faiss s/it   auto        exact       index       barrier     "
+          "(ratio to faiss; final agreement)")
     for r in rows:
         cells = "  ".join(f"{r[a]['ratio_to_faiss']:5.2f}x {r[a]['agreement_final']:.3f}" if a in r else " " * 12
-                          for a in ASSIGNMENTS)
+                          for a in (*ASSIGNMENTS, "barrier_auto"))
         print(f"{r['n_over_k']:5d} {r['k']:6d} {r['dim']:4d}  {r['mixture']:<12} {r['faiss_best_s']:9.3f}   {cells}")
     out = {"started": started, "args": vars(args), "cpu_count": os.cpu_count(),
            "loadavg_end": os.getloadavg(), "rows": rows, "skipped": skipped}

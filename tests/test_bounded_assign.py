@@ -17,6 +17,7 @@ N, DIM, K = 6000, 16, 200
 def candidate_test_on_small_blocks(monkeypatch):
     """These blocks are below the size from which the candidate test pays: test it anyway."""
     monkeypatch.setattr(bounded_assign, "CANDIDATE_MIN_VALUES", 0)
+    monkeypatch.setattr(bounded_assign, "COST_SEARCH_MAC", 1.0)  # and as if a search were dear: always pays
 
 
 def _mixture(seed: int = 0) -> np.ndarray:
@@ -134,3 +135,37 @@ def test_small_blocks_use_the_flat_search_instead_of_candidates(monkeypatch):
     monkeypatch.setattr(bounded_assign, "CANDIDATE_MIN_VALUES", N * DIM + 1)
     x = _mixture(8)
     _iterate_exact_without_candidates(x, kernels.kmeans_plus_plus(x, K, np.random.default_rng(9)))
+
+
+def test_the_candidate_test_stops_after_its_trial_where_it_does_not_pay(monkeypatch):
+    """At K = 200, D = 16 a search costs less than the candidate test of a row: only the
+    trial's rows are tested, the rest searched, and the result is exact."""
+    monkeypatch.setattr(bounded_assign, "COST_SEARCH_MAC", 36e-12)
+    monkeypatch.setattr(bounded_assign, "CANDIDATE_TRIAL_ROWS", 500)
+    x = _mixture()
+    c = kernels.kmeans_plus_plus(x, K, np.random.default_rng(1))
+    assigner = bounded_assign.BoundedAssigner(x, "l2")
+    labels, dist = assigner.assign(c, guess=kernels.assign(x, c[::-1].copy(), "l2")[0])
+    _assert_nearest(x, c, labels, dist, "l2")
+    assert 0 < assigner.counts.by_candidates <= 500 and assigner.counts.searched >= N - 500
+
+
+def test_searches_look_for_one_neighbour_where_the_bounds_do_not_pay(monkeypatch):
+    """When the bound test settled too few rows, the next search keeps bounds for every
+    BOUND_PROBE_STRIDE-th row only (the others look for one neighbour); exact either way,
+    and the bounds come back once they pay."""
+    x = _mixture()
+    rng = np.random.default_rng(2)
+    c = kernels.kmeans_plus_plus(x, K, rng)
+    assigner = bounded_assign.BoundedAssigner(x, "l2")
+    assigner.assign(c)
+    moved = c + rng.normal(size=c.shape).astype(np.float32) * 2.0  # large moves: the bounds settle nothing
+    monkeypatch.setattr(bounded_assign, "CANDIDATE_MIN_VALUES", 1 << 40)  # search every unsure row
+    labels, dist = assigner.assign(moved)
+    _assert_nearest(x, moved, labels, dist, "l2")
+    assert assigner.bound_share < bounded_assign.BOUND_MIN_SHARE
+    bounded = np.isfinite(assigner.lower)
+    assert 0 < bounded.sum() <= N // bounded_assign.BOUND_PROBE_STRIDE + 1
+    labels, dist = assigner.assign(moved)  # unchanged centroids: every bounded row settles
+    _assert_nearest(x, moved, labels, dist, "l2")
+    assert assigner.bound_share == 1.0 and np.isfinite(assigner.lower).all()

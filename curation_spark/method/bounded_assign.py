@@ -37,22 +37,39 @@ GRAPH_MAX_CLUSTERS = 16384
 #: (rows x D): below, its per-centroid Python loop costs more than one flat search of them
 #: (the toy demo's 30,000 2-D points at K = 1000: ~10 of 15 s of its level-1 k-means).
 CANDIDATE_MIN_VALUES = 1 << 19
+#: Below this share of bounded rows settled by the bound test, the next full search looks
+#: for one neighbour instead of two (a 2-neighbour search costs ~1.4x), keeping bounds for
+#: every ``BOUND_PROBE_STRIDE``-th row only, to see whether they start paying.
+BOUND_MIN_SHARE = 0.3
+BOUND_PROBE_STRIDE = 8
+#: Rows of the candidate test's trial (a strided sample of the unsure rows): the rest is
+#: tested only if the trial's certified share makes it cheaper than searching them.
+CANDIDATE_TRIAL_ROWS = 4096
+#: The candidate test per row and per row x candidate x dim, and an exact search per row x
+#: centroid x dim (one thread; seconds, as :mod:`curation_spark.method.centroid_index`'s).
+COST_CANDIDATE_ROW = 0.25e-6
+COST_CANDIDATE_MAC = 40e-12
+COST_SEARCH_MAC = 36e-12
 #: Probed lists of the first call's guess (:func:`probe_guess`): with sqrt(P K) lists a row
 #: is compared with about 2 sqrt(P K) centroids, so P = 1 costs ~2 / sqrt(K) of a flat search
 #: (6 % at K = 1,000) and the candidate test then corrects most of its misses.
 GUESS_PROBES = 1
 
 
-def _search_two(x: np.ndarray, centroids: np.ndarray, distance: str) -> tuple[np.ndarray, np.ndarray]:
+def _search_two(x: np.ndarray, centroids: np.ndarray, distance: str,
+                bounds: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid of each row and a valid lower bound on the distance to every other
-    one (Euclidean, float64; +inf when K == 1), with faiss's exact flat search for 2 neighbours."""
+    one (Euclidean, float64; +inf when K == 1), with faiss's exact flat search for 2
+    neighbours; without ``bounds`` a search for 1 (~0.7x the time) and no bound (-inf)."""
     import faiss
 
     n, d = x.shape
     k = len(centroids)
     index = faiss.IndexFlatIP(d) if distance == "cosine" else faiss.IndexFlatL2(d)
     index.add(centroids)
-    scores, labels = index.search(x, min(2, k))
+    scores, labels = index.search(x, min(2, k) if bounds else 1)
+    if not bounds:
+        return labels[:, 0].astype(np.int64), np.full(n, -np.inf)
     if k < 2:
         return labels[:, 0].astype(np.int64), np.full(n, np.inf)
     if distance == "cosine":
@@ -198,6 +215,8 @@ class BoundedAssigner:
         self.lower: np.ndarray | None = None
         self.previous: np.ndarray | None = None
         self.counts = AssignCounts()
+        #: Share of the rows with a bound that the bound test settled on the last call.
+        self.bound_share = 1.0
 
     def _worth_candidates(self, rows: int, k: int) -> bool:
         """Whether the candidate test pays for ``rows`` unsure rows at ``k`` centroids."""
@@ -236,30 +255,67 @@ class BoundedAssigner:
             own = _euclidean(dist, distance)
             unsure = np.flatnonzero(own >= lower)
             counts.by_bound = n - len(unsure)
+            bounded = int(np.count_nonzero(lower > -np.inf))
+            self.bound_share = (bounded - (len(unsure) - (n - bounded))) / bounded if bounded else 1.0
             if len(unsure) and self._worth_candidates(len(unsure), k):
-                graph = CentroidGraph.build(centroids, self.n_candidates)
-                c_sq = np.einsum("ij,ij->i", centroids, centroids).astype(np.float64)
-                anchors = labels[unsure]
-                best, best_sq, second_sq = _search_candidates(x, unsure, centroids, c_sq, anchors, graph)
-                outside = graph.radius[anchors] - own[unsure]  # lower bound for non-candidates
-                proven = np.sqrt(best_sq) <= outside
-                rows = unsure[proven]
-                changed = rows[best[proven] != labels[rows]]
-                labels[rows] = best[proven]
-                lower[rows] = np.minimum(np.sqrt(second_sq[proven]), outside[proven])
-                if len(changed):
-                    dist[changed] = exact_distances(x[changed], centroids, labels[changed], distance)
-                counts.by_candidates = len(rows)
-                unsure = unsure[~proven]
+                unsure = self._candidate_test(centroids, labels, lower, dist, own, unsure, counts)
             if len(unsure):
-                sub_x = np.ascontiguousarray(x[unsure])
-                sub_labels, sub_lower = _search_two(sub_x, centroids, distance)
-                labels[unsure] = sub_labels
-                lower[unsure] = sub_lower
-                dist[unsure] = exact_distances(sub_x, centroids, sub_labels, distance)
+                self._search(centroids, unsure, labels, lower, dist, with_bounds=self.bound_share >= BOUND_MIN_SHARE)
             counts.searched = len(unsure)
         self.labels, self.lower, self.previous, self.counts = labels, lower, centroids.copy(), counts
         return labels, dist
+
+    def _candidate_test(self, centroids: np.ndarray, labels: np.ndarray, lower: np.ndarray, dist: np.ndarray,
+                        own: np.ndarray, unsure: np.ndarray, counts: AssignCounts) -> np.ndarray:
+        """Test 2 on the ``unsure`` rows (labels, bounds and distances of the rows it proves
+        are updated in place); returns the rows still unsure. Tried first on a strided
+        sample: where it proves too few rows to pay for itself against searching them
+        (counted costs, as :mod:`curation_spark.method.centroid_index`'s), the rest is not tested."""
+        x, distance = self.x, self.distance
+        k, dim = centroids.shape
+        graph = CentroidGraph.build(centroids, self.n_candidates)
+        c_sq = np.einsum("ij,ij->i", centroids, centroids).astype(np.float64)
+        trial = np.zeros(len(unsure), dtype=bool)
+        trial[np.linspace(0, len(unsure) - 1, min(len(unsure), CANDIDATE_TRIAL_ROWS)).astype(np.int64)] = True
+        proven = np.zeros(len(unsure), dtype=bool)
+        for part in (trial, ~trial):
+            rows_in = unsure[part]
+            if not len(rows_in):
+                continue
+            anchors = labels[rows_in]
+            best, best_sq, second_sq = _search_candidates(x, rows_in, centroids, c_sq, anchors, graph)
+            outside = graph.radius[anchors] - own[rows_in]  # lower bound for non-candidates
+            ok = np.sqrt(best_sq) <= outside
+            rows = rows_in[ok]
+            changed = rows[best[ok] != labels[rows]]
+            labels[rows] = best[ok]
+            lower[rows] = np.minimum(np.sqrt(second_sq[ok]), outside[ok])
+            if len(changed):
+                dist[changed] = exact_distances(x[changed], centroids, labels[changed], distance)
+            proven[np.flatnonzero(part)[ok]] = True
+            if part is trial:
+                test_cost = COST_CANDIDATE_ROW + self.n_candidates * dim * COST_CANDIDATE_MAC
+                saved = float(ok.mean()) * k * dim * COST_SEARCH_MAC / max(1, centroid_index.faiss_threads())
+                if saved < test_cost:
+                    break
+        counts.by_candidates = int(proven.sum())
+        return unsure[~proven]
+
+    def _search(self, centroids: np.ndarray, rows: np.ndarray, labels: np.ndarray, lower: np.ndarray,
+                dist: np.ndarray, with_bounds: bool) -> None:
+        """Test 3: exact search of ``rows``, in place. Without ``with_bounds`` (the bounds did
+        not pay last time) only every ``BOUND_PROBE_STRIDE``-th row gets a new bound."""
+        x, distance = self.x, self.distance
+        keep = np.ones(len(rows), dtype=bool) if with_bounds else (np.arange(len(rows)) % BOUND_PROBE_STRIDE == 0)
+        for part, bounds in ((keep, True), (~keep, False)):
+            sub = rows[part]
+            if not len(sub):
+                continue
+            sub_x = np.ascontiguousarray(x[sub])
+            sub_labels, sub_lower = _search_two(sub_x, centroids, distance, bounds=bounds)
+            labels[sub] = sub_labels
+            lower[sub] = sub_lower
+            dist[sub] = exact_distances(sub_x, centroids, sub_labels, distance)
 
     def _other_shift(self, centroids: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Per row, the largest move since the last call of any centroid but its own."""

@@ -19,11 +19,12 @@ of ordinary GEMMs so they run at BLAS speed:
     their candidates: one GEMM per previous cluster, N x L x D, not growing with K.
 
 Neither is exact. The engine checks a fixed sample of each block against exact search
-every iteration, uses the prior path only while its measured agreement is on target, and
-widens ``n_probes`` when the probe path falls short (:class:`IndexAssigner`). With
+every iteration, before searching the block, and takes the cheapest width of the prior
+path, else the narrowest probe count, whose sampled agreement is on target
+(:class:`IndexAssigner`). With
 ``assignment: auto`` it also holds the exact path (the bounded exact search of
 :mod:`curation_spark.method.bounded_assign`) and never takes an index path that costs
-more than exact search, and the probes stop widening where exact search is cheaper. The
+more than exact search. The
 costs are *counted* (rows x candidates x D, groups of rows, searched rows; the
 ``COST_*`` seconds per unit measured by ``bench/assign_cost_bench.py``), not timed, so the
 path taken, and so the clusters, depend on the data, the config and faiss's thread count
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,6 +53,8 @@ TARGET_AGREEMENT = 0.99
 MAX_NEIGHBOURS = 1024
 #: ... nor beyond this many bytes for the whole graph (K x L int32, kept across iterations).
 GRAPH_MAX_BYTES = 256 << 20
+#: The probe path never probes more lists than this.
+MAX_PROBES = 1024
 #: Rows of the exact check per block and iteration (cost: rows x K x D).
 AGREEMENT_SAMPLE_ROWS = 512
 
@@ -111,8 +114,15 @@ class CoarseLists:
     list_of: np.ndarray
     order: np.ndarray
     offsets: np.ndarray
+    #: For every list its nearest lists, nearest first (as many as the widest probe tried).
     near_lists: np.ndarray
     distance: str
+    #: Lists probed from a list: the first ``probes`` of its ``near_lists``.
+    probes: int = 0
+
+    def with_probes(self, probes: int) -> CoarseLists:
+        """The same lists probed ``probes`` wide (no copy of the arrays)."""
+        return replace(self, probes=min(int(probes), self.near_lists.shape[1]))
 
     @classmethod
     def build(cls, centroids: np.ndarray, coarse: np.ndarray, n_probes: int, distance: str = "l2",
@@ -125,11 +135,12 @@ class CoarseLists:
         order = np.argsort(list_of, kind="stable")
         offsets = np.searchsorted(list_of[order], np.arange(m + 1))
         near = nearest(coarse, coarse, distance, k=min(m, max(1, n_probes)))
-        return cls(coarse, list_of, order, offsets, near, distance)
+        return cls(coarse, list_of, order, offsets, near, distance, near.shape[1])
 
     def candidates(self, q: int) -> np.ndarray:
         """Centroid ids in the lists probed from coarse list ``q`` (sorted)."""
-        return np.sort(np.concatenate([self.order[self.offsets[r]:self.offsets[r + 1]] for r in self.near_lists[q]]))
+        return np.sort(np.concatenate([self.order[self.offsets[r]:self.offsets[r + 1]]
+                                       for r in self.near_lists[q, :self.probes]]))
 
     def start(self, x: np.ndarray) -> np.ndarray:
         """Nearest coarse list of each row."""
@@ -398,19 +409,19 @@ def faiss_threads() -> int:
 class IndexAssigner:
     """Index-assisted assignment of one block across Lloyd iterations.
 
-    Keeps the block's previous labels (the prior), the coarse quantizer and the current
-    probe count. Each :meth:`assign` checks the paths on a fixed sample of the block
-    against exact search and takes the prior path when it is on target (with a margin for
-    the sample's noise), else the probe path, and doubles ``n_probes`` for the next call
-    when the probe path was short of the target.
+    Keeps the block's previous labels (the prior), the coarse quantizer, the neighbour
+    graph and the last probe count. Each :meth:`assign` checks the paths on a fixed sample
+    of the block against exact search *before* searching the block: the prior path at each
+    neighbour-list width (and with the kept graph), cheapest first, and if none is on
+    target (a margin below the target for the sample's noise) the probe path at each probe
+    count from ``index_probes`` doubled, narrowest first. The block is then searched once,
+    on the first option on target, so every call meets the target, the first one included.
 
-    With ``exact`` (``assignment: auto``), exact search is a path too, and the cheapest
-    path that meets the target is taken, by the counted cost model (``COST_*``): the prior
-    path when on target unless it costs more than exact search, else the probe path unless
-    it costs more than exact search or fell short of the target at the widest probe count
-    cheaper than exact search; else exact search. Exact search is costed as a full search
-    of the rows the bounded search had to search on its last call (all rows before its
-    first). The probes stop widening where the wider probe would cost more than exact search.
+    With ``exact`` (``assignment: auto``), exact search is a path too: no option costing
+    more than exact search is tried, by the counted cost model (``COST_*``); when none
+    cheaper is on target, exact search runs. Exact search is costed as a full search of the
+    rows the bounded search had to search on its last call (all rows before its first).
+    Without it (``assignment: index``) the widest probe is taken when none is on target.
     """
 
     def __init__(self, x: np.ndarray, distance: str, n_probes: int, n_neighbours: int,
@@ -431,9 +442,8 @@ class IndexAssigner:
         self.exact = exact
         #: Share of the rows the exact path's last call searched in full (1.0 before it ran).
         self.searched_share = searched_share or (lambda: 1.0)
-        #: The probe path fell short of the target and was not widened (exact search was
-        #: cheaper than the wider probe): it does not meet the target, exact search does.
-        self.probe_short = False
+        #: The narrowest probe count the probe path tries (``clustering.index_probes``).
+        self.base_probes = int(n_probes)
 
     @staticmethod
     def _total(shared: SharedWork | None, *values: float) -> list[float]:
@@ -450,7 +460,7 @@ class IndexAssigner:
         n, dim = self.x.shape
         m = len(lists.offsets) - 1
         sizes = np.diff(lists.offsets)
-        per_list = sizes[lists.near_lists].sum(axis=1) * (n_probes / max(1, lists.near_lists.shape[1]))
+        per_list = sizes[lists.near_lists[:, :n_probes]].sum(axis=1)
         pairs = float(per_list[starts].sum()) * n / max(1, len(self.sample))
         touched = min(1.0, n / max(1, m))
         grouped = (pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE)
@@ -466,7 +476,7 @@ class IndexAssigner:
         if not build_graph:
             return search
         k = len(lists.list_of)
-        per_list = np.diff(lists.offsets)[lists.near_lists].sum(axis=1)
+        per_list = np.diff(lists.offsets)[lists.near_lists[:, :lists.probes]].sum(axis=1)
         graph_pairs = float(per_list[lists.list_of].sum()) / max(1, tasks)
         graph = (graph_pairs * (dim * COST_GROUP_MAC + COST_GRAPH_PARTITION)
                  + k / max(1, tasks) * width * COST_GRAPH_SELECT)
@@ -532,6 +542,34 @@ class IndexAssigner:
         searched = n * self.searched_share()
         return searched * k * dim * COST_EXACT_MAC / faiss_threads() + n * dim * COST_GROUP_GATHER
 
+    def _probe_widths(self, m: int) -> list[int]:
+        """The probe counts the sample tries: the configured one doubled up to all m lists
+        (at most ``MAX_PROBES``: the lists' nearest lists are an m x widest table)."""
+        widest = min(m, max(MAX_PROBES, self.base_probes))
+        widths = [max(1, min(self.base_probes, widest))]
+        while widths[-1] < widest:
+            widths.append(min(widest, widths[-1] * 2))
+        return widths
+
+    def _choose_probes(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None, xs: np.ndarray,
+                       starts: np.ndarray, exact: np.ndarray, exact_cost: float,
+                       shared: SharedWork | None) -> tuple[int, int, bool]:
+        """The narrowest probe count whose sampled agreement is on target (the same margin as
+        the prior's) and that costs less than exact search: (probes, sample hits, on target?).
+        Tried narrowest first on the sample's rows only, stopping at the first on target, so
+        the block is searched once, at a width that meets the target in this very call."""
+        allowed = (1.0 - self.target) * self._total(shared, len(self.sample))[0] / 2
+        probes, hits = self.base_probes, 0
+        for probes in self._probe_widths(len(lists.offsets) - 1):
+            if self.exact is not None and self._total(shared, self._probe_cost(lists, probes, starts))[0] >= exact_cost:
+                return probes, hits, False
+            got = search_groups(xs, centroids, c_sq, starts, lists.with_probes(probes).candidates, self.distance,
+                                threads=1)
+            hits = int((got == exact).sum())
+            if self._total(shared, len(self.sample) - hits)[0] <= allowed:
+                return probes, hits, True
+        return probes, hits, False
+
     def assign(self, centroids: np.ndarray, seed: int = 0,
                shared: SharedWork | None = None) -> tuple[np.ndarray, np.ndarray | None, AssignStats]:
         """Labels of every row for ``centroids``, their exact distances when the path that
@@ -541,21 +579,21 @@ class IndexAssigner:
         x, distance = self.x, self.distance
         k = len(centroids)
         if self.coarse is None:
-            self.coarse = train_coarse(centroids, self.n_probes, distance, seed)
+            self.coarse = train_coarse(centroids, self.base_probes, distance, seed)
+        m = len(self.coarse)
         list_of = shared.list_ids(centroids, self.coarse, distance) if shared is not None else None
-        lists = CoarseLists.build(centroids, self.coarse, self.n_probes, distance, list_of)
+        widest = self._probe_widths(m)[-1]
+        # The neighbour graph probes as wide as the probe path last did (narrower graphs were
+        # measured off target for the prior at the second iteration, K = 20,000, N/K = 20).
+        lists = CoarseLists.build(centroids, self.coarse, widest, distance, list_of).with_probes(self.n_probes)
         c_sq = squared_norms(centroids) if distance == "l2" else None
         xs = x[self.sample]
         exact = nearest(xs, centroids, distance)[:, 0]
+        starts = lists.start(xs)
         path: str | None = None
         labels: np.ndarray | None = None
         dist: np.ndarray | None = None
-        probes_used = self.n_probes
-        exact_cost = probe_cost = 0.0
-        sample_starts = lists.start(xs) if self.exact is not None else None
-        if sample_starts is not None:  # the modelled costs, summed over the blocks that decide together
-            exact_cost, probe_cost = self._total(shared, self._exact_cost(k),
-                                                 self._probe_cost(lists, self.n_probes, sample_starts))
+        exact_cost = self._total(shared, self._exact_cost(k))[0] if self.exact is not None else 0.0
         prior = self._choose_prior(lists, centroids, c_sq, xs, exact, exact_cost, shared)
         if prior is not None:
             width, build, hits, on_target = prior
@@ -568,27 +606,23 @@ class IndexAssigner:
                 graph = self.graph
                 assert graph is not None and self.previous is not None
                 labels = search_fixed(x, centroids, c_sq, self.previous, graph, width, distance)
-        if path is None and self.exact is not None and (exact_cost < probe_cost or self.probe_short):
-            path = "exact"
-            labels, dist = self.exact(centroids)
-            hits = int((labels[self.sample] == exact).sum())
         if path is None:
-            path = "probe"
-            labels = search_groups(x, centroids, c_sq, lists.start(x), lists.candidates, distance)
-            hits = int((labels[self.sample] == exact).sum())
-            misses, checked = self._total(shared, len(self.sample) - hits, len(self.sample))
-            if misses > (1.0 - self.target) * checked:
-                wider = min(len(self.coarse), self.n_probes * 2)
-                # No wider probing where it would cost more than exact search: the exact
-                # path takes over from the next call (unless the prior gets on target).
-                if sample_starts is not None and \
-                        self._total(shared, self._probe_cost(lists, wider, sample_starts))[0] >= exact_cost:
-                    self.probe_short = True
-                else:
-                    self.n_probes = wider
+            probes, hits, on_target = self._choose_probes(lists, centroids, c_sq, xs, starts, exact, exact_cost,
+                                                          shared)
+            self.n_probes = probes
+            if on_target or self.exact is None:
+                path = "probe"
+                labels = search_groups(x, centroids, c_sq, lists.start(x), lists.with_probes(probes).candidates,
+                                       distance)
+                hits = int((labels[self.sample] == exact).sum())
+            else:  # no probe count meets the target for less than exact search
+                path = "exact"
+                assert self.exact is not None
+                labels, dist = self.exact(centroids)
+                hits = int((labels[self.sample] == exact).sum())
         assert labels is not None
         self.previous = labels
-        return labels, dist, AssignStats(path, hits, len(self.sample), probes_used, self.n_neighbours)
+        return labels, dist, AssignStats(path, hits, len(self.sample), self.n_probes, self.n_neighbours)
 
 
 def assign_fresh(x: np.ndarray, centroids: np.ndarray, coarse: np.ndarray, distance: str, n_probes: int,
