@@ -64,9 +64,14 @@ def make_data(n: int, dim: int, k: int, noise: float, seed: int) -> np.ndarray:
     return np.ascontiguousarray(flat.reshape(n, dim), dtype=np.float32)
 
 
+#: ``--index-min-clusters``: the engine's ``clustering.index_min_clusters`` (None: the default).
+INDEX_MIN_CLUSTERS: dict[str, int] = {}
+
+
 def engine_fit(x: np.ndarray, k: int, iters: int, assignment: str, init: str, seed: int) -> tuple[float, Any]:
     params = lloyd.KMeansParams(n_clusters=k, n_iters=iters, distance="l2", init=init, seed=seed, tol=0.0,
-                                init_sample_size=min(len(x), max(k * 20, 50_000)), assignment=assignment)
+                                init_sample_size=min(len(x), max(k * 20, 50_000)), assignment=assignment,
+                                **INDEX_MIN_CLUSTERS)
     # Stand-ins for the xxhash64 keys: uniform over the whole int64 range, as the hash is
     # (the init sample's cut is a signed threshold).
     keys = {seed: np.random.default_rng(seed).integers(-2**63, 2**63 - 1, len(x), dtype=np.int64)}
@@ -229,6 +234,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--contenders", default=",".join(CONTENDERS), help="a subset of " + ",".join(CONTENDERS))
     p.add_argument("--faiss-rows", type=int, default=0,
                    help="time faiss on this many random rows and scale to N (for shapes too big to run whole)")
+    p.add_argument("--index-min-clusters", type=int, default=None,
+                   help="the engine's clustering.index_min_clusters (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="")
     return p.parse_args(argv)
@@ -236,6 +243,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.index_min_clusters is not None:
+        INDEX_MIN_CLUSTERS["index_min_clusters"] = args.index_min_clusters
     rows, skipped = [], []
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     for spec in [s for s in args.shapes.split(",") if s]:

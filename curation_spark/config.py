@@ -135,7 +135,7 @@ class ClusteringConfig:
     init: str = "auto"
     init_sample_size: int | None = None
     assignment: str = "auto"
-    index_min_clusters: int = 4096
+    index_min_clusters: int = 256
     index_neighbours: int = 64
     index_probes: int = 64
     in_process_max_mb: int = 256

@@ -70,14 +70,16 @@ def test_auto_takes_the_exact_path_where_the_index_costs_more(monkeypatch):
     """``assignment: auto`` (an exact fallback): the path follows the counted cost model
     (here made to say "exact is cheap" and then "the index is cheap"), the exact path's
     labels are the exact ones, and the same data take the same paths (no timings)."""
+    from curation_spark.method import bounded_assign
     from curation_spark.method.bounded_assign import BoundedAssigner
 
     x = _mixture(20_000, 16, 40)
     c = x[:: len(x) // 2000][:2000].copy()
     monkeypatch.setattr(ci, "COST_GROUP_MAC", 1e-6)  # grouped GEMMs made dear: exact is cheaper
+    monkeypatch.setattr(ci, "COST_FIXED_MAC", 1e-6)
     exact_path = BoundedAssigner(x, "l2")
     assigner = ci.IndexAssigner(x, "l2", n_probes=4, n_neighbours=16, exact=exact_path.assign,
-                                searched_share=lambda: exact_path.counts.searched / max(1, exact_path.counts.rows))
+                                exact_cost=exact_path.modelled_cost)
     labels, dist, stats = assigner.assign(c)
     assert stats.path == "exact" and dist is not None
     want, _ = kernels.assign(x, c, "l2")
@@ -85,7 +87,10 @@ def test_auto_takes_the_exact_path_where_the_index_costs_more(monkeypatch):
     _, _, stats = assigner.assign(c)  # prior on target (exact labels, same centroids) but dearer
     assert stats.path == "exact"
     monkeypatch.setattr(ci, "COST_GROUP_MAC", 1e-15)
+    monkeypatch.setattr(ci, "COST_FIXED_MAC", 1e-15)
     monkeypatch.setattr(ci, "COST_EXACT_MAC", 1e-6)  # exact search made dear: the prior path
+    monkeypatch.setattr(bounded_assign, "COST_SEARCH_MAC", 1e-6)
+    monkeypatch.setattr(bounded_assign, "COST_BOUND_ROW", 1e-3)
     _, _, stats = assigner.assign(c)
     assert stats.path == "prior"
     fresh = ci.IndexAssigner(x, "l2", n_probes=4, n_neighbours=16, exact=BoundedAssigner(x, "l2").assign)
@@ -105,7 +110,7 @@ def test_no_probe_dearer_than_exact_search_is_tried(monkeypatch):
     starts = lists.start(x[with_exact.sample])
     narrow, wide = with_exact._probe_cost(lists, 1, starts), with_exact._probe_cost(lists, 2, starts)
     assert narrow < wide
-    monkeypatch.setattr(with_exact, "_exact_cost", lambda k: (narrow + wide) / 2)
+    monkeypatch.setattr(with_exact, "exact_cost", lambda k: (narrow + wide) / 2)
     labels, dist, stats = with_exact.assign(c)
     assert stats.path == "exact" and np.array_equal(labels, kernels.assign(x, c, "l2")[0])
 

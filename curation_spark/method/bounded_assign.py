@@ -49,7 +49,9 @@ CANDIDATE_TRIAL_ROWS = 4096
 #: centroid x dim (one thread; seconds, as :mod:`curation_spark.method.centroid_index`'s).
 COST_CANDIDATE_ROW = 0.25e-6
 COST_CANDIDATE_MAC = 40e-12
-COST_SEARCH_MAC = 36e-12
+COST_SEARCH_MAC = centroid_index.COST_EXACT_MAC
+#: The bound test per row: its exact distance to its centroid, the bound's update and test.
+COST_BOUND_ROW = 0.1e-6
 #: Probed lists of the first call's guess (:func:`probe_guess`): with sqrt(P K) lists a row
 #: is compared with about 2 sqrt(P K) centroids, so P = 1 costs ~2 / sqrt(K) of a flat search
 #: (6 % at K = 1,000) and the candidate test then corrects most of its misses.
@@ -180,6 +182,8 @@ class AssignCounts:
     by_bound: int = 0
     by_candidates: int = 0
     searched: int = 0
+    #: Rows the candidate test tested (proven or not).
+    tested: int = 0
 
 
 class BoundedAssigner:
@@ -265,6 +269,20 @@ class BoundedAssigner:
         self.labels, self.lower, self.previous, self.counts = labels, lower, centroids.copy(), counts
         return labels, dist
 
+    def modelled_cost(self, k: int) -> float:
+        """Modelled seconds of the next :meth:`assign` for ``k`` centroids, from what the last
+        call did (counted, not timed: the index path weighs it against its own): the bound
+        test of every row, the candidate test of the rows it tested, an exact search of the
+        rows it searched (for two neighbours while the bounds pay, else one). Before the
+        first call: a full two-neighbour search."""
+        n, dim = self.x.shape
+        last = self.counts
+        share = (lambda v: v / last.rows * n) if last.rows else (lambda v: float(n))
+        searched, tested = share(last.searched), (share(last.tested) if last.rows else 0.0)
+        mac = COST_SEARCH_MAC if self.bound_share >= BOUND_MIN_SHARE else centroid_index.COST_FLAT_MAC
+        return (n * COST_BOUND_ROW + tested * (COST_CANDIDATE_ROW + self.n_candidates * dim * COST_CANDIDATE_MAC)
+                + searched * k * dim * mac / max(1, centroid_index.faiss_threads()))
+
     def _candidate_test(self, centroids: np.ndarray, labels: np.ndarray, lower: np.ndarray, dist: np.ndarray,
                         own: np.ndarray, unsure: np.ndarray, counts: AssignCounts) -> np.ndarray:
         """Test 2 on the ``unsure`` rows (labels, bounds and distances of the rows it proves
@@ -299,6 +317,7 @@ class BoundedAssigner:
                 if saved < test_cost:
                     break
         counts.by_candidates = int(proven.sum())
+        counts.tested = int(trial.sum()) if part is trial else len(unsure)
         return unsure[~proven]
 
     def _search(self, centroids: np.ndarray, rows: np.ndarray, labels: np.ndarray, lower: np.ndarray,

@@ -53,6 +53,10 @@ TARGET_AGREEMENT = 0.99
 MAX_NEIGHBOURS = 1024
 #: ... nor beyond this many bytes for the whole graph (K x L int32, kept across iterations).
 GRAPH_MAX_BYTES = 256 << 20
+#: Under ``auto`` an index path is taken only where its modelled cost is at most this share
+#: of exact search's: the model's error is of this order (the grouped searches' thread
+#: speed-up, their GEMMs' efficiency), and near parity exact search is worth its exactness.
+INDEX_MARGIN = 0.8
 #: The probe path never probes more lists than this.
 MAX_PROBES = 1024
 #: Rows of the exact check per block and iteration (cost: rows x K x D).
@@ -399,6 +403,16 @@ def grouped_cost(rows_per_group: np.ndarray, candidates_per_group: np.ndarray, d
             + np.count_nonzero(rows) * COST_GROUP)
 
 
+#: What each thread beyond the first adds to :func:`search_groups` (Python threads share
+#: the GIL between GEMMs: 5.3 -> 3.3 s on 2 threads at K = 20,000; 1.6x on 2 at K = 500).
+GROUPED_THREAD_GAIN = 0.6
+
+
+def grouped_speedup(threads: int) -> float:
+    """Modelled speed-up of :func:`search_groups` on ``threads`` threads."""
+    return 1.0 + GROUPED_THREAD_GAIN * (max(1, threads) - 1)
+
+
 def faiss_threads() -> int:
     """The OpenMP threads faiss's flat search runs on here (the driver path sets them per level)."""
     import faiss
@@ -418,15 +432,16 @@ class IndexAssigner:
     on the first option on target, so every call meets the target, the first one included.
 
     With ``exact`` (``assignment: auto``), exact search is a path too: no option costing
-    more than exact search is tried, by the counted cost model (``COST_*``); when none
-    cheaper is on target, exact search runs. Exact search is costed as a full search of the
-    rows the bounded search had to search on its last call (all rows before its first).
-    Without it (``assignment: index``) the widest probe is taken when none is on target.
+    more than ``INDEX_MARGIN`` (0.8) of exact search is tried, by the counted cost model
+    (``COST_*``); when none cheaper is on target, exact search runs. Exact search is
+    costed as a full search of the rows the bounded search's tests left on its last call,
+    plus the tests themselves (``BoundedAssigner.modelled_cost``). Without it
+    (``assignment: index``) the widest probe is taken when none is on target.
     """
 
     def __init__(self, x: np.ndarray, distance: str, n_probes: int, n_neighbours: int,
                  target: float = TARGET_AGREEMENT, coarse: np.ndarray | None = None,
-                 exact: ExactPath | None = None, searched_share: Callable[[], float] | None = None) -> None:
+                 exact: ExactPath | None = None, exact_cost: Callable[[int], float] | None = None) -> None:
         self.x = x
         self.distance = distance
         self.n_probes = int(n_probes)
@@ -440,8 +455,10 @@ class IndexAssigner:
         self.previous: np.ndarray | None = None
         self.coarse = coarse
         self.exact = exact
-        #: Share of the rows the exact path's last call searched in full (1.0 before it ran).
-        self.searched_share = searched_share or (lambda: 1.0)
+        #: The exact path's modelled seconds for K centroids (default: a full flat search for
+        #: two neighbours; the bounded search models its own from its last call).
+        self.exact_cost = exact_cost or (lambda k: flat_cost(len(x), k, x.shape[1], faiss_threads())
+                                         * COST_EXACT_MAC / COST_FLAT_MAC)
         #: The narrowest probe count the probe path tries (``clustering.index_probes``).
         self.base_probes = int(n_probes)
 
@@ -465,7 +482,7 @@ class IndexAssigner:
         touched = min(1.0, n / max(1, m))
         grouped = (pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE)
                    + touched * (float(per_list.sum()) * dim * COST_GROUP_GATHER + m * COST_GROUP))
-        return flat_cost(n, m, dim, faiss_threads()) + grouped / faiss_threads()
+        return flat_cost(n, m, dim, faiss_threads()) + grouped / grouped_speedup(faiss_threads())
 
     def _prior_cost(self, width: int, lists: CoarseLists, tasks: int, build_graph: bool = True) -> float:
         """The prior path: :func:`search_fixed` of every row among ``width`` candidates, and
@@ -521,7 +538,7 @@ class IndexAssigner:
         # anchors (the widest, nearest first; narrower ones are its prefixes) only if needed.
         for i in sorted(range(len(options)), key=lambda j: (costs[j], j)):
             width, build = options[i]
-            if self.exact is not None and costs[i] > exact_cost:
+            if self.exact is not None and costs[i] > exact_cost * INDEX_MARGIN:
                 break
             if not build:
                 assert self.graph is not None  # the kept graph's option
@@ -536,11 +553,6 @@ class IndexAssigner:
             if self._total(shared, len(self.sample) - hits)[0] <= allowed:
                 return width, build, hits, True
         return widths[-1], True, hits, False
-
-    def _exact_cost(self, k: int) -> float:
-        n, dim = self.x.shape
-        searched = n * self.searched_share()
-        return searched * k * dim * COST_EXACT_MAC / faiss_threads() + n * dim * COST_GROUP_GATHER
 
     def _probe_widths(self, m: int) -> list[int]:
         """The probe counts the sample tries: the configured one doubled up to all m lists
@@ -561,7 +573,8 @@ class IndexAssigner:
         allowed = (1.0 - self.target) * self._total(shared, len(self.sample))[0] / 2
         probes, hits = self.base_probes, 0
         for probes in self._probe_widths(len(lists.offsets) - 1):
-            if self.exact is not None and self._total(shared, self._probe_cost(lists, probes, starts))[0] >= exact_cost:
+            if self.exact is not None and \
+                    self._total(shared, self._probe_cost(lists, probes, starts))[0] > exact_cost * INDEX_MARGIN:
                 return probes, hits, False
             got = search_groups(xs, centroids, c_sq, starts, lists.with_probes(probes).candidates, self.distance,
                                 threads=1)
@@ -593,7 +606,7 @@ class IndexAssigner:
         path: str | None = None
         labels: np.ndarray | None = None
         dist: np.ndarray | None = None
-        exact_cost = self._total(shared, self._exact_cost(k))[0] if self.exact is not None else 0.0
+        exact_cost = self._total(shared, self.exact_cost(k))[0] if self.exact is not None else 0.0
         prior = self._choose_prior(lists, centroids, c_sq, xs, exact, exact_cost, shared)
         if prior is not None:
             width, build, hits, on_target = prior

@@ -128,14 +128,10 @@ class BlockLloyd:
                       if not index or params.assignment == "auto" else None)
         self.index = (centroid_index.IndexAssigner(x, params.distance, params.index_probes, params.index_neighbours,
                                                    exact=self.exact.assign if self.exact is not None else None,
-                                                   searched_share=self._searched_share)
+                                                   exact_cost=self.exact.modelled_cost if self.exact is not None
+                                                   else None)
                       if index else None)
         self.last_stats: centroid_index.AssignStats | None = None
-
-    def _searched_share(self) -> float:
-        """Share of the rows the exact path searched in full on its last call (1.0 before)."""
-        counts = self.exact.counts if self.exact is not None else None
-        return counts.searched / counts.rows if counts is not None and counts.rows else 1.0
 
     def assign(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels and exact distances to the given centroids."""

@@ -75,12 +75,14 @@ MEANINGS: dict[str, str] = {
                              "(centroid index only, for large K), `auto` (from `index_min_clusters` on, the cheaper of "
                              "the index's paths and exact search by a counted cost model, never an index path that "
                              "costs more than exact search).",
-    "clustering.index_min_clusters": "Clusters from which `assignment: auto` uses the centroid index.",
-    "clustering.index_neighbours": "Index path: candidate centroids per point on the *prior* path (the nearest "
-                                   "centroids of its previous centroid).",
-    "clustering.index_probes": "Index path: inverted lists each point scans on the *probe* path (doubled "
-                               "automatically when the sampled agreement with exact search falls short, under `auto` "
-                               "only while the wider probe costs less than exact search).",
+    "clustering.index_min_clusters": "Clusters from which `assignment: auto` considers the centroid index (below, "
+                                     "exact search only); from there the counted cost model decides per iteration.",
+    "clustering.index_neighbours": "Index path: the fewest candidate centroids per point on the *prior* path (the "
+                                   "nearest centroids of its previous centroid); widths up to 1,024 are tried on the "
+                                   "sample, cheapest on target first.",
+    "clustering.index_probes": "Index path: the fewest inverted lists a point scans on the *probe* path; each "
+                               "iteration tries it doubled on a 512-point sample and takes the narrowest on target "
+                               "(under `auto` only while it costs less than exact search).",
     "clustering.in_process_max_mb": "A level whose float32 points take at most this many MB runs in one process "
                                     "(numpy/faiss in the driver) instead of as Spark jobs; 0 turns this off.",
     "clustering.degenerate_share": "A level whose largest cluster holds more than this share of its points is "
