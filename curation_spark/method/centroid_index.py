@@ -510,16 +510,19 @@ class IndexAssigner:
 
     def _choose_prior(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None, xs: np.ndarray,
                       exact: np.ndarray, exact_cost: float,
-                      shared: SharedWork | None) -> tuple[int, bool, int, bool] | None:
-        """The cheapest prior path whose sampled agreement is on target: (width, rebuild the
-        graph?, sample hits, on target?), None without a previous assignment.
+                      shared: SharedWork | None) -> tuple[int, int | None, int, bool] | None:
+        """The cheapest prior path whose sampled agreement is on target: (width, the probe
+        count of a graph to build or None to keep the last one, sample hits, on target?),
+        None without a previous assignment.
 
         Tries the graph kept from the last call (no rebuild: the neighbours of a centroid
-        change slowly) and every width of :meth:`_widths` with a fresh one (the sample's
-        anchors only: at most 512 rows of it). A 512-row sample estimates agreement
-        to about +-0.4%: an option is on target when it misses at most half of what the
-        target allows, so the whole block is on target, not just the sample. With
-        ``shared`` all blocks decide together (misses and costs summed over them)."""
+        change slowly) and every width of :meth:`_widths` with a fresh graph probed as wide
+        as ``lists`` or a quarter of that (a graph's cost grows with its probes; the sample
+        says whether the cheaper one is good enough), each on the sample's anchors only (at
+        most 512 rows of it). A 512-row sample estimates agreement to about +-0.4%: an
+        option is on target when it misses at most half of what the target allows, so the
+        whole block is on target, not just the sample. With ``shared`` all blocks decide
+        together (misses and costs summed over them)."""
         if self.previous is None:
             return None
         k = len(centroids)
@@ -527,32 +530,35 @@ class IndexAssigner:
         anchor_of = anchor_of.astype(np.int64)
         widths = self._widths(k)
         # The kept graph is in no order: it is tried at its own width only.
-        options = [(self.graph.shape[1], False)] if self.graph is not None and len(self.graph) == k else []
-        options += [(width, True) for width in widths]
+        options: list[tuple[int, int | None]] = \
+            [(self.graph.shape[1], None)] if self.graph is not None and len(self.graph) == k else []
+        graph_probes = sorted({lists.probes, max(1, min(lists.probes, max(self.base_probes, lists.probes // 4)))})
+        options += [(width, probes) for probes in graph_probes for width in widths]
         tasks = shared.size if shared is not None else 1
-        costs = self._total(shared, *[self._prior_cost(w, lists, tasks, b) for w, b in options])
-        fresh: np.ndarray | None = None
+        costs = self._total(shared, *[self._prior_cost(w, lists.with_probes(p or lists.probes), tasks, p is not None)
+                                      for w, p in options])
+        fresh: dict[int, np.ndarray] = {}
         allowed = (1.0 - self.target) * self._total(shared, len(self.sample))[0] / 2
         hits = 0
-        # Cheapest first, stopping at the first on target: the fresh graph of the sample's
+        # Cheapest first, stopping at the first on target: a fresh graph of the sample's
         # anchors (the widest, nearest first; narrower ones are its prefixes) only if needed.
         for i in sorted(range(len(options)), key=lambda j: (costs[j], j)):
-            width, build = options[i]
+            width, probes = options[i]
             if self.exact is not None and costs[i] > exact_cost * INDEX_MARGIN:
                 break
-            if not build:
+            if probes is None:
                 assert self.graph is not None  # the kept graph's option
                 part = self.graph[anchors]
             else:
-                if fresh is None:
-                    fresh = neighbour_graph(lists, centroids, anchors, widths[-1])
-                part = fresh
+                if probes not in fresh:
+                    fresh[probes] = neighbour_graph(lists.with_probes(probes), centroids, anchors, widths[-1])
+                part = fresh[probes]
             got = search_fixed(xs, centroids, c_sq, anchor_of, np.ascontiguousarray(part[:, :width]), width,
                                self.distance, threads=1)
             hits = int((got == exact).sum())
             if self._total(shared, len(self.sample) - hits)[0] <= allowed:
-                return width, build, hits, True
-        return widths[-1], True, hits, False
+                return width, probes, hits, True
+        return widths[-1], lists.probes, hits, False
 
     def _probe_widths(self, m: int) -> list[int]:
         """The probe counts the sample tries: the configured one doubled up to all m lists
@@ -609,13 +615,14 @@ class IndexAssigner:
         exact_cost = self._total(shared, self.exact_cost(k))[0] if self.exact is not None else 0.0
         prior = self._choose_prior(lists, centroids, c_sq, xs, exact, exact_cost, shared)
         if prior is not None:
-            width, build, hits, on_target = prior
+            width, graph_probes, hits, on_target = prior
             self.n_neighbours = width
             if on_target:
                 path = "prior"
-                if build:
-                    self.graph = (shared.graph(lists, centroids, width) if shared is not None
-                                  else neighbour_graph(lists, centroids, np.arange(k), width, ordered=False))
+                if graph_probes is not None:
+                    probed = lists.with_probes(graph_probes)
+                    self.graph = (shared.graph(probed, centroids, width) if shared is not None
+                                  else neighbour_graph(probed, centroids, np.arange(k), width, ordered=False))
                 graph = self.graph
                 assert graph is not None and self.previous is not None
                 labels = search_fixed(x, centroids, c_sq, self.previous, graph, width, distance)
