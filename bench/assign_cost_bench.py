@@ -5,7 +5,7 @@ work (rows x candidates x D, groups), not from timings, so the same data and con
 the same clusters on every run. The per-unit seconds come from here, one thread:
 
 * ``flat``: faiss exact flat search (what the exact path costs per row x centroid x dim);
-* ``grouped``: ``centroid_index.search_groups`` (one GEMM per group of rows sharing their
+* ``grouped``: ``candidate_search.search_groups`` (one GEMM per group of rows sharing their
   candidates, then the scores' ranking), fitted as
   ``rows x cand x (D x mac + score) + groups x group`` by least squares over a grid.
 
@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from curation_spark.method import centroid_index as ci  # noqa: E402 -- after the path set-up above
+from curation_spark.method import candidate_search as ci  # noqa: E402 -- after the path set-up above
 from results_file import write_results  # noqa: E402
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from curation_spark import synth
+from curation_spark.method import candidate_search as search
 from curation_spark.method import centroid_index as ci
 from curation_spark.method import inprocess, kernels, lloyd
 
@@ -27,10 +28,10 @@ def test_batched_prior_search_equals_the_per_group_search(distance, threads):
     # Long-tailed group sizes (1 row to > FIXED_CHUNK_ROWS), some clusters without rows.
     start = np.minimum(rng.zipf(1.3, size=len(x)) - 1, 599).astype(np.int64)
     table = rng.integers(0, len(c), size=(len(c), 40)).astype(np.int32)
-    c_sq = ci.squared_norms(c) if distance == "l2" else None
+    c_sq = search.squared_norms(c) if distance == "l2" else None
     for width in (1, 7, 40):
-        want = ci.search_groups(x, c, c_sq, start, lambda a, w=width: table[a, :w], distance, threads=1)
-        got = ci.search_fixed(x, c, c_sq, start, np.ascontiguousarray(table[:, :width]), width, distance,
+        want = search.search_groups(x, c, c_sq, start, lambda a, w=width: table[a, :w], distance, threads=1)
+        got = search.search_fixed(x, c, c_sq, start, np.ascontiguousarray(table[:, :width]), width, distance,
                               threads=threads)
         assert np.array_equal(got, want), width
 
@@ -45,7 +46,7 @@ def test_a_kmeans_on_the_index_path_stores_the_exact_nearest_centroid(assignment
     assert any(h.get("assignment") == "index" for h in res.history)
     want, _ = kernels.assign(x, res.centroids, "l2")
     assert np.array_equal(res.labels, want)
-    np.testing.assert_allclose(res.dist, ci.exact_distances(x, res.centroids, want), rtol=1e-6)
+    np.testing.assert_allclose(res.dist, search.exact_distances(x, res.centroids, want), rtol=1e-6)
     assert np.array_equal(res.sizes, np.bincount(want, minlength=600))
 
 
@@ -55,7 +56,7 @@ def test_a_reassignment_through_the_index_is_exact():
     labels, dist = ci.assign_fresh(x, c, ci.train_coarse(c, 1), "l2", n_probes=1, n_neighbours=4)
     want, _ = kernels.assign(x, c, "l2")
     assert np.array_equal(labels, want)
-    np.testing.assert_allclose(dist, ci.exact_distances(x, c, want), rtol=1e-6)
+    np.testing.assert_allclose(dist, search.exact_distances(x, c, want), rtol=1e-6)
 
 
 def test_the_prior_path_keeps_its_graph_while_it_is_on_target():

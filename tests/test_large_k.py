@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from curation_spark.method import candidate_search as search
 from curation_spark.method import centroid_index as ci
 from curation_spark.method import kernels
 from curation_spark import synth
@@ -45,7 +46,7 @@ def test_index_assignment_agrees_with_brute_force(distance):
     # The objective of the index assignment is within 0.1% of the exact one.
     labels, _, _ = assigner.assign(c)
     exact, exact_d = kernels.assign(x, c, distance)
-    ours = ci.exact_distances(x, c, labels, distance)
+    ours = search.exact_distances(x, c, labels, distance)
     assert kernels.objective_terms(ours, distance) <= kernels.objective_terms(exact_d, distance) * 1.001
 
 
@@ -83,7 +84,7 @@ def test_auto_takes_the_exact_path_where_the_index_costs_more(monkeypatch):
     labels, dist, stats = assigner.assign(c)
     assert stats.path == "exact" and dist is not None
     want, _ = kernels.assign(x, c, "l2")
-    assert np.array_equal(labels, want) and np.array_equal(dist, ci.exact_distances(x, c, want))
+    assert np.array_equal(labels, want) and np.array_equal(dist, search.exact_distances(x, c, want))
     _, _, stats = assigner.assign(c)  # prior on target (exact labels, same centroids) but dearer
     assert stats.path == "exact"
     monkeypatch.setattr(ci, "COST_GROUP_MAC", 1e-15)
@@ -121,9 +122,9 @@ def test_exact_distances_are_direct():
     c = rng.normal(size=(7, 5)).astype(np.float32)
     labels = rng.integers(0, 7, size=100)
     want = np.sqrt(((x.astype(np.float64) - c[labels]) ** 2).sum(axis=1))
-    np.testing.assert_allclose(ci.exact_distances(x, c, labels), want, rtol=1e-6)
+    np.testing.assert_allclose(search.exact_distances(x, c, labels), want, rtol=1e-6)
     xn, cn = kernels.normalize_rows(x), kernels.normalize_rows(c)
-    np.testing.assert_allclose(ci.exact_distances(xn, cn, labels, "cosine"),
+    np.testing.assert_allclose(search.exact_distances(xn, cn, labels, "cosine"),
                                1 - (xn * cn[labels]).sum(axis=1), atol=1e-6)
 
 
@@ -190,7 +191,7 @@ def test_large_k_relative_to_n_runs_end_to_end(spark, tmp_dir):
     x = _mixture(20_000, 8, 40, seed=5)
     a = assign.orderBy(F.col("point_id")).toPandas()
     c = np.stack(cents.sort_values("cluster_id")["centroid"].to_numpy()).astype(np.float32)
-    want = ci.exact_distances(x[a["point_id"].to_numpy()], c, a["cluster_id"].to_numpy())
+    want = search.exact_distances(x[a["point_id"].to_numpy()], c, a["cluster_id"].to_numpy())
     np.testing.assert_allclose(a["distance"].to_numpy(), want, rtol=1e-5, atol=1e-6)
     # update's checked assignment takes the same index path, and sets bad rows aside
     from curation_spark.curation import hierarchy

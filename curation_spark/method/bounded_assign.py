@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation_spark.method import centroid_index
-from curation_spark.method.centroid_index import exact_distances
+from curation_spark.method import candidate_search, centroid_index
+from curation_spark.method.candidate_search import exact_distances
 
 #: Relative slack (of |x|^2 + max |c|^2) subtracted from squared second-nearest distances
 #: from the GEMM identity before they become lower bounds: ~64 float32 ulps.
@@ -99,8 +99,8 @@ def probe_guess(x: np.ndarray, centroids: np.ndarray, distance: str, seed: int =
     corrects it and the rest is searched exactly, so the result does not depend on it."""
     coarse = centroid_index.train_coarse(centroids, n_probes, distance, seed)
     lists = centroid_index.CoarseLists.build(centroids, coarse, n_probes, distance)
-    c_sq = centroid_index.squared_norms(centroids) if distance == "l2" else None
-    return centroid_index.search_groups(x, centroids, c_sq, lists.start(x), lists.candidates, distance)
+    c_sq = candidate_search.squared_norms(centroids) if distance == "l2" else None
+    return candidate_search.search_groups(x, centroids, c_sq, lists.start(x), lists.candidates, distance)
 
 
 @dataclass
@@ -281,7 +281,7 @@ class BoundedAssigner:
         searched, tested = share(last.searched), (share(last.tested) if last.rows else 0.0)
         mac = COST_SEARCH_MAC if self.bound_share >= BOUND_MIN_SHARE else centroid_index.COST_FLAT_MAC
         return (n * COST_BOUND_ROW + tested * (COST_CANDIDATE_ROW + self.n_candidates * dim * COST_CANDIDATE_MAC)
-                + searched * k * dim * mac / max(1, centroid_index.faiss_threads()))
+                + searched * k * dim * mac / max(1, candidate_search.faiss_threads()))
 
     def _candidate_test(self, centroids: np.ndarray, labels: np.ndarray, lower: np.ndarray, dist: np.ndarray,
                         own: np.ndarray, unsure: np.ndarray, counts: AssignCounts) -> np.ndarray:
@@ -313,7 +313,7 @@ class BoundedAssigner:
             proven[np.flatnonzero(part)[ok]] = True
             if part is trial:
                 test_cost = COST_CANDIDATE_ROW + self.n_candidates * dim * COST_CANDIDATE_MAC
-                saved = float(ok.mean()) * k * dim * COST_SEARCH_MAC / max(1, centroid_index.faiss_threads())
+                saved = float(ok.mean()) * k * dim * COST_SEARCH_MAC / max(1, candidate_search.faiss_threads())
                 if saved < test_cost:
                     break
         counts.by_candidates = int(proven.sum())

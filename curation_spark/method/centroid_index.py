@@ -44,7 +44,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from curation_spark.method import row_threads
+from curation_spark.method.candidate_search import (
+    faiss_threads,
+    flat_index,
+    nearest,
+    search_fixed,
+    search_groups,
+    squared_norms,
+)
 from curation_spark.method.reduce import owner_bounds
 
 #: Agreement with exact search the index path keeps (measured on a sample every iteration).
@@ -69,24 +76,6 @@ def n_lists_for(n_clusters: int, n_probes: int) -> int:
     return max(1, min(n_clusters, int(round(math.sqrt(max(1, n_probes) * n_clusters)))))
 
 
-def squared_norms(x: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", x, x)
-
-
-def _flat_index(d: int, distance: str):
-    import faiss
-
-    return faiss.IndexFlatIP(d) if distance == "cosine" else faiss.IndexFlatL2(d)
-
-
-def nearest(x: np.ndarray, centres: np.ndarray, distance: str = "l2", k: int = 1) -> np.ndarray:
-    """Exact ``k`` nearest centres of each row (faiss flat search, BLAS): (n, k) int64."""
-    index = _flat_index(centres.shape[1], distance)
-    index.add(np.ascontiguousarray(centres, dtype=np.float32))
-    _, labels = index.search(np.ascontiguousarray(x, dtype=np.float32), int(min(k, len(centres))))
-    return labels.astype(np.int64)
-
-
 def train_coarse(centroids: np.ndarray, n_probes: int, distance: str = "l2", seed: int = 0) -> np.ndarray:
     """Coarse centres (m x D): a small seeded k-means over the centroids. Trained once per
     k-means and reused while the centroids move (their lists are recomputed each time)."""
@@ -104,7 +93,7 @@ def train_coarse(centroids: np.ndarray, n_probes: int, distance: str = "l2", see
     km.min_points_per_centroid = 1  # few centroids per list is expected here: no warning
     km.spherical = distance == "cosine"
     km.verbose = False
-    km.train(c, _flat_index(d, distance))
+    km.train(c, flat_index(d, distance))
     return faiss.vector_float_to_array(km.centroids).reshape(m, d).copy()
 
 
@@ -151,126 +140,6 @@ class CoarseLists:
         return nearest(x, self.coarse, self.distance)[:, 0]
 
 
-def search_groups(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, start: np.ndarray,
-                  candidates_of: Callable[[int], np.ndarray], distance: str = "l2", k: int = 1,
-                  threads: int | None = None, ordered: bool = True) -> np.ndarray:
-    """Best ``k`` centroids of each point among ``candidates_of(start[i])``; points with the
-    same start share one GEMM, so this runs at BLAS speed however small K/N is. The groups
-    are split over ``threads`` threads (default: faiss's thread count, the cores this level
-    was given; the result does not depend on it).
-
-    Returns (n,) int64 labels for ``k == 1``, else (n, k): the k best, best first when
-    ``ordered``, else in no order (rows whose candidate set is smaller than k repeat their
-    best).
-    """
-    n = len(x)
-    labels = np.empty((n, k), dtype=np.int64)
-    if n == 0:
-        return labels[:, 0] if k == 1 else labels
-    order = np.argsort(start, kind="stable")
-    sorted_start = start[order]
-    cuts = np.flatnonzero(sorted_start[1:] != sorted_start[:-1]) + 1
-    los = np.concatenate(([0], cuts)).tolist()
-    his = np.concatenate((cuts, [n])).tolist()
-
-    def groups(first: int, last: int) -> None:
-        for lo, hi in zip(los[first:last], his[first:last], strict=True):
-            rows = order[lo:hi]
-            cand = candidates_of(int(sorted_start[lo]))
-            labels[rows] = _best_of(np.take(x, rows, axis=0), centroids, c_sq, cand, distance, k, ordered)
-
-    work = float(n) * x.shape[1] * min(len(centroids), 64)
-    n_threads = row_threads.threads_for_work(work, faiss_threads() if threads is None else threads)
-    if n < SMALL_GROUP_ROWS * len(los):  # small groups: the Python loop holds the GIL, threads only contend
-        n_threads = 1
-    row_threads.run_slices(groups, row_threads.balanced_cuts(np.subtract(his, los), n_threads), n_threads)
-    return labels[:, 0] if k == 1 else labels
-
-
-def _best_of(xs: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, cand: np.ndarray, distance: str,
-             k: int, ordered: bool = True) -> np.ndarray:
-    """The best ``k`` of ``cand`` for rows ``xs`` ((rows, k), best first if ``ordered``): one GEMM."""
-    scores = xs @ np.take(centroids, cand, axis=0).T  # (rows, candidates)
-    if distance == "l2":
-        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the ranking, so
-        # rank by ||c||^2 / 2 - x.c, in place (the score matrix is as big as the GEMM's work).
-        np.subtract(c_sq[cand][None, :] * 0.5, scores, out=scores)  # type: ignore[index]  # given for l2
-    else:
-        np.negative(scores, out=scores)
-    if k == 1:
-        return cand[scores.argmin(axis=1)][:, None]
-    kk = min(k, len(cand))
-    if kk == len(cand):
-        top = np.broadcast_to(np.arange(len(cand)), (len(xs), len(cand)))
-    else:
-        top = np.argpartition(scores, kk - 1, axis=1)[:, :kk]
-    # Sorting the k best costs ~3x the partition at k = 1,024 candidates of 3,200.
-    ranked = np.take_along_axis(top, np.argsort(np.take_along_axis(scores, top, axis=1), axis=1), axis=1) \
-        if ordered else top
-    best = cand[ranked]
-    if kk < k:
-        best = np.concatenate([best, np.repeat(best[:, :1], k - kk, axis=1)], axis=1)
-    return best
-
-
-#: Mean rows per group below which :func:`search_groups` stays on one thread.
-SMALL_GROUP_ROWS = 64
-#: Rows per padded chunk of :func:`search_fixed` (a group is split into chunks of at most
-#: this many) and the step its chunk sizes are rounded up to.
-FIXED_CHUNK_ROWS = 64
-FIXED_CHUNK_STEP = 8
-#: Candidate centroids gathered per batch of :func:`search_fixed` (bytes): small enough
-#: to stay in cache (8 MB batches ran 1.7x slower, 32 MB 2.4x, at K = 20,000, width 1,024).
-FIXED_BATCH_BYTES = 2 << 20
-
-
-def search_fixed(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, start: np.ndarray,
-                 table: np.ndarray, width: int, distance: str = "l2", threads: int | None = None) -> np.ndarray:
-    """Nearest centroid of each point among ``table[start[i], :width]``: the prior path's
-    search, where every group has the same number of candidates. Same result as
-    :func:`search_groups` with ``candidates_of = lambda a: table[a, :width]``, but the small
-    groups (N/K ~ 20 rows at the upper levels) are padded to a few chunk sizes and stacked
-    into batched GEMMs (one ``matmul`` for many groups, no Python loop per group), split
-    over ``threads`` threads (default: faiss's). Returns (n,) int64 labels."""
-    n, dim = x.shape
-    labels = np.empty(n, dtype=np.int64)
-    if n == 0:
-        return labels
-    order = np.argsort(start, kind="stable")
-    sorted_start = start[order]
-    cuts = np.flatnonzero(sorted_start[1:] != sorted_start[:-1]) + 1
-    lo = np.concatenate(([0], cuts))
-    sizes = np.diff(np.concatenate((lo, [n])))
-    per_group = -(-sizes // FIXED_CHUNK_ROWS)  # chunks of at most FIXED_CHUNK_ROWS rows
-    group_of = np.repeat(np.arange(len(lo)), per_group)
-    chunk_lo = lo[group_of] + (np.arange(len(group_of)) - np.repeat(np.cumsum(per_group) - per_group, per_group)) \
-        * FIXED_CHUNK_ROWS
-    chunk_n = np.minimum(FIXED_CHUNK_ROWS, (lo + sizes)[group_of] - chunk_lo)
-    padded = np.where(chunk_n <= 4, 1 << np.ceil(np.log2(chunk_n)).astype(np.int64),
-                      -(-chunk_n // FIXED_CHUNK_STEP) * FIXED_CHUNK_STEP)
-    per_batch = max(1, FIXED_BATCH_BYTES // (width * dim * 4))
-    batches = [(int(p), sel[a:a + per_batch]) for p in np.unique(padded)
-               for sel in [np.flatnonzero(padded == p)] for a in range(0, len(sel), per_batch)]
-
-    def run(first: int, last: int) -> None:
-        for rows_per_chunk, sel in batches[first:last]:
-            offsets = np.minimum(np.arange(rows_per_chunk)[None, :], chunk_n[sel][:, None] - 1)  # pad: repeat a row
-            rows = order[chunk_lo[sel][:, None] + offsets]  # (B, p)
-            cand = table[sorted_start[chunk_lo[sel]], :width]  # (B, width)
-            # np.take, not fancy indexing: 2-3x faster gathers of whole rows.
-            scores = np.matmul(np.take(x, rows, axis=0), np.take(centroids, cand, axis=0).transpose(0, 2, 1))
-            if distance == "l2":  # rank by ||c||^2 / 2 - x.c, as search_groups
-                np.subtract(c_sq[cand][:, None, :] * 0.5, scores, out=scores)  # type: ignore[index]  # given for l2
-            else:
-                np.negative(scores, out=scores)
-            labels[rows] = np.take_along_axis(cand, scores.argmin(axis=2), axis=1)
-
-    n_threads = row_threads.threads_for_work(float(n) * width * dim, faiss_threads() if threads is None else threads)
-    weights = [len(sel) * p for p, sel in batches]
-    row_threads.run_slices(run, row_threads.balanced_cuts(weights, n_threads), n_threads)
-    return labels
-
-
 def neighbour_graph(lists: CoarseLists, centroids: np.ndarray, rows: np.ndarray, n_neighbours: int,
                     ordered: bool = True) -> np.ndarray:
     """Approximate ``n_neighbours`` nearest centroids of centroids ``rows`` (itself always
@@ -285,31 +154,6 @@ def neighbour_graph(lists: CoarseLists, centroids: np.ndarray, rows: np.ndarray,
     missing = ~(graph == own).any(axis=1)
     graph[missing, -1] = rows[missing]  # its own centre is always a candidate
     return graph.astype(np.int32)
-
-
-def exact_distances(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, distance: str = "l2",
-                    chunk_rows: int = 16384, threads: int | None = None) -> np.ndarray:
-    """Distance of each point to its given centroid, computed directly (not through the
-    GEMM identity): Euclidean for ``l2``, ``1 - cos`` for ``cosine``. float32. Chunks of
-    rows are split over ``threads`` (default: faiss's thread count)."""
-    n = len(x)
-    out = np.empty(n, dtype=np.float32)
-
-    def chunks(first: int, last: int) -> None:
-        for a in range(first * chunk_rows, min(n, last * chunk_rows), chunk_rows):
-            b = min(n, a + chunk_rows)
-            c = centroids[labels[a:b]]
-            if distance == "l2":
-                diff = x[a:b] - c
-                out[a:b] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-            else:
-                out[a:b] = np.maximum(1.0 - np.einsum("ij,ij->i", x[a:b], c), 0.0)
-
-    n_chunks = -(-n // chunk_rows)
-    n_threads = row_threads.threads_for_work(float(n) * x.shape[1] * 16,
-                                             faiss_threads() if threads is None else threads)
-    row_threads.run_slices(chunks, row_threads.balanced_cuts([1.0] * n_chunks, n_threads), n_threads)
-    return out
 
 
 def agreement_rows(n: int, max_rows: int = AGREEMENT_SAMPLE_ROWS) -> np.ndarray:
@@ -411,13 +255,6 @@ GROUPED_THREAD_GAIN = 0.6
 def grouped_speedup(threads: int) -> float:
     """Modelled speed-up of :func:`search_groups` on ``threads`` threads."""
     return 1.0 + GROUPED_THREAD_GAIN * (max(1, threads) - 1)
-
-
-def faiss_threads() -> int:
-    """The OpenMP threads faiss's flat search runs on here (the driver path sets them per level)."""
-    import faiss
-
-    return int(faiss.omp_get_max_threads())
 
 
 class IndexAssigner:

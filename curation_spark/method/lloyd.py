@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from curation_spark.config import ClusteringConfig
-from curation_spark.method import bounded_assign, centroid_index, kernels, reduce
+from curation_spark.method import bounded_assign, candidate_search, centroid_index, kernels, reduce
 from curation_spark.method.seeds import seeded_rng
 
 log = logging.getLogger("curation_spark.engine.kmeans")  # the engine's logger: one place to turn iterations on
@@ -143,7 +143,7 @@ class BlockLloyd:
             shared = centroid_index.SharedWork(self.group.rank, self.group.size, self.group.all_gather)
         labels, dist, self.last_stats = self.index.assign(centroids, self.seed, shared)
         if dist is None:
-            dist = centroid_index.exact_distances(self.x, centroids, labels, self.distance)
+            dist = candidate_search.exact_distances(self.x, centroids, labels, self.distance)
         return labels, dist
 
     def assign_final(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
