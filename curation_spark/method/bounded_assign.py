@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation_spark.method import candidate_search, centroid_index
+from curation_spark.method import candidate_search, centroid_index, kernels
 from curation_spark.method.candidate_search import exact_distances
 
 #: Relative slack (of |x|^2 + max |c|^2) subtracted from squared second-nearest distances
@@ -143,16 +143,14 @@ def _search_candidates(x: np.ndarray, rows: np.ndarray, centroids: np.ndarray, c
     best squared distance with slack added, second-best squared distance with slack
     removed), float64 distances."""
     n = len(rows)
-    order = np.argsort(anchors, kind="stable")
-    sorted_anchor = anchors[order]
+    order, sorted_anchor, starts, ends = kernels.runs(anchors)
     sorted_rows = rows[order]
-    cuts = np.flatnonzero(sorted_anchor[1:] != sorted_anchor[:-1]) + 1
     best = np.empty(n, dtype=np.int64)
     best_sq = np.empty(n, dtype=np.float64)
     second_sq = np.full(n, np.inf, dtype=np.float64)
     x_sq = np.empty(n, dtype=np.float64)
     c_sq32 = c_sq.astype(np.float32)
-    for lo, hi in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist(), strict=True):
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
         cand = graph.neighbours[int(sorted_anchor[lo])]
         xs = x[sorted_rows[lo:hi]]
         d2 = xs @ centroids[cand].T  # then ||c||^2 - 2 x.c in place: the ranking of ||x - c||^2

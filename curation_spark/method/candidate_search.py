@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from curation_spark.method import row_threads
+from curation_spark.method import kernels, row_threads
 
 
 def squared_norms(x: np.ndarray) -> np.ndarray:
@@ -57,11 +57,8 @@ def search_groups(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None,
     labels = np.empty((n, k), dtype=np.int64)
     if n == 0:
         return labels[:, 0] if k == 1 else labels
-    order = np.argsort(start, kind="stable")
-    sorted_start = start[order]
-    cuts = np.flatnonzero(sorted_start[1:] != sorted_start[:-1]) + 1
-    los = np.concatenate(([0], cuts)).tolist()
-    his = np.concatenate((cuts, [n])).tolist()
+    order, sorted_start, first_rows, ends = kernels.runs(start)
+    los, his = first_rows.tolist(), ends.tolist()
 
     def groups(first: int, last: int) -> None:
         for lo, hi in zip(los[first:last], his[first:last], strict=True):
@@ -77,16 +74,23 @@ def search_groups(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None,
     return labels[:, 0] if k == 1 else labels
 
 
+def _to_ranking(scores: np.ndarray, c_sq: np.ndarray | None, cand: np.ndarray, distance: str) -> np.ndarray:
+    """Inner products ``scores`` (..., candidates) turned in place into a score that ranks
+    candidates by distance, smallest first; ``cand`` indexes ``c_sq`` and broadcasts over
+    the scores' last axis. For ``l2``: ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, and ||x||^2
+    does not change the ranking, so ||c||^2 / 2 - x.c (in place: the score matrix is as big
+    as the GEMM's work). For cosine: -x.c."""
+    if distance == "l2":
+        np.subtract(c_sq[cand] * 0.5, scores, out=scores)  # type: ignore[index]  # given for l2
+    else:
+        np.negative(scores, out=scores)
+    return scores
+
+
 def _best_of(xs: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, cand: np.ndarray, distance: str,
              k: int, ordered: bool = True) -> np.ndarray:
     """The best ``k`` of ``cand`` for rows ``xs`` ((rows, k), best first if ``ordered``): one GEMM."""
-    scores = xs @ np.take(centroids, cand, axis=0).T  # (rows, candidates)
-    if distance == "l2":
-        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the ranking, so
-        # rank by ||c||^2 / 2 - x.c, in place (the score matrix is as big as the GEMM's work).
-        np.subtract(c_sq[cand][None, :] * 0.5, scores, out=scores)  # type: ignore[index]  # given for l2
-    else:
-        np.negative(scores, out=scores)
+    scores = _to_ranking(xs @ np.take(centroids, cand, axis=0).T, c_sq, cand[None, :], distance)
     if k == 1:
         return cand[scores.argmin(axis=1)][:, None]
     kk = min(k, len(cand))
@@ -126,11 +130,8 @@ def search_fixed(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, 
     labels = np.empty(n, dtype=np.int64)
     if n == 0:
         return labels
-    order = np.argsort(start, kind="stable")
-    sorted_start = start[order]
-    cuts = np.flatnonzero(sorted_start[1:] != sorted_start[:-1]) + 1
-    lo = np.concatenate(([0], cuts))
-    sizes = np.diff(np.concatenate((lo, [n])))
+    order, sorted_start, lo, ends = kernels.runs(start)
+    sizes = ends - lo
     per_group = -(-sizes // FIXED_CHUNK_ROWS)  # chunks of at most FIXED_CHUNK_ROWS rows
     group_of = np.repeat(np.arange(len(lo)), per_group)
     chunk_lo = lo[group_of] + (np.arange(len(group_of)) - np.repeat(np.cumsum(per_group) - per_group, per_group)) \
@@ -148,11 +149,8 @@ def search_fixed(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, 
             rows = order[chunk_lo[sel][:, None] + offsets]  # (B, p)
             cand = table[sorted_start[chunk_lo[sel]], :width]  # (B, width)
             # np.take, not fancy indexing: 2-3x faster gathers of whole rows.
-            scores = np.matmul(np.take(x, rows, axis=0), np.take(centroids, cand, axis=0).transpose(0, 2, 1))
-            if distance == "l2":  # rank by ||c||^2 / 2 - x.c, as search_groups
-                np.subtract(c_sq[cand][:, None, :] * 0.5, scores, out=scores)  # type: ignore[index]  # given for l2
-            else:
-                np.negative(scores, out=scores)
+            products = np.matmul(np.take(x, rows, axis=0), np.take(centroids, cand, axis=0).transpose(0, 2, 1))
+            scores = _to_ranking(products, c_sq, cand[:, None, :], distance)  # (B, p, width)
             labels[rows] = np.take_along_axis(cand, scores.argmin(axis=2), axis=1)
 
     n_threads = row_threads.threads_for_work(float(n) * width * dim, faiss_threads() if threads is None else threads)

@@ -237,16 +237,6 @@ def flat_cost(rows: float, k: int, dim: int, threads: int = 1) -> float:
     return rows * k * dim * COST_FLAT_MAC / max(1, threads)
 
 
-def grouped_cost(rows_per_group: np.ndarray, candidates_per_group: np.ndarray, dim: int) -> float:
-    """Modelled seconds of :func:`search_groups` on one thread (its groups are split over
-    faiss's threads: callers divide); groups without rows cost nothing."""
-    rows = rows_per_group.astype(np.float64)
-    cand = np.where(rows > 0, candidates_per_group.astype(np.float64), 0.0)
-    pairs = float(np.dot(rows, cand))
-    return (pairs * (dim * COST_GROUP_MAC + COST_GROUP_SCORE) + float(cand.sum()) * dim * COST_GROUP_GATHER
-            + np.count_nonzero(rows) * COST_GROUP)
-
-
 #: What each thread beyond the first adds to :func:`search_groups` (Python threads share
 #: the GIL between GEMMs: 5.3 -> 3.3 s on 2 threads at K = 20,000; 1.6x on 2 at K = 500).
 GROUPED_THREAD_GAIN = 0.6
@@ -445,7 +435,6 @@ class IndexAssigner:
         c_sq = squared_norms(centroids) if distance == "l2" else None
         xs = x[self.sample]
         exact = nearest(xs, centroids, distance)[:, 0]
-        starts = lists.start(xs)
         path: str | None = None
         labels: np.ndarray | None = None
         dist: np.ndarray | None = None
@@ -464,8 +453,8 @@ class IndexAssigner:
                 assert graph is not None and self.previous is not None
                 labels = search_fixed(x, centroids, c_sq, self.previous, graph, width, distance)
         if path is None:
-            probes, hits, on_target = self._choose_probes(lists, centroids, c_sq, xs, starts, exact, exact_cost,
-                                                          shared)
+            probes, hits, on_target = self._choose_probes(lists, centroids, c_sq, xs, lists.start(xs), exact,
+                                                          exact_cost, shared)
             self.n_probes = probes
             if on_target or self.exact is None:
                 path = "probe"

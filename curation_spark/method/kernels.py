@@ -304,6 +304,17 @@ def size_histogram(sizes: np.ndarray) -> dict[str, list[int]]:
 DENSE_SUMS_MAX_BYTES = 64 * 1024 * 1024
 
 
+def runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows grouped by equal key: (order, keys[order], starts, ends), the stable sort of the
+    keys and the [start, end) of each run of equal keys in it (ascending keys, row order
+    kept inside a run: the grouping every per-cluster GEMM and sum here relies on)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    cuts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    return order, sorted_keys, np.concatenate(([0], cuts)).astype(np.int64), \
+        np.concatenate((cuts, [len(keys)])).astype(np.int64)
+
+
 def sparse_partial_sums(points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-cluster float64 sums of one block for the clusters it touches only (memory
     O(n x D) whatever K is): rows are grouped by a stable sort on the label and summed
@@ -316,10 +327,8 @@ def sparse_partial_sums(points: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
     n, d = points.shape
     if n == 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros((0, d), np.float64)
-    order = np.argsort(labels, kind="stable")
-    sorted_labels = labels[order]
-    starts = np.concatenate(([0], np.flatnonzero(sorted_labels[1:] != sorted_labels[:-1]) + 1))
-    counts = np.diff(np.concatenate((starts, [n]))).astype(np.int64)
+    order, sorted_labels, starts, ends = runs(labels)
+    counts = (ends - starts).astype(np.int64)
     sums = np.add.reduceat(points[order].astype(np.float64), starts, axis=0)
     return sorted_labels[starts].astype(np.int32), counts, sums
 
