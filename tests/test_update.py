@@ -155,7 +155,7 @@ def test_update_over_the_change_data_feed(spark, delta_base):
     cfg = config_for(work / "input", work / "run")
     result = pipeline.update(cfg, spark)
     s = result.summary
-    assert s is not None and s.method == "change-data-feed"
+    assert s is not None and s.method == "change-data-feed" and s.in_driver  # (a small run)
     assert (s.rows_added, s.rows_deleted, s.rows_changed, s.n_points) == (297, 30, 0, N + 267)
     assert s.rows_read == 333 and (s.from_version, s.to_version) == (0, 2)  # only the changes were read
     state = check_updated(spark, work)
@@ -211,11 +211,15 @@ def test_update_written_by_delta_rs(spark, delta_base):
     assert sorted(log_dir.glob("*.json")) == commits
 
 
-def test_update_parquet_by_anti_join(spark, parquet_base):
+@pytest.mark.parametrize("in_driver", [True, False], ids=["driver", "spark"])
+def test_update_parquet_by_anti_join(spark, parquet_base, monkeypatch, in_driver):
+    """Ids compared in the driver (a small run) or by Spark's anti-join (a large one)."""
     work = parquet_base.restore()
     spark_append_and_delete(spark, work / "input", fmt="parquet")
+    if not in_driver:
+        monkeypatch.setattr(update_mod, "updates_in_driver", lambda *args: False)
     s = pipeline.update(config_for(work / "input", work / "run", ("output.format=parquet",)), spark).summary
-    assert s is not None and s.method == "anti-join" and s.from_version is None
+    assert s is not None and s.method == "anti-join" and s.from_version is None and s.in_driver == in_driver
     assert (s.rows_added, s.rows_deleted, s.rows_read) == (297, 30, N + 267)
     state = check_updated(spark, work, fmt="parquet", input_fmt="parquet")
     check_new_rows_on_nearest(state, NEW_IDS)
@@ -225,12 +229,7 @@ def test_interrupted_update_leaves_the_run_and_is_finished(spark, delta_base, mo
     """Failing while staging: the run is exactly as before. Failing inside the commit:
     `sample` refuses until `update` runs again, which finishes it; both end with the same
     tables as an update that never failed."""
-    if not CLEAN_UPDATE:  # (run on its own)
-        clean = delta_base.restore()
-        spark_append_and_delete(spark, clean / "input")
-        pipeline.update(config_for(clean / "input", clean / "run"), spark)
-        CLEAN_UPDATE.update(cu.run_tables(clean / "run"))
-    want = CLEAN_UPDATE
+    want = clean_update(spark, delta_base)
 
     work = delta_base.restore()
     spark_append_and_delete(spark, work / "input")
@@ -267,6 +266,53 @@ def test_interrupted_update_leaves_the_run_and_is_finished(spark, delta_base, mo
     check_updated(spark, work)
     got = cu.run_tables(work / "run")
     assert sorted(got) == sorted(want) and all(got[k].equals(want[k]) for k in want)
+
+
+def clean_update(spark, delta_base) -> dict[str, pa.Table]:
+    """The tables after the uninterrupted update (made here when the test runs alone)."""
+    if not CLEAN_UPDATE:
+        clean = delta_base.restore()
+        spark_append_and_delete(spark, clean / "input")
+        pipeline.update(config_for(clean / "input", clean / "run"), spark)
+        CLEAN_UPDATE.update(cu.run_tables(clean / "run"))
+    return CLEAN_UPDATE
+
+
+def append_delete_and_rewrite(spark, input_path: Path) -> set[int]:
+    """:func:`spark_append_and_delete`, then old rows rewritten in place (same id, new
+    embedding: ids ending in 13, 30 rows); returns the rewritten ids."""
+    spark_append_and_delete(spark, input_path)
+    spark.sql(f"UPDATE delta.`{input_path}` SET embedding = transform(embedding, v -> v * -1.5) "
+              f"WHERE id < {N} AND id % 100 = 13")
+    return {i for i in range(N) if i % 100 == 13}
+
+
+def test_update_through_spark_tasks_matches_the_driver(spark, delta_base, monkeypatch):
+    """A large run's update (changes found, new rows assigned and summarised by Spark jobs,
+    level 1's assignments merged) ends with the same tables as the small run's driver path,
+    rows rewritten in place included, and refuses bad rows the same way."""
+    ends = {}
+    for in_driver in (True, False):
+        work = delta_base.restore()
+        rewritten = append_delete_and_rewrite(spark, work / "input")
+        with monkeypatch.context() as m:
+            if not in_driver:
+                m.setattr(update_mod, "updates_in_driver", lambda *args: False)
+            s = pipeline.update(config_for(work / "input", work / "run"), spark).summary
+        assert s is not None and s.in_driver == in_driver and s.method == "change-data-feed"
+        assert (s.rows_added, s.rows_deleted, s.rows_changed) == (297, 30, 30)
+        check_new_rows_on_nearest(check_updated(spark, work), NEW_IDS | rewritten)
+        ends[in_driver] = cu.run_tables(work / "run")
+    assert sorted(ends[True]) == sorted(ends[False])
+    assert all(ends[True][k].equals(ends[False][k]) for k in ends[True])
+    cfg = config_for(work / "input", work / "run")
+    monkeypatch.setattr(update_mod, "updates_in_driver", lambda *args: False)
+    rows = mixture_rows(N + 300, N + 302).to_pylist()
+    rows[0]["embedding"] = [float("inf")] * DIM
+    spark.createDataFrame(pa.Table.from_pylist(rows, schema=mixture_rows(0, 1).schema)).write.format("delta") \
+        .mode("append").save(str(work / "input"))
+    with pytest.raises(InputError, match="1 row\\(s\\) hold NaN, Inf or null values"):
+        pipeline.update(cfg, spark)
 
 
 def test_update_refuses_changed_inputs(spark, delta_base):

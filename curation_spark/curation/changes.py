@@ -11,6 +11,10 @@ Two ways to find them, chosen per update:
 * **Anti-join on ids** (Parquet, Delta without the feed, a feed that was vacuumed): the
   input's ids against the level-1 assignments' ids. Reads every input id once and the
   embeddings of the new rows; a row rewritten in place under the same id is not seen.
+  For a small run (``in_driver``: the input's embeddings fit where the fit would have
+  clustered them in the driver) the input and the assigned ids come to the driver in one
+  read each and are compared there: on small tables Spark's per-job costs, not the rows,
+  are what an update pays for.
 
 Both end with the same bookkeeping check: assigned - dropped + added must equal the input's
 row count, which catches repeated ids (and a change feed that does not add up, in which
@@ -19,13 +23,15 @@ case the anti-join is used instead).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from curation_spark.errors import InputError
-from curation_spark.io.tables import POINT_ID
+from curation_spark.io.tables import EMBEDDING, POINT_ID, arrow_frame, to_points
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
     from curation_spark.config import InputConfig
@@ -56,6 +62,10 @@ class InputChanges:
     n_input_rows: int
     #: The persisted frames ``added`` and ``dropped`` are read from (default: themselves).
     cached: list[DataFrame] | None = None
+    #: Found in the driver: the new rows as ``point_id, embedding`` and the dropped
+    #: ``point_id, cluster_id``, as Arrow tables (``added``/``dropped`` are made from them).
+    added_points: pa.Table | None = None
+    dropped_rows: pa.Table | None = None
 
     @property
     def empty(self) -> bool:
@@ -67,16 +77,18 @@ class InputChanges:
 
 
 def find_changes(spark: SparkSession, cfg: InputConfig, raw: DataFrame, assigned: DataFrame,
-                 n_assigned: int, from_version: int | None, to_version: int | None) -> InputChanges:
+                 n_assigned: int, from_version: int | None, to_version: int | None,
+                 in_driver: Callable[[int], bool] = lambda n_input: False) -> InputChanges:
     """The input's changes since the run's level-1 assignments (``assigned``: ``point_id,
     cluster_id`` frame of ``n_assigned`` rows), through the change data feed when it covers
-    ``from_version`` -> ``to_version``, else by an anti-join on ids."""
+    ``from_version`` -> ``to_version``, else by an anti-join on ids (in the driver when
+    ``in_driver(input rows)``)."""
     n_input = raw.count()  # Delta: from the log's statistics; Parquet: the footers
     if from_version is not None and from_version == to_version and n_input == n_assigned:
         # The Delta version the run recorded: no commit since, nothing to read.
         return InputChanges(raw.limit(0), assigned.limit(0), 0, 0, 0, SAME_VERSION, 0, n_input)
     if from_version is not None and to_version is not None:
-        changes = _from_feed(spark, cfg, assigned, n_input, from_version, to_version)
+        changes = _from_feed(spark, cfg, assigned, n_input, from_version, to_version, in_driver(n_input))
         if changes is not None:
             if _adds_up(changes, n_assigned, n_input):
                 return changes
@@ -84,7 +96,8 @@ def find_changes(spark: SparkSession, cfg: InputConfig, raw: DataFrame, assigned
             log.warning("update: the change data feed of versions %d..%d does not add up to the input's %d rows "
                         "(%d assigned - %d dropped + %d added): comparing ids instead", from_version + 1,
                         to_version, n_input, n_assigned, changes.n_dropped, changes.n_added)
-    changes = _by_anti_join(raw, cfg, assigned, n_input)
+    changes = (_by_ids_in_driver(spark, raw, cfg, assigned, n_input) if in_driver(n_input)
+               else _by_anti_join(raw, cfg, assigned, n_input))
     if not _adds_up(changes, n_assigned, n_input):
         changes.release()
         raise InputError(f"input.id_col: the input has {n_input} rows but {n_assigned} assigned - "
@@ -99,7 +112,7 @@ def _adds_up(changes: InputChanges, n_assigned: int, n_input: int) -> bool:
 
 
 def _from_feed(spark: SparkSession, cfg: InputConfig, assigned: DataFrame, n_input: int, from_version: int,
-               to_version: int) -> InputChanges | None:
+               to_version: int, in_driver: bool = False) -> InputChanges | None:
     """The changes from the input's change data feed after ``from_version`` up to
     ``to_version``, or None (the reason logged) when the table has no feed for all of them:
     a range without a recorded feed fails at the first pass over it, before anything is
@@ -113,7 +126,7 @@ def _from_feed(spark: SparkSession, cfg: InputConfig, assigned: DataFrame, n_inp
               .option("startingVersion", from_version + 1).option("endingVersion", to_version))
     try:
         return _changes_in_feed(reader.table(cfg.table) if cfg.table else reader.load(cfg.path), cfg, assigned,
-                                n_input)
+                                n_input, in_driver)
     except (PySparkException, Py4JError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.info("update: no change data feed for input versions %d..%d (%s); comparing ids instead",
@@ -121,9 +134,11 @@ def _from_feed(spark: SparkSession, cfg: InputConfig, assigned: DataFrame, n_inp
         return None
 
 
-def _changes_in_feed(feed: DataFrame, cfg: InputConfig, assigned: DataFrame, n_input: int) -> InputChanges:
+def _changes_in_feed(feed: DataFrame, cfg: InputConfig, assigned: DataFrame, n_input: int,
+                     in_driver: bool = False) -> InputChanges:
     """Two passes: the feed once (each id's last change, with the rows it had in the feed),
-    then the assigned ids it touched (dropped, and how many of them come back)."""
+    then the assigned ids it touched (dropped, and how many of them come back); for a small
+    run (``in_driver``) both results come to the driver and are compared there."""
     from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -134,8 +149,10 @@ def _changes_in_feed(feed: DataFrame, cfg: InputConfig, assigned: DataFrame, n_i
     columns = [c for c in feed.columns if c not in ("_change_type", "_commit_version", "_commit_timestamp")]
     final = (feed.withColumn("_priority", priority[F.col("_change_type")])
              .withColumn("_rows", F.count(F.lit(1)).over(per_id))
-             .withColumn("_rank", F.row_number().over(last)).where(F.col("_rank") == 1)
-             .select(*columns, "_priority", "_rows").persist(StorageLevel.MEMORY_AND_DISK))
+             .withColumn("_rank", F.row_number().over(last)).where(F.col("_rank") == 1))
+    if in_driver:
+        return _feed_in_driver(assigned.sparkSession, final, cfg, assigned, n_input)
+    final = final.select(*columns, "_priority", "_rows").persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = final.agg(F.sum("_rows").alias("read"),
                            F.sum(F.when(F.col("_priority") == 2, 1).otherwise(0)).alias("added")).first()
@@ -162,3 +179,42 @@ def _by_anti_join(raw: DataFrame, cfg: InputConfig, assigned: DataFrame, n_input
     added = raw.join(new_ids, cfg.id_col, "left_semi").persist(StorageLevel.MEMORY_AND_DISK)
     n_added, n_dropped = added.count(), dropped.count()
     return InputChanges(added, dropped, n_added, n_dropped, 0, ANTI_JOIN, n_input, n_input)
+
+
+def _feed_in_driver(spark: SparkSession, final: DataFrame, cfg: InputConfig, assigned: DataFrame,
+                    n_input: int) -> InputChanges:
+    """The end of :func:`_changes_in_feed` in the driver: each id's last change (its new row
+    when it leaves one) in one read, the assigned ids in another, compared as Arrow."""
+    import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+
+    from curation_spark.io.tables import embedding_array_column
+
+    last = final.select(F.col(cfg.id_col).alias(POINT_ID), embedding_array_column(final, cfg.embedding_col)
+                        .alias(EMBEDDING), "_priority", "_rows").toArrow()
+    run = assigned.select(POINT_ID, "cluster_id").toArrow()
+    leaves_row = pc.equal(last.column("_priority"), 2)
+    new = last.filter(leaves_row).select([POINT_ID, EMBEDDING])
+    gone = run.filter(pc.is_in(run.column(POINT_ID), value_set=last.column(POINT_ID)))
+    again = int(pc.sum(pc.is_in(gone.column(POINT_ID), value_set=new.column(POINT_ID))).as_py() or 0)
+    rows_read = int(pc.sum(last.column("_rows")).as_py() or 0)
+    return InputChanges(arrow_frame(spark, new.rename_columns([cfg.id_col, cfg.embedding_col])),
+                        arrow_frame(spark, gone), new.num_rows, gone.num_rows, again, CHANGE_FEED, rows_read, n_input,
+                        added_points=new, dropped_rows=gone)
+
+
+def _by_ids_in_driver(spark: SparkSession, raw: DataFrame, cfg: InputConfig, assigned: DataFrame,
+                      n_input: int) -> InputChanges:
+    """:func:`_by_anti_join` in the driver for a small input: the input's ids and
+    embeddings in one read, the assigned ids and clusters in another, compared as Arrow."""
+    import pyarrow.compute as pc
+
+    points = to_points(raw, cfg.id_col, cfg.embedding_col).toArrow()
+    run = assigned.select(POINT_ID, "cluster_id").toArrow()
+    new = points.filter(pc.invert(pc.is_in(points.column(POINT_ID), value_set=run.column(POINT_ID))))
+    gone = run.filter(pc.invert(pc.is_in(run.column(POINT_ID), value_set=points.column(POINT_ID))))
+    # (lazy local frames: only what a caller without the Arrow tables would read)
+    added = arrow_frame(spark, new.rename_columns([cfg.id_col, cfg.embedding_col]))
+    dropped = arrow_frame(spark, gone)
+    return InputChanges(added, dropped, new.num_rows, gone.num_rows, 0, ANTI_JOIN, n_input, n_input,
+                        added_points=new.select([POINT_ID, EMBEDDING]), dropped_rows=gone)

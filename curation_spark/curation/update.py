@@ -49,11 +49,12 @@ from curation_spark.engine import kmeans
 from curation_spark.errors import ConfigError, CurationError, InputError
 from curation_spark.io import paths
 from curation_spark.io.blocks import BlockChecks, batches_to_block
-from curation_spark.io.run_metadata import SampleSummary, UpdateSummary
+from curation_spark.io.run_metadata import RunMetadata, SampleSummary, UpdateSummary
 from curation_spark.io.runfolder import RunFolder, config_differences, open_existing
 from curation_spark.io.spark_api import describe_work
 from curation_spark.io.tables import (
     POINT_ID,
+    arrow_frame,
     check_columns,
     merge_into,
     raise_for_checks,
@@ -65,6 +66,7 @@ from curation_spark.io.tables import (
 from curation_spark.method import kernels
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
     from curation_spark.config import Config
@@ -116,8 +118,10 @@ def update(config: Config, spark: SparkSession | None = None) -> UpdateResult:
     assert stats1 is not None
     t0 = time.perf_counter()
     describe_work(spark, "update · find changes")
+    dim = run_dimension(run)
     changes = find_changes(spark, config.input, raw, run.read_assignments(1).select(POINT_ID, "cluster_id"),
-                           stats1.n_points, from_version, to_version)
+                           stats1.n_points, from_version, to_version,
+                           in_driver=lambda n_input: updates_in_driver(meta, n_input, 0, dim))
     if changes.method == ANTI_JOIN:
         try:
             check_same_dimension(run, raw, config)
@@ -261,16 +265,26 @@ def stage(run: RunFolder, config: Config, raw: DataFrame, changes: InputChanges,
     if n_points == 0:
         raise InputError(f"input: every row of the run in {run.path} was deleted and none added; nothing to curate")
 
-    new_rows = changes.added.coalesce(max(1, -(-changes.n_added // ASSIGN_ROWS_PER_TASK)))
-    # The new rows are checked in their assignment pass (no validation pass before it):
-    # nothing live changes until the staged rows are judged below.
     dim = run_dimension(run)
-    assign_new_rows(run, to_points(new_rows, cfg.id_col, cfg.embedding_col), staged(run, "added"), dim)
+    in_driver = updates_in_driver(meta, n_points, changes.n_added, dim)
+    if in_driver:
+        # A small run: the new rows come to the driver (as the fit's in-process path takes
+        # the whole level), no Python worker starts and the summary needs no Spark job.
+        points = (changes.added_points if changes.added_points is not None
+                  else to_points(changes.added, cfg.id_col, cfg.embedding_col).toArrow())
+        checked_rows = assign_in_driver(run, points, dim)
+        dropped_rows = changes.dropped_rows if changes.dropped_rows is not None else changes.dropped.toArrow()
+        write_staged(arrow_frame(run.spark, checked_rows).coalesce(1), run, "added")
+    else:
+        new_rows = changes.added.coalesce(max(1, -(-changes.n_added // ASSIGN_ROWS_PER_TASK)))
+        # The new rows are checked in their assignment pass (no validation pass before it):
+        # nothing live changes until the staged rows are judged below.
+        assign_new_rows(run, to_points(new_rows, cfg.id_col, cfg.embedding_col), staged(run, "added"), dim)
     write_staged(changes.dropped.coalesce(max(1, -(-changes.n_dropped // DROPPED_ROWS_PER_FILE))), run, "dropped")
     checked, dropped = read_staged(run, "added"), read_staged(run, "dropped")
     phases["assign"] = round(time.perf_counter() - t, 1)
-    log.info("update: %d new rows assigned to their nearest level-1 centroid (%.1f s)", changes.n_added,
-             phases["assign"])
+    log.info("update: %d new rows assigned to their nearest level-1 centroid%s (%.1f s)", changes.n_added,
+             " in the driver" if in_driver else "", phases["assign"])
 
     t = time.perf_counter()
     if meta.drift_baseline is None:  # a run made before the fit recorded it
@@ -278,9 +292,16 @@ def stage(run: RunFolder, config: Config, raw: DataFrame, changes: InputChanges,
     phases["drift"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    staged_rows = summarise_staged(checked, dropped, dim, meta.drift_baseline.p99_distance)
-    judge_new_rows(staged_rows, checked, run, cfg.id_col, cfg.embedding_col, dim,
-                   count_duplicates=changes.method != CHANGE_FEED)
+    p99 = meta.drift_baseline.p99_distance
+    if in_driver:
+        staged_rows = summarise_rows(checked_rows, dropped_rows, dim, p99)
+    else:
+        staged_rows = summarise_staged(checked, dropped, dim, p99)
+    if changes.method != CHANGE_FEED and staged_rows.totals.rows:  # (the feed's rows are one per id)
+        staged_rows.totals.duplicate_ids = staged_rows.totals.rows - staged_rows.totals.null_ids - (
+            distinct_ids(checked_rows) if in_driver else
+            checked.where(checked[POINT_ID].isNotNull()).select(POINT_ID).distinct().count())
+    judge_new_rows(staged_rows, run, cfg.id_col, cfg.embedding_col, dim)
     drift_now = drift.judge(staged_rows.totals.rows, staged_rows.distance_sum, staged_rows.beyond_p99,
                             meta.drift_baseline, config.update.drift_threshold)
     phases["validate"] = round(time.perf_counter() - t, 1)
@@ -305,7 +326,27 @@ def stage(run: RunFolder, config: Config, raw: DataFrame, changes: InputChanges,
                          rows_read=changes.rows_read, rows_added=changes.n_added - changes.n_changed,
                          rows_deleted=changes.n_dropped - changes.n_changed, rows_changed=changes.n_changed,
                          n_points=n_points, samples=list(meta.samples), staged=run.update_staging_path(),
-                         started=started, phases=phases, drift=drift_now)
+                         started=started, phases=phases, drift=drift_now, in_driver=in_driver)
+
+
+def updates_in_driver(meta: RunMetadata, n_points: int, n_added: int, dim: int) -> bool:
+    """A run whose level 1 the fit would cluster in the driver (its embeddings within the
+    run's ``clustering.in_process_max_mb``, :func:`hierarchy.in_process_decision`) is
+    updated in the driver: the new rows are assigned there, and level 1's assignments are
+    rewritten whole at the commit instead of merged. On small tables an update is mostly
+    Spark's fixed costs per job and per Delta operation; this path has fewer of both."""
+    return hierarchy.in_process_decision(meta.config.clustering, max(n_points, n_added), dim)[0]
+
+
+def assign_in_driver(run: RunFolder, points: pa.Table, dim: int) -> pa.Table:
+    """:func:`assign_new_rows` in the driver for new rows there (``point_id, embedding``):
+    the same search as the Spark pass, the same checks and columns."""
+    meta = run.metadata
+    assert meta is not None
+    centroids = level_one_centroids(run, dim)
+    clustering = dataclasses.replace(meta.config.clustering, distance=meta.distance)
+    params = hierarchy.level_params(clustering, 1, len(centroids))
+    return kmeans.assign_table(points, centroids, meta.distance, params, with_checks=True)
 
 
 def level_one_centroids(run: RunFolder, dim: int) -> np.ndarray:
@@ -395,19 +436,51 @@ def summarise_staged(checked: DataFrame, dropped: DataFrame, dim: int, p99_dista
                       rows.column("n").to_numpy(zero_copy_only=False).astype(np.int64))
 
 
-def judge_new_rows(rows: StagedRows, checked: DataFrame, run: RunFolder, id_col: str, embedding_col: str,
-                   dim: int, count_duplicates: bool) -> None:
+def summarise_rows(checked: pa.Table, dropped: pa.Table, dim: int, p99_distance: float) -> StagedRows:
+    """:func:`summarise_staged` of the new rows and dropped ids in the driver (Arrow tables
+    with the staged columns): the same figures, no Spark job."""
+    import pyarrow.compute as pc
+
+    def values(name: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+        col = checked.column(name)
+        valid = np.asarray(pc.is_valid(col).to_numpy(zero_copy_only=False), dtype=bool)
+        return np.asarray(pc.fill_null(col, 0).to_numpy(zero_copy_only=False), dtype=dtype), valid
+
+    d, has_d = values(kmeans.EMBEDDING_DIM, np.int64)
+    cluster, assigned = values("cluster_id", np.int64)
+    distance, has_distance = values("distance", np.float64)
+    norm, has_norm = values(kmeans.NORM, np.float64)
+    checks = BlockChecks(rows=checked.num_rows, null_ids=checked.column(POINT_ID).null_count,
+                         null_embeddings=int((~has_d).sum()), bad_dim=int((has_d & (d != dim)).sum()),
+                         bad_values=int((has_d & (d == dim) & ~assigned).sum()),
+                         min_dim=int(d[has_d].min()) if has_d.any() else -1,
+                         max_dim=int(d[has_d].max()) if has_d.any() else -1)
+    gone = np.asarray(dropped.column("cluster_id").to_numpy(zero_copy_only=False), dtype=np.int64)
+    ids = np.unique(np.concatenate([cluster[assigned], gone]))
+    moves = (np.bincount(np.searchsorted(ids, cluster[assigned]), minlength=len(ids))
+             - np.bincount(np.searchsorted(ids, gone), minlength=len(ids)))
+    return StagedRows(checks, float(distance[has_distance].sum()),
+                      int((distance[has_distance] > p99_distance).sum()),
+                      float(norm[has_norm].min()) if has_norm.any() else None,
+                      float(norm[has_norm].max()) if has_norm.any() else None, ids, moves.astype(np.int64))
+
+
+def distinct_ids(checked: pa.Table) -> int:
+    """Distinct non-null ``point_id`` values of the staged new rows (Arrow)."""
+    import pyarrow.compute as pc
+
+    return int(pc.count_distinct(checked.column(POINT_ID), mode="only_valid").as_py())
+
+
+def judge_new_rows(rows: StagedRows, run: RunFolder, id_col: str, embedding_col: str, dim: int) -> None:
     """The validation's one-line errors for the staged new rows (the run's dimension is
-    the reference), and the norm warning of a cosine run; ``count_duplicates``: one more
-    job for repeated ids (the anti-join path: the change feed's rows are one per id)."""
+    the reference; ``rows.totals.duplicate_ids`` counted by the caller where ids can
+    repeat), and the norm warning of a cosine run."""
     meta = run.metadata
     assert meta is not None
     checks = rows.totals
     if not checks.rows:  # only deletions
         return
-    if count_duplicates:
-        distinct = checked.where(checked[POINT_ID].isNotNull()).select(POINT_ID).distinct().count()
-        checks.duplicate_ids = checks.rows - checks.null_ids - distinct
     if not checks.null_embeddings and checks.bad_dim == checks.rows:
         seen = str(checks.min_dim) if checks.min_dim == checks.max_dim else f"{checks.min_dim}..{checks.max_dim}"
         raise dimension_changed(run, embedding_col, seen, dim)
@@ -532,7 +605,7 @@ def commit(run: RunFolder, summary: UpdateSummary, started: float | None = None)
     if not paths.exists(spark, summary.staged):
         raise CurationError(f"run.json: pending_update: its staged tables {summary.staged} are missing; re-cluster "
                             "with `curation-spark run --overwrite`")
-    commit_assignments(run, rewritten=summary.rows_changed > 0)
+    commit_assignments(run, rewritten=summary.rows_changed > 0, whole=summary.in_driver)
     n_levels = meta.config.clustering.n_levels
     for level in range(1, n_levels + 1):  # (Delta reads the version it overwrites; Parquet goes via a sibling)
         write_table(centroids_with_staged_sizes(run, level), run.centroids_path(level), run.format)
@@ -559,17 +632,18 @@ def commit(run: RunFolder, summary: UpdateSummary, started: float | None = None)
     log.info("update: committed (%.1f s)", summary.phases["commit"])
 
 
-def commit_assignments(run: RunFolder, rewritten: bool = True) -> None:
+def commit_assignments(run: RunFolder, rewritten: bool = True, whole: bool = False) -> None:
     """Level 1's assignments without the dropped ids and with the new rows: one Delta MERGE
     (rows matched by ``point_id``: dropped ones deleted, rewritten ones updated, new ones
-    inserted; running it again changes nothing), or an atomic rewrite for Parquet.
+    inserted; running it again changes nothing), or an atomic rewrite for Parquet and for
+    a small run (``whole``: one overwrite costs less than a MERGE's several jobs there).
     ``rewritten``: some dropped ids come back with new rows (else no dropped id is among
     the new rows, and the MERGE source needs no anti-join to tell them apart)."""
     from pyspark.sql import functions as F
 
     added, dropped = read_staged(run, "added").select(*ASSIGNMENT_COLUMNS), read_staged(run, "dropped")
     target = run.assignments_path(1)
-    if run.format == "delta":
+    if run.format == "delta" and not whole:
         only_dropped = dropped.join(added.select(POINT_ID), POINT_ID, "left_anti") if rewritten else dropped
         only_dropped = only_dropped.select(
             POINT_ID, F.lit(None).cast("int").alias("cluster_id"), F.lit(None).cast("float").alias("distance"),

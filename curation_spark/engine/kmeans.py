@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -741,61 +741,101 @@ def assign_points(points: DataFrame, centroids: np.ndarray, distance: str = "l2"
     null ``cluster_id`` and ``distance``, and two more columns say why and give the norms
     (:func:`checked_assignment_schema`); the caller judges them before using the rows.
     """
-    import pyarrow as pa
-
     spark = points.sparkSession
     from curation_spark.io.session import task_cpus
 
     threads = task_cpus(spark)
-    dim = int(centroids.shape[1])
-    c = np.ascontiguousarray(centroids, dtype=np.float32)
-    if distance == "cosine":
-        c = kernels.normalize_rows(c)
-    index_params = params if params is not None and uses_index(params, len(c)) else None
-    if index_params is None:
-        bc = ship(spark, c, f"{stage or 'assignment'}: the centroids")
-    else:  # the coarse quantizer is trained once here, not in every task
-        bc = ship(spark, (c, centroid_index.train_coarse(c, index_params.index_probes, distance, index_params.seed)),
-                  f"{stage or 'assignment'}: the centroids and their index")
     schema = checked_assignment_schema(points) if with_checks else assignment_schema(points)
+    search = NearestCentroid.prepare(centroids, distance, params)
+    # (the coarse quantizer, when the index serves, is trained once here, not in every task)
+    bc = ship(spark, (search.centroids, search.coarse), f"{stage or 'assignment'}: the centroids"
+              + (" and their index" if search.coarse is not None else ""))
     arrow_id = _arrow_type(schema[POINT_ID].dataType)
-    out_schema = pa.schema([(POINT_ID, arrow_id), ("cluster_id", pa.int32()), ("distance", pa.float32())])
-    checked_schema = pa.schema([*out_schema, (EMBEDDING_DIM, pa.int32()), (NORM, pa.float32())])
+    index_params = search.index_params  # (the closures take the settings, the arrays come by broadcast)
 
-    def nearest(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not len(x):  # (a partition of rejected rows only)
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        if distance == "cosine":
-            x = kernels.normalize_rows(x)
-        if index_params is None:
-            return kernels.assign(x, bc.value, distance)
-        centroids_all, coarse = bc.value
-        return centroid_index.assign_fresh(x, centroids_all, coarse, distance, index_params.index_probes,
-                                           index_params.index_neighbours)
-
-    def assigned(batches) -> Iterator[pa.RecordBatch]:
-        if not with_checks:
-            ids, x = batches_to_block(batches, dim, sort_by_id=False)
-            labels, dist = nearest(x)
-            yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
-            return
-        block = checked_block(batches, dim)
-        labels, dist = nearest(block.x)
-        yield from checked_assignment_batches(block, labels, dist, dim, checked_schema)
+    def task_search() -> NearestCentroid:
+        kernels.set_threads(threads)
+        c, coarse = bc.value
+        return NearestCentroid(c, coarse, distance, index_params)
 
     def run(batches):
-        kernels.set_threads(threads)
+        found = task_search()
         for batch in batches:
-            yield from assigned([batch])
+            yield from found.assigned_batches([batch], arrow_id, with_checks)
 
     def run_index(batches):
         # The index path checks a sample against exact search: worth it once per partition.
-        kernels.set_threads(threads)
-        yield from assigned(batches)
+        yield from task_search().assigned_batches(batches, arrow_id, with_checks)
 
     if stage:
         describe_work(spark, f"{stage} · assign points")
     return points.select(POINT_ID, EMBEDDING).mapInArrow(run if index_params is None else run_index, schema)
+
+
+class NearestCentroid:
+    """The nearest-centroid search of :func:`assign_points`, in a Spark task or in the
+    driver (:func:`assign_table`): exact search, or the centroid index's exact-by-bounds
+    path when the level's params pick the index (``index_params`` and ``coarse`` set)."""
+
+    def __init__(self, centroids: np.ndarray, coarse: centroid_index.CoarseLists | None, distance: str,
+                 index_params: KMeansParams | None) -> None:
+        self.centroids, self.coarse, self.distance, self.index_params = centroids, coarse, distance, index_params
+        self.dim = int(centroids.shape[1])
+
+    @classmethod
+    def prepare(cls, centroids: np.ndarray, distance: str, params: KMeansParams | None) -> NearestCentroid:
+        """Centroids as float32 (unit rows for cosine) and, when ``params`` pick the index
+        for this K, its coarse lists."""
+        c = np.ascontiguousarray(centroids, dtype=np.float32)
+        if distance == "cosine":
+            c = kernels.normalize_rows(c)
+        index_params = params if params is not None and uses_index(params, len(c)) else None
+        coarse = (centroid_index.train_coarse(c, index_params.index_probes, distance, index_params.seed)
+                  if index_params is not None else None)
+        return cls(c, coarse, distance, index_params)
+
+    def nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not len(x):  # (a partition of rejected rows only)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if self.distance == "cosine":
+            x = kernels.normalize_rows(x)
+        if self.index_params is None or self.coarse is None:
+            return kernels.assign(x, self.centroids, self.distance)
+        return centroid_index.assign_fresh(x, self.centroids, self.coarse, self.distance,
+                                           self.index_params.index_probes, self.index_params.index_neighbours)
+
+    def assigned_batches(self, batches: Iterable[pa.RecordBatch], arrow_id: pa.DataType,
+                         with_checks: bool) -> Iterator[pa.RecordBatch]:
+        """``point_id, cluster_id, distance`` (and ``embedding_dim, norm`` ``with_checks``)
+        of ``point_id, embedding`` batches."""
+        import pyarrow as pa
+
+        out_schema = pa.schema([(POINT_ID, arrow_id), ("cluster_id", pa.int32()), ("distance", pa.float32())])
+        if not with_checks:
+            ids, x = batches_to_block(batches, self.dim, sort_by_id=False)
+            labels, dist = self.nearest(x)
+            yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
+            return
+        checked_schema = pa.schema([*out_schema, (EMBEDDING_DIM, pa.int32()), (NORM, pa.float32())])
+        block = checked_block(batches, self.dim)
+        labels, dist = self.nearest(block.x)
+        yield from checked_assignment_batches(block, labels, dist, self.dim, checked_schema)
+
+
+def assign_table(points: pa.Table, centroids: np.ndarray, distance: str, params: KMeansParams | None,
+                 with_checks: bool = False) -> pa.Table:
+    """:func:`assign_points` in the driver, for rows already there (a ``point_id, embedding``
+    Arrow table): the same search and the same columns, without a Spark job."""
+    import pyarrow as pa
+
+    search = NearestCentroid.prepare(centroids, distance, params)
+    arrow_id = points.schema.field(POINT_ID).type
+    batches = list(search.assigned_batches(points.select([POINT_ID, EMBEDDING]).to_batches(), arrow_id,
+                                           with_checks))
+    names = [POINT_ID, "cluster_id", "distance"] + ([EMBEDDING_DIM, NORM] if with_checks else [])
+    types = [arrow_id, pa.int32(), pa.float32()] + ([pa.int32(), pa.float32()] if with_checks else [])
+    schema = pa.schema(list(zip(names, types, strict=True)))
+    return pa.Table.from_batches(batches, schema) if batches else schema.empty_table()
 
 
 def _arrow_type(dtype):

@@ -171,6 +171,9 @@ class UpdateSummary:
     phases: dict[str, float] = field(default_factory=dict)
     drift: DriftCheck | None = None
     status: str = "staged"
+    #: The new rows were assigned in the driver and level 1's assignments are rewritten
+    #: whole at the commit (a small run: :func:`curation_spark.curation.update.updates_in_driver`).
+    in_driver: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

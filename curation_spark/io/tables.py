@@ -22,6 +22,7 @@ from curation_spark.io.local_schema import ColumnKind
 from curation_spark.io.session import require_delta
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
     from curation_spark.config import InputConfig
@@ -278,6 +279,15 @@ def to_points(df: DataFrame, id_col: str, embedding_col: str) -> DataFrame:
     from pyspark.sql import functions as F
 
     return df.select(F.col(id_col).alias(POINT_ID), embedding_array_column(df, embedding_col).alias(EMBEDDING))
+
+
+def arrow_frame(spark: SparkSession, table: pa.Table) -> DataFrame:
+    """A DataFrame of an Arrow table in the driver, typed by its Arrow schema (an empty
+    table too: pyspark cannot take a column without chunks, which a filter can leave)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return spark.createDataFrame(table if table.num_rows else table.schema.empty_table(),
+                                 schema=from_arrow_schema(table.schema))
 
 
 # --------------------------------------------------------------------------- writing
