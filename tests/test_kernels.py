@@ -48,6 +48,32 @@ def test_partial_sums_match_brute_force():
     assert counts[7] == 0 and not sums[7].any()
 
 
+def test_partial_sums_do_not_depend_on_threads():
+    """The columns are split over faiss's threads; each is summed as one thread would."""
+    import faiss
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200_000, 16)).astype(np.float32)  # enough work for threads
+    labels = rng.integers(0, 300, size=len(x))
+    before = faiss.omp_get_max_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            faiss.omp_set_num_threads(threads)
+            results.append(kernels.partial_sums(x, labels, 300)[0])
+            block = kernels.BlockSums(x, 300)
+            block.update(labels)
+            moved = labels.copy()
+            moved[: len(x) // 3] = rng.integers(0, 300, size=len(x) // 3)  # incremental
+            block.update(moved)
+            moved[: 2 * len(x) // 3] = (moved[: 2 * len(x) // 3] + 1) % 300  # most rows: summed afresh
+            idx, _, sums = block.update(moved)
+            np.testing.assert_allclose(sums, kernels.partial_sums(x, moved, 300)[0][idx], rtol=1e-12, atol=1e-9)
+    finally:
+        faiss.omp_set_num_threads(before)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 def test_update_keeps_empty_cluster_centroid():
     prev = np.array([[0, 0], [5, 5], [9, 9]], dtype=np.float32)
     sums = np.array([[2.0, 4.0], [0.0, 0.0], [9.0, 3.0]])

@@ -775,9 +775,10 @@ def assign_points(points: DataFrame, centroids: np.ndarray, distance: str = "l2"
 class NearestCentroid:
     """The nearest-centroid search of :func:`assign_points`, in a Spark task or in the
     driver (:func:`assign_table`): exact search, or the centroid index's exact-by-bounds
-    path when the level's params pick the index (``index_params`` and ``coarse`` set)."""
+    path when the level's params pick the index (``index_params`` and ``coarse``, the
+    coarse centres of :func:`centroid_index.train_coarse`, set)."""
 
-    def __init__(self, centroids: np.ndarray, coarse: centroid_index.CoarseLists | None, distance: str,
+    def __init__(self, centroids: np.ndarray, coarse: np.ndarray | None, distance: str,
                  index_params: KMeansParams | None) -> None:
         self.centroids, self.coarse, self.distance, self.index_params = centroids, coarse, distance, index_params
         self.dim = int(centroids.shape[1])
