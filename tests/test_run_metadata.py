@@ -112,7 +112,10 @@ def test_report_shows_the_last_update_and_warns_on_drift(due):
     assert update_fact(_metadata()) == "(none since the fit)" and update_note(_metadata()) is None
     meta = _with_update(recluster_due=due)
     assert update_fact(meta).startswith("1 since the fit (5 rows added in all); last: +5 / -2 rows by "
-                                        "change-data-feed, input version 5")
+                                        "change-data-feed, 2.5 s, input version 5")
+    meta.updates[0].in_driver = True
+    assert "by change-data-feed in the driver, 2.5 s" in update_fact(meta)
+    assert RunMetadata.from_json(meta.to_json(), "run.json").updates[0].in_driver
     assert (update_note(meta) is not None and "re-cluster is due" in update_note(meta)) == due
     meta.pending_update = meta.updates[0]
     assert "interrupted while committing" in update_note(meta)

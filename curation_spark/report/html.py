@@ -168,7 +168,8 @@ def update_fact(meta: RunMetadata) -> str:
     last = meta.updates[-1]
     added = sum(u.rows_added for u in meta.updates)
     text = (f"{len(meta.updates)} since the fit ({added:,} rows added in all); last: +{last.rows_added:,} / "
-            f"-{last.rows_deleted:,} rows by {last.method}")
+            f"-{last.rows_deleted:,} rows by {last.method}"
+            + (" in the driver" if last.in_driver else "") + f", {last.seconds:.1f} s")
     if last.to_version is not None:
         text += f", input version {last.to_version}"
     if last.drift is not None:
