@@ -150,10 +150,14 @@ def test_the_candidate_test_stops_after_its_trial_where_it_does_not_pay(monkeypa
     assert 0 < assigner.counts.by_candidates <= 500 and assigner.counts.searched >= N - 500
 
 
-def test_searches_look_for_one_neighbour_where_the_bounds_do_not_pay(monkeypatch):
+@pytest.mark.parametrize("chunk", [None, 997], ids=["one-call", "chunked"])
+def test_searches_look_for_one_neighbour_where_the_bounds_do_not_pay(monkeypatch, chunk):
     """When the bound test settled too few rows, the next search keeps bounds for every
     BOUND_PROBE_STRIDE-th row only (the others look for one neighbour); exact either way,
-    and the bounds come back once they pay."""
+    and the bounds come back once they pay. ``chunked``: searched in calls of a few rows
+    (in place for runs of consecutive rows, gathered otherwise), with the same result."""
+    if chunk is not None:
+        monkeypatch.setattr(bounded_assign, "SEARCH_CHUNK_ROWS", chunk)
     x = _mixture()
     rng = np.random.default_rng(2)
     c = kernels.kmeans_plus_plus(x, K, rng)

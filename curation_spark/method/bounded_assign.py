@@ -42,6 +42,10 @@ CANDIDATE_MIN_VALUES = 1 << 19
 #: every ``BOUND_PROBE_STRIDE``-th row only, to see whether they start paying.
 BOUND_MIN_SHARE = 0.3
 BOUND_PROBE_STRIDE = 8
+#: Rows per exact search call: the searched rows are gathered into a copy, so this bounds
+#: the extra memory (128 MiB at D = 128) whatever the block's size; a run of consecutive
+#: rows (every row of the block) is searched in place.
+SEARCH_CHUNK_ROWS = 1 << 18
 #: Rows of the candidate test's trial (a strided sample of the unsure rows): the rest is
 #: tested only if the trial's certified share makes it cheaper than searching them.
 CANDIDATE_TRIAL_ROWS = 4096
@@ -82,6 +86,14 @@ def _search_two(x: np.ndarray, centroids: np.ndarray, distance: str,
         c_sq_max = float(np.einsum("ij,ij->i", centroids, centroids).max())
         slack = SEARCH_SLACK * (np.einsum("ij,ij->i", x, x).astype(np.float64) + c_sq_max)
     return labels[:, 0].astype(np.int64), np.sqrt(np.maximum(second_sq - slack, 0.0))
+
+
+def _rows_of(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``x[rows]`` for sorted unique ``rows``: a view when they are a run of consecutive
+    rows, else a contiguous copy (of at most ``SEARCH_CHUNK_ROWS`` rows)."""
+    if len(rows) and int(rows[-1]) - int(rows[0]) == len(rows) - 1:
+        return x[int(rows[0]):int(rows[-1]) + 1]
+    return np.ascontiguousarray(x[rows])
 
 
 def _euclidean(dist: np.ndarray, distance: str) -> np.ndarray:
@@ -326,17 +338,17 @@ class BoundedAssigner:
         keep = np.ones(len(rows), dtype=bool) if with_bounds else (np.arange(len(rows)) % BOUND_PROBE_STRIDE == 0)
         parts = [(rows[keep], True), (rows[~keep], False)]
         if not with_bounds and len(rows) == len(x):
-            # Every row: one search of the block as it is (gathering 7/8 of it costs more
-            # than searching the strided rows twice), then those again for their bounds.
+            # Every row: searched in place (gathering 7/8 of the block costs more than
+            # searching the strided rows twice), then those again for their bounds.
             parts = [(rows, False), (rows[keep], True)]
-        for sub, bounds in parts:
-            if not len(sub):
-                continue
-            sub_x = x if len(sub) == len(x) else np.ascontiguousarray(x[sub])
-            sub_labels, sub_lower = _search_two(sub_x, centroids, distance, bounds=bounds)
-            labels[sub] = sub_labels
-            lower[sub] = sub_lower
-            dist[sub] = exact_distances(sub_x, centroids, sub_labels, distance)
+        for rows_part, bounds in parts:
+            for lo in range(0, len(rows_part), SEARCH_CHUNK_ROWS):
+                sub = rows_part[lo:lo + SEARCH_CHUNK_ROWS]
+                sub_x = _rows_of(x, sub)
+                sub_labels, sub_lower = _search_two(sub_x, centroids, distance, bounds=bounds)
+                labels[sub] = sub_labels
+                lower[sub] = sub_lower
+                dist[sub] = exact_distances(sub_x, centroids, sub_labels, distance)
 
     def _other_shift(self, centroids: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Per row, the largest move since the last call of any centroid but its own."""
