@@ -786,7 +786,7 @@ class NearestCentroid:
     @classmethod
     def prepare(cls, centroids: np.ndarray, distance: str, params: KMeansParams | None) -> NearestCentroid:
         """Centroids as float32 (unit rows for cosine) and, when ``params`` pick the index
-        for this K, its coarse lists."""
+        for this K, its coarse centres (trained once, shipped to the tasks)."""
         c = np.ascontiguousarray(centroids, dtype=np.float32)
         if distance == "cosine":
             c = kernels.normalize_rows(c)
