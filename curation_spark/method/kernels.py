@@ -17,7 +17,8 @@ import numpy as np
 
 from curation_spark.method.seeds import seeded_rng
 
-#: Rows per chunk when accumulating partial sums (bounds the float64 scratch space).
+#: Rows per chunk (x 4) when accumulating partial sums: each chunk's columns are copied
+#: once (column-major), so this bounds the scratch space (128 MiB at D = 128).
 SUM_CHUNK_ROWS = 65536
 
 
@@ -388,10 +389,12 @@ class BlockSums:
             if 2 * len(moved) > len(labels):  # (early iterations: moving them costs twice a fresh sum)
                 self.sums, _ = partial_sums(self.points, labels, self.k)
             elif len(moved):
-                rows = self.points[moved]
                 assert self.sums is not None  # (set with labels)
-                add_column_sums(self.sums, rows, self.labels[moved], sign=-1.0)
-                add_column_sums(self.sums, rows, labels[moved])
+                for a in range(0, len(moved), SUM_CHUNK_ROWS * 4):  # (a gathered copy of a chunk at most)
+                    part = moved[a:a + SUM_CHUNK_ROWS * 4]
+                    rows = self.points[part]
+                    add_column_sums(self.sums, rows, self.labels[part], sign=-1.0)
+                    add_column_sums(self.sums, rows, labels[part])
         self.labels = labels.copy()
         counts = np.bincount(labels, minlength=self.k).astype(np.int64)
         idx = np.flatnonzero(counts).astype(np.int32)
