@@ -36,6 +36,20 @@ def test_batched_prior_search_equals_the_per_group_search(distance, threads):
         assert np.array_equal(got, want), width
 
 
+def test_large_groups_are_searched_in_row_chunks_with_the_same_result(monkeypatch):
+    """A long-tailed block's largest group is cut into chunks of bounded score memory."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(6_000, 12)).astype(np.float32)
+    c = rng.normal(size=(300, 12)).astype(np.float32)
+    start = np.minimum(rng.zipf(1.2, size=len(x)) - 1, 49).astype(np.int64)  # group 0 holds most rows
+    table = rng.integers(0, len(c), size=(50, 60)).astype(np.int64)
+    c_sq = search.squared_norms(c)
+    want = search.search_groups(x, c, c_sq, start, lambda a: table[a], "l2", k=3)
+    monkeypatch.setattr(search, "GROUP_SCORE_BYTES", 64 * 4 * 60 + 1)  # ~64 rows per GEMM
+    got = search.search_groups(x, c, c_sq, start, lambda a: table[a], "l2", k=3)
+    assert np.array_equal(got, want) and np.bincount(start).max() > 1000
+
+
 @pytest.mark.parametrize("assignment", ["index", "auto"])
 def test_a_kmeans_on_the_index_path_stores_the_exact_nearest_centroid(assignment):
     x = _mixture(12_000, 16, 30)
