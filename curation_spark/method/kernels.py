@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation_spark.method.row_threads import balanced_cuts, run_slices, threads_for_work
 from curation_spark.method.seeds import seeded_rng
 
 #: Rows per chunk (x 4) when accumulating partial sums: each chunk's columns are copied
@@ -105,8 +106,6 @@ def add_column_sums(out: np.ndarray, points: np.ndarray, labels: np.ndarray, sig
     """``out[c] += sign * (sum of the rows labelled c)``, column by column (``np.bincount``
     releases the GIL: the columns are split over the threads faiss has; measured 0.12 s ->
     0.08 s at 500k x 64, K = 500, two threads)."""
-    from curation_spark.method.row_threads import balanced_cuts, run_slices, threads_for_work
-
     n, d = points.shape
     k = len(out)
     threads = threads_for_work(n * d, _faiss_threads())
