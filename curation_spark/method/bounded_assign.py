@@ -25,6 +25,7 @@ import numpy as np
 
 from curation_spark.method import candidate_search, centroid_index, kernels
 from curation_spark.method.candidate_search import exact_distances
+from curation_spark.method.row_threads import faiss_threads
 
 #: Relative slack (of |x|^2 + max |c|^2) subtracted from squared second-nearest distances
 #: from the GEMM identity before they become lower bounds: ~64 float32 ulps.
@@ -291,7 +292,7 @@ class BoundedAssigner:
         searched, tested = share(last.searched), (share(last.tested) if last.rows else 0.0)
         mac = COST_SEARCH_MAC if self.bound_share >= BOUND_MIN_SHARE else centroid_index.COST_FLAT_MAC
         return (n * COST_BOUND_ROW + tested * (COST_CANDIDATE_ROW + self.n_candidates * dim * COST_CANDIDATE_MAC)
-                + searched * k * dim * mac / max(1, candidate_search.faiss_threads()))
+                + searched * k * dim * mac / max(1, faiss_threads()))
 
     def _candidate_test(self, centroids: np.ndarray, labels: np.ndarray, lower: np.ndarray, dist: np.ndarray,
                         own: np.ndarray, unsure: np.ndarray, counts: AssignCounts) -> np.ndarray:
@@ -323,7 +324,7 @@ class BoundedAssigner:
             proven[np.flatnonzero(part)[ok]] = True
             if part is trial:
                 test_cost = COST_CANDIDATE_ROW + self.n_candidates * dim * COST_CANDIDATE_MAC
-                saved = float(ok.mean()) * k * dim * COST_SEARCH_MAC / max(1, candidate_search.faiss_threads())
+                saved = float(ok.mean()) * k * dim * COST_SEARCH_MAC / max(1, faiss_threads())
                 if saved < test_cost:
                     break
         counts.by_candidates = int(proven.sum())

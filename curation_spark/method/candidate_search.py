@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from curation_spark.method import kernels, row_threads
+from curation_spark.method.row_threads import faiss_threads
 
 
 def squared_norms(x: np.ndarray) -> np.ndarray:
@@ -191,9 +192,3 @@ def exact_distances(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, di
     row_threads.run_slices(chunks, row_threads.balanced_cuts([1.0] * n_chunks, n_threads), n_threads)
     return out
 
-
-def faiss_threads() -> int:
-    """The OpenMP threads faiss's flat search runs on here (the driver path sets them per level)."""
-    import faiss
-
-    return int(faiss.omp_get_max_threads())

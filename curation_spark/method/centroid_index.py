@@ -45,7 +45,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from curation_spark.method.candidate_search import (
-    faiss_threads,
     flat_index,
     nearest,
     search_fixed,
@@ -53,6 +52,7 @@ from curation_spark.method.candidate_search import (
     squared_norms,
 )
 from curation_spark.method.reduce import owner_bounds
+from curation_spark.method.row_threads import faiss_threads
 
 #: Agreement with exact search the index path keeps (measured on a sample every iteration).
 TARGET_AGREEMENT = 0.99

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curation_spark.method.row_threads import balanced_cuts, run_slices, threads_for_work
+from curation_spark.method.row_threads import balanced_cuts, faiss_threads, run_slices, threads_for_work
 from curation_spark.method.seeds import seeded_rng
 
 #: Rows per chunk (x 4) when accumulating partial sums: each chunk's columns are copied
@@ -108,7 +108,7 @@ def add_column_sums(out: np.ndarray, points: np.ndarray, labels: np.ndarray, sig
     0.08 s at 500k x 64, K = 500, two threads)."""
     n, d = points.shape
     k = len(out)
-    threads = threads_for_work(n * d, _faiss_threads())
+    threads = threads_for_work(n * d, faiss_threads())
 
     def columns(lo: int, hi: int) -> None:
         for start in range(0, n, SUM_CHUNK_ROWS * 4):
@@ -122,12 +122,6 @@ def add_column_sums(out: np.ndarray, points: np.ndarray, labels: np.ndarray, sig
                     out[:, lo + j] += column
 
     run_slices(columns, balanced_cuts([1.0] * d, threads), threads)
-
-
-def _faiss_threads() -> int:
-    import faiss
-
-    return int(faiss.omp_get_max_threads())
 
 
 def update_centroids(sums: np.ndarray, counts: np.ndarray, previous: np.ndarray, distance: str = "l2") -> np.ndarray:

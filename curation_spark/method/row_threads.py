@@ -48,3 +48,11 @@ def run_slices(work: Callable[[int, int], None], cuts: Sequence[int], threads: i
 def threads_for_work(multiply_adds: float, threads: int) -> int:
     """The threads worth using for a kernel of ``multiply_adds``: one for small ones."""
     return 1 if multiply_adds < MIN_PARALLEL_WORK else max(1, int(threads))
+
+
+def faiss_threads() -> int:
+    """The OpenMP threads faiss runs on here (the driver path sets them per level, a Spark
+    task to its cores): the default thread count of every kernel split over threads."""
+    import faiss
+
+    return int(faiss.omp_get_max_threads())
