@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from curation_spark.errors import InputError
-from curation_spark.io.tables import EMBEDDING, POINT_ID, arrow_frame, to_points
+from curation_spark.io.tables import EMBEDDING, POINT_ID, arrow_frame, embedding_array_column, to_points
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -188,19 +188,15 @@ def _feed_in_driver(spark: SparkSession, final: DataFrame, cfg: InputConfig, ass
     import pyarrow.compute as pc
     from pyspark.sql import functions as F
 
-    from curation_spark.io.tables import embedding_array_column
-
     last = final.select(F.col(cfg.id_col).alias(POINT_ID), embedding_array_column(final, cfg.embedding_col)
                         .alias(EMBEDDING), "_priority", "_rows").toArrow()
     run = assigned.select(POINT_ID, "cluster_id").toArrow()
     leaves_row = pc.equal(last.column("_priority"), 2)
-    new = last.filter(leaves_row).select([POINT_ID, EMBEDDING])
+    new = last.filter(leaves_row)
     gone = run.filter(pc.is_in(run.column(POINT_ID), value_set=last.column(POINT_ID)))
     again = int(pc.sum(pc.is_in(gone.column(POINT_ID), value_set=new.column(POINT_ID))).as_py() or 0)
     rows_read = int(pc.sum(last.column("_rows")).as_py() or 0)
-    return InputChanges(arrow_frame(spark, new.rename_columns([cfg.id_col, cfg.embedding_col])),
-                        arrow_frame(spark, gone), new.num_rows, gone.num_rows, again, CHANGE_FEED, rows_read, n_input,
-                        added_points=new, dropped_rows=gone)
+    return _found_in_driver(spark, cfg, new, gone, again, CHANGE_FEED, rows_read, n_input)
 
 
 def _by_ids_in_driver(spark: SparkSession, raw: DataFrame, cfg: InputConfig, assigned: DataFrame,
@@ -213,8 +209,15 @@ def _by_ids_in_driver(spark: SparkSession, raw: DataFrame, cfg: InputConfig, ass
     run = assigned.select(POINT_ID, "cluster_id").toArrow()
     new = points.filter(pc.invert(pc.is_in(points.column(POINT_ID), value_set=run.column(POINT_ID))))
     gone = run.filter(pc.invert(pc.is_in(run.column(POINT_ID), value_set=points.column(POINT_ID))))
-    # (lazy local frames: only what a caller without the Arrow tables would read)
-    added = arrow_frame(spark, new.rename_columns([cfg.id_col, cfg.embedding_col]))
-    dropped = arrow_frame(spark, gone)
-    return InputChanges(added, dropped, new.num_rows, gone.num_rows, 0, ANTI_JOIN, n_input, n_input,
-                        added_points=new.select([POINT_ID, EMBEDDING]), dropped_rows=gone)
+    return _found_in_driver(spark, cfg, new, gone, 0, ANTI_JOIN, n_input, n_input)
+
+
+def _found_in_driver(spark: SparkSession, cfg: InputConfig, new: pa.Table, gone: pa.Table, n_changed: int,
+                     method: str, rows_read: int, n_input: int) -> InputChanges:
+    """The changes found in the driver: the new rows (``point_id, embedding``) and the
+    dropped ``point_id, cluster_id`` as Arrow, and as lazy local frames (only what a caller
+    without the Arrow tables would read)."""
+    new = new.select([POINT_ID, EMBEDDING])
+    return InputChanges(arrow_frame(spark, new.rename_columns([cfg.id_col, cfg.embedding_col])),
+                        arrow_frame(spark, gone), new.num_rows, gone.num_rows, n_changed, method, rows_read, n_input,
+                        added_points=new, dropped_rows=gone)

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from curation_spark.config import Config
+    from curation_spark.method.lloyd import KMeansParams
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def update(config: Config, spark: SparkSession | None = None) -> UpdateResult:
     dim = run_dimension(run)
     changes = find_changes(spark, config.input, raw, run.read_assignments(1).select(POINT_ID, "cluster_id"),
                            stats1.n_points, from_version, to_version,
-                           in_driver=lambda n_input: updates_in_driver(meta, n_input, 0, dim))
+                           in_driver=lambda n_input: updates_in_driver(meta, n_input, dim))
     if changes.method == ANTI_JOIN:
         try:
             check_same_dimension(run, raw, config)
@@ -142,7 +143,7 @@ def update(config: Config, spark: SparkSession | None = None) -> UpdateResult:
         log.info(message)
         return UpdateResult(run.path, None, message)
     try:
-        summary = stage(run, config, raw, changes, from_version, to_version)
+        summary = stage(run, config, raw, changes, dim, from_version, to_version)
     finally:
         changes.release()
     summary.phases["find_changes"] = round(found_in, 1)
@@ -246,7 +247,7 @@ def write_staged(df: DataFrame, run: RunFolder, name: str) -> None:
     write_table(df, staged(run, name), STAGING_FORMAT)
 
 
-def stage(run: RunFolder, config: Config, raw: DataFrame, changes: InputChanges, from_version: int | None,
+def stage(run: RunFolder, config: Config, raw: DataFrame, changes: InputChanges, dim: int, from_version: int | None,
           to_version: int | None) -> UpdateSummary:
     """Write the update's tables under ``_update/`` (nothing live changes); returns the
     summary the commit works from."""
@@ -265,8 +266,7 @@ def stage(run: RunFolder, config: Config, raw: DataFrame, changes: InputChanges,
     if n_points == 0:
         raise InputError(f"input: every row of the run in {run.path} was deleted and none added; nothing to curate")
 
-    dim = run_dimension(run)
-    in_driver = updates_in_driver(meta, n_points, changes.n_added, dim)
+    in_driver = updates_in_driver(meta, n_points, dim)
     if in_driver:
         # A small run: the new rows come to the driver (as the fit's in-process path takes
         # the whole level), no Python worker starts and the summary needs no Spark job.
@@ -329,24 +329,30 @@ def stage(run: RunFolder, config: Config, raw: DataFrame, changes: InputChanges,
                          started=started, phases=phases, drift=drift_now, in_driver=in_driver)
 
 
-def updates_in_driver(meta: RunMetadata, n_points: int, n_added: int, dim: int) -> bool:
+def updates_in_driver(meta: RunMetadata, n_rows: int, dim: int) -> bool:
     """A run whose level 1 the fit would cluster in the driver (its embeddings within the
     run's ``clustering.in_process_max_mb``, :func:`hierarchy.in_process_decision`) is
     updated in the driver: the new rows are assigned there, and level 1's assignments are
     rewritten whole at the commit instead of merged. On small tables an update is mostly
     Spark's fixed costs per job and per Delta operation; this path has fewer of both."""
-    return hierarchy.in_process_decision(meta.config.clustering, max(n_points, n_added), dim)[0]
+    return hierarchy.in_process_decision(meta.config.clustering, n_rows, dim)[0]
 
 
 def assign_in_driver(run: RunFolder, points: pa.Table, dim: int) -> pa.Table:
     """:func:`assign_new_rows` in the driver for new rows there (``point_id, embedding``):
     the same search as the Spark pass, the same checks and columns."""
+    centroids, distance, params = level_one_search(run, dim)
+    return kmeans.assign_table(points, centroids, distance, params, with_checks=True)
+
+
+def level_one_search(run: RunFolder, dim: int) -> tuple[np.ndarray, str, KMeansParams]:
+    """What a new row's nearest level-1 centroid is searched with: the centroids, the run's
+    distance and level 1's own assignment settings (the centroid index when K is large)."""
     meta = run.metadata
     assert meta is not None
     centroids = level_one_centroids(run, dim)
     clustering = dataclasses.replace(meta.config.clustering, distance=meta.distance)
-    params = hierarchy.level_params(clustering, 1, len(centroids))
-    return kmeans.assign_table(points, centroids, meta.distance, params, with_checks=True)
+    return centroids, meta.distance, hierarchy.level_params(clustering, 1, len(centroids))
 
 
 def level_one_centroids(run: RunFolder, dim: int) -> np.ndarray:
@@ -374,13 +380,8 @@ def assign_new_rows(run: RunFolder, points: DataFrame, target: str, dim: int) ->
     """Nearest level-1 centroid of every new row with the level's own assignment settings
     (the centroid index when K is large), written to ``target`` with the input checks of
     each row (``kmeans.assign_points(with_checks=True)``: judged by :func:`judge_new_rows`)."""
-    meta = run.metadata
-    assert meta is not None
-    centroids = level_one_centroids(run, dim)
-    clustering = dataclasses.replace(meta.config.clustering, distance=meta.distance)
-    params = hierarchy.level_params(clustering, 1, len(centroids))
-    assignments = kmeans.assign_points(points, centroids, meta.distance, stage="update", params=params,
-                                       with_checks=True)
+    centroids, distance, params = level_one_search(run, dim)
+    assignments = kmeans.assign_points(points, centroids, distance, stage="update", params=params, with_checks=True)
     write_table(assignments, target, STAGING_FORMAT)
 
 
