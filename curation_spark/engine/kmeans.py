@@ -809,18 +809,23 @@ class NearestCentroid:
                          with_checks: bool) -> Iterator[pa.RecordBatch]:
         """``point_id, cluster_id, distance`` (and ``embedding_dim, norm`` ``with_checks``)
         of ``point_id, embedding`` batches."""
-        import pyarrow as pa
-
-        out_schema = pa.schema([(POINT_ID, arrow_id), ("cluster_id", pa.int32()), ("distance", pa.float32())])
+        schema = self.output_schema(arrow_id, with_checks)
         if not with_checks:
             ids, x = batches_to_block(batches, self.dim, sort_by_id=False)
             labels, dist = self.nearest(x)
-            yield from assignment_batches(ids.cast(arrow_id), labels, dist, out_schema)
+            yield from assignment_batches(ids.cast(arrow_id), labels, dist, schema)
             return
-        checked_schema = pa.schema([*out_schema, (EMBEDDING_DIM, pa.int32()), (NORM, pa.float32())])
         block = checked_block(batches, self.dim)
         labels, dist = self.nearest(block.x)
-        yield from checked_assignment_batches(block, labels, dist, self.dim, checked_schema)
+        yield from checked_assignment_batches(block, labels, dist, self.dim, schema)
+
+    @staticmethod
+    def output_schema(arrow_id: pa.DataType, with_checks: bool) -> pa.Schema:
+        """The Arrow schema of :meth:`assigned_batches`."""
+        import pyarrow as pa
+
+        fields = [(POINT_ID, arrow_id), ("cluster_id", pa.int32()), ("distance", pa.float32())]
+        return pa.schema(fields + ([(EMBEDDING_DIM, pa.int32()), (NORM, pa.float32())] if with_checks else []))
 
 
 def assign_table(points: pa.Table, centroids: np.ndarray, distance: str, params: KMeansParams | None,
@@ -833,9 +838,7 @@ def assign_table(points: pa.Table, centroids: np.ndarray, distance: str, params:
     arrow_id = points.schema.field(POINT_ID).type
     batches = list(search.assigned_batches(points.select([POINT_ID, EMBEDDING]).to_batches(), arrow_id,
                                            with_checks))
-    names = [POINT_ID, "cluster_id", "distance"] + ([EMBEDDING_DIM, NORM] if with_checks else [])
-    types = [arrow_id, pa.int32(), pa.float32()] + ([pa.int32(), pa.float32()] if with_checks else [])
-    schema = pa.schema(list(zip(names, types, strict=True)))
+    schema = NearestCentroid.output_schema(arrow_id, with_checks)
     return pa.Table.from_batches(batches, schema) if batches else schema.empty_table()
 
 
