@@ -34,6 +34,11 @@ def test_batched_prior_search_equals_the_per_group_search(distance, threads):
         got = search.search_fixed(x, c, c_sq, start, np.ascontiguousarray(table[:, :width]), width, distance,
                               threads=threads)
         assert np.array_equal(got, want), width
+        # A subset of the rows, searched in place (the wide graph's slices).
+        rows = np.flatnonzero(start % 3 == 1)
+        got = search.search_fixed(x, c, c_sq, start[rows], np.ascontiguousarray(table[:, :width]), width, distance,
+                                  threads=threads, rows=rows)
+        assert np.array_equal(got, want[rows]), width
 
 
 def test_large_groups_are_searched_in_row_chunks_with_the_same_result(monkeypatch):
@@ -85,3 +90,46 @@ def test_the_prior_path_keeps_its_graph_while_it_is_on_target():
     assert stats.path == "prior" and assigner.graph is graph  # kept, not rebuilt
     # Widths tried: the configured one doubled up to the cap (here K).
     assert assigner._widths(1000) == [16, 32, 64, 128, 256, 512, 1000]
+
+
+def test_a_graph_wider_than_its_cap_is_searched_in_slices_with_the_same_labels(monkeypatch):
+    """Above ``GRAPH_MAX_BYTES`` the prior path builds and searches the graph one slice of
+    centroids at a time and keeps nothing: same labels as the whole graph."""
+    x = _mixture(20_000, 16, 40, noise=0.1)
+    c = x[:: len(x) // 1000][:1000].copy()
+    whole = ci.IndexAssigner(x, "l2", n_probes=8, n_neighbours=16)
+    whole.assign(c)
+    want, _, stats = whole.assign(c)
+    assert stats.path == "prior" and whole.graph is not None
+    monkeypatch.setattr(ci, "GRAPH_MAX_BYTES", 4 * stats.n_neighbours * 300)  # 4 slices of <= 300 centroids
+    sliced = ci.IndexAssigner(x, "l2", n_probes=8, n_neighbours=16)
+    sliced.assign(c)
+    got, _, stats = sliced.assign(c)
+    assert stats.path == "prior" and sliced.graph is None
+    assert np.array_equal(got, want)
+
+
+def test_the_sample_test_allows_the_binomial_noise_and_widens_where_in_reach():
+    """An option is on target when its misses are ``SAMPLE_Z`` standard errors below the
+    target's; one the 512-row sample leaves in reach is decided on the wider sample."""
+    assert int(ci.allowed_misses(512, 0.99)) == 2  # 512 rows: 99.6 %
+    assert int(ci.allowed_misses(4096, 0.99)) == 32  # 4,096 rows: 99.2 %
+    x = _mixture(20_000, 8, 10)
+    c = x[:500].copy()
+    assigner = ci.IndexAssigner(x, "l2", n_probes=4, n_neighbours=8)
+    checks = ci.SampleChecks(x, c, "l2", assigner.sample)
+    small = len(checks.small.rows)
+    # 4 misses of 512: out of target there, in reach: the wide check decides.
+    seen = []
+
+    def evaluate(check):
+        seen.append(len(check.rows))
+        return len(check.rows) - (4 if len(check.rows) == small else int(0.0075 * len(check.rows)))
+
+    hits, rows, ok = assigner._test(evaluate, checks, None)
+    assert ok and seen == [small, checks.wide_rows] and rows == checks.wide_rows > small
+    assert np.array_equal(checks.wide().exact, search.nearest(x[checks.wide().rows], c)[:, 0])
+    # 20 misses of 512 (96 %): out of reach, no wide check.
+    seen.clear()
+    hits, rows, ok = assigner._test(lambda check: seen.append(1) or len(check.rows) - 20, checks, None)
+    assert not ok and seen == [1] and rows == small

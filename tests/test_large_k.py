@@ -34,7 +34,7 @@ def test_index_assignment_agrees_with_brute_force(distance):
         exact, _ = kernels.assign(x, c, distance)
         agreements.append(float((labels == exact).mean()))
         paths.append(stats.path)
-        assert stats.agreement_rows == ci.AGREEMENT_SAMPLE_ROWS
+        assert stats.agreement_rows >= ci.AGREEMENT_SAMPLE_ROWS  # the wide check's rows when it decided
         assert 0 <= stats.agreement_hits <= stats.agreement_rows
         sums, counts = kernels.partial_sums(x, labels, k)
         c = kernels.update_centroids(sums, counts, c, distance)
@@ -59,7 +59,7 @@ def test_the_probe_count_is_chosen_on_the_sample_before_the_block_is_searched():
     assigner = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8)
     labels, _, stats = assigner.assign(c)
     assert stats.path == "probe" and stats.n_probes == assigner.n_probes
-    assert stats.agreement_hits >= 0.995 * stats.agreement_rows
+    assert stats.agreement_rows - stats.agreement_hits <= ci.allowed_misses(stats.agreement_rows, 0.99)
     want, _ = kernels.assign(x, c, "l2")
     assert (labels == want).mean() >= 0.98
     strict = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8, target=1.0)

@@ -128,18 +128,22 @@ FIXED_BATCH_BYTES = 2 << 20
 
 
 def search_fixed(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, start: np.ndarray,
-                 table: np.ndarray, width: int, distance: str = "l2", threads: int | None = None) -> np.ndarray:
+                 table: np.ndarray, width: int, distance: str = "l2", threads: int | None = None,
+                 rows: np.ndarray | None = None) -> np.ndarray:
     """Nearest centroid of each point among ``table[start[i], :width]``: the prior path's
     search, where every group has the same number of candidates. Same result as
     :func:`search_groups` with ``candidates_of = lambda a: table[a, :width]``, but the small
     groups (N/K ~ 20 rows at the upper levels) are padded to a few chunk sizes and stacked
     into batched GEMMs (one ``matmul`` for many groups, no Python loop per group), split
-    over ``threads`` threads (default: faiss's). Returns (n,) int64 labels."""
-    n, dim = x.shape
+    over ``threads`` threads (default: faiss's). ``rows``: search only these rows of ``x``
+    (``start`` is then one per row of them; no copy of ``x``). Returns (len(start),) int64
+    labels."""
+    n, dim = len(start), x.shape[1]
     labels = np.empty(n, dtype=np.int64)
     if n == 0:
         return labels
     order, sorted_start, lo, ends = kernels.runs(start)
+    x_rows = order if rows is None else np.asarray(rows, dtype=np.int64)[order]
     sizes = ends - lo
     per_group = -(-sizes // FIXED_CHUNK_ROWS)  # chunks of at most FIXED_CHUNK_ROWS rows
     group_of = np.repeat(np.arange(len(lo)), per_group)
@@ -155,12 +159,12 @@ def search_fixed(x: np.ndarray, centroids: np.ndarray, c_sq: np.ndarray | None, 
     def run(first: int, last: int) -> None:
         for rows_per_chunk, sel in batches[first:last]:
             offsets = np.minimum(np.arange(rows_per_chunk)[None, :], chunk_n[sel][:, None] - 1)  # pad: repeat a row
-            rows = order[chunk_lo[sel][:, None] + offsets]  # (B, p)
+            at = chunk_lo[sel][:, None] + offsets  # (B, p) positions in the sorted order
             cand = table[sorted_start[chunk_lo[sel]], :width]  # (B, width)
             # np.take, not fancy indexing: 2-3x faster gathers of whole rows.
-            products = np.matmul(np.take(x, rows, axis=0), np.take(centroids, cand, axis=0).transpose(0, 2, 1))
+            products = np.matmul(np.take(x, x_rows[at], axis=0), np.take(centroids, cand, axis=0).transpose(0, 2, 1))
             scores = _to_ranking(products, c_sq, cand[:, None, :], distance)  # (B, p, width)
-            labels[rows] = np.take_along_axis(cand, scores.argmin(axis=2), axis=1)
+            labels[order[at]] = np.take_along_axis(cand, scores.argmin(axis=2), axis=1)
 
     n_threads = row_threads.threads_for_work(float(n) * width * dim, faiss_threads() if threads is None else threads)
     weights = [len(sel) * p for p, sel in batches]

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
@@ -58,7 +59,9 @@ from curation_spark.method.row_threads import faiss_threads
 TARGET_AGREEMENT = 0.99
 #: The prior path's neighbour lists never grow beyond this.
 MAX_NEIGHBOURS = 1024
-#: ... nor beyond this many bytes for the whole graph (K x L int32, kept across iterations).
+#: The graph (K x L int32) is kept across iterations up to this many bytes; a wider one is
+#: built and searched one slice of centroids at a time and not kept (K = 100,000 at
+#: L = 1,024 is 400 MB).
 GRAPH_MAX_BYTES = 256 << 20
 #: Under ``auto`` an index path is taken only where its modelled cost is at most this share
 #: of exact search's: the model's error is of this order (the grouped searches' thread
@@ -68,6 +71,24 @@ INDEX_MARGIN = 0.8
 MAX_PROBES = 1024
 #: Rows of the exact check per block and iteration (cost: rows x K x D).
 AGREEMENT_SAMPLE_ROWS = 512
+#: Rows of the wider check an option gets when the first one leaves it in reach of the
+#: target (early iterations at K >= 20,000 sit at 0.992-0.994: 512 rows cannot tell that
+#: from 0.99, 4,096 can; the 512-row check alone kept K = 100,000 on the probe path).
+WIDE_SAMPLE_ROWS = 4096
+#: One-sided z of the sample tests: an option is on target when its sampled misses are
+#: this many standard errors below what the target allows (90 % confidence that the whole
+#: block is on target).
+SAMPLE_Z = 1.28
+#: An option whose first check misses at most this multiple of what the target allows is
+#: checked again on the wider sample.
+WIDE_CHECK_REACH = 3.0
+
+
+def allowed_misses(rows: float, target: float) -> float:
+    """Most sampled misses with which a path is taken as on target for its whole block:
+    the binomial's mean at the target less ``SAMPLE_Z`` standard errors."""
+    miss = 1.0 - target
+    return miss * rows - SAMPLE_Z * math.sqrt(rows * miss * target)
 
 
 def n_lists_for(n_clusters: int, n_probes: int) -> int:
@@ -163,6 +184,37 @@ def agreement_rows(n: int, max_rows: int = AGREEMENT_SAMPLE_ROWS) -> np.ndarray:
     return np.linspace(0, n - 1, max_rows).astype(np.int64)
 
 
+@dataclass
+class SampleCheck:
+    """Rows of a block checked against exact search: their indices, vectors and exact
+    nearest centroids."""
+
+    rows: np.ndarray
+    xs: np.ndarray
+    exact: np.ndarray
+
+
+class SampleChecks:
+    """The exact checks of one assignment: the block's fixed sample, and a wider one
+    (:data:`WIDE_SAMPLE_ROWS`, a superset) built only when an option needs it."""
+
+    def __init__(self, x: np.ndarray, centroids: np.ndarray, distance: str, sample: np.ndarray) -> None:
+        self.x, self.centroids, self.distance = x, centroids, distance
+        self.small = self._check(sample)
+        self._wide: SampleCheck | None = None
+        #: Rows of the wider check (known before it is built, for the blocks' common decision).
+        self.wide_rows = len(np.union1d(sample, agreement_rows(len(x), WIDE_SAMPLE_ROWS)))
+
+    def _check(self, rows: np.ndarray) -> SampleCheck:
+        xs = self.x[rows]
+        return SampleCheck(rows, xs, nearest(xs, self.centroids, self.distance)[:, 0])
+
+    def wide(self) -> SampleCheck:
+        if self._wide is None:
+            self._wide = self._check(np.union1d(self.small.rows, agreement_rows(len(self.x), WIDE_SAMPLE_ROWS)))
+        return self._wide
+
+
 class SharedWork:
     """Per-centroid work split over cooperating blocks (the tasks of a barrier stage): each
     computes the rows of its own cluster range and the parts are all-gathered, so the
@@ -190,7 +242,12 @@ class SharedWork:
         return self._gather(nearest(centroids[rows], coarse, distance)[:, :1], 1)[:, 0]
 
     def graph(self, lists: CoarseLists, centroids: np.ndarray, n_neighbours: int) -> np.ndarray:
-        rows = self._own(len(centroids))
+        return self.graph_of(lists, centroids, n_neighbours, np.arange(len(centroids)))
+
+    def graph_of(self, lists: CoarseLists, centroids: np.ndarray, n_neighbours: int,
+                 anchors: np.ndarray) -> np.ndarray:
+        """The neighbour graph of centroids ``anchors``, each block searching its share."""
+        rows = anchors[self._own(len(anchors))]
         return self._gather(neighbour_graph(lists, centroids, rows, n_neighbours, ordered=False),
                             min(n_neighbours, len(centroids)))
 
@@ -328,33 +385,49 @@ class IndexAssigner:
 
     def _widths(self, k: int) -> list[int]:
         """The neighbour-list widths the sample tries: the configured one, doubled up to the
-        widest allowed (``MAX_NEIGHBOURS``, K, ``GRAPH_MAX_BYTES``)."""
-        widest = max(1, min(MAX_NEIGHBOURS, k, GRAPH_MAX_BYTES // (4 * k)))
+        widest allowed (``MAX_NEIGHBOURS``, K)."""
+        widest = max(1, min(MAX_NEIGHBOURS, k))
         widths = [min(self.base_neighbours, widest)]
         while widths[-1] < widest:
             widths.append(min(widest, widths[-1] * 2))
         return widths
 
-    def _choose_prior(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None, xs: np.ndarray,
-                      exact: np.ndarray, exact_cost: float,
-                      shared: SharedWork | None) -> tuple[int, int | None, int, bool] | None:
+    def _test(self, evaluate: Callable[[SampleCheck], int], checks: SampleChecks,
+              shared: SharedWork | None) -> tuple[int, int, bool]:
+        """Whether an option is on target: (sample hits, sample rows, on target?).
+        ``evaluate(check)`` is the option's hits on that check's rows. First the fixed
+        sample; an option it leaves within reach (at most ``WIDE_CHECK_REACH`` times the
+        misses the target allows) is decided on the wider sample, whose smaller standard
+        error lets a path at 0.992 through that 512 rows cannot tell from 0.99. With
+        ``shared`` all blocks decide together (misses and rows summed over them)."""
+        check = checks.small
+        hits = evaluate(check)
+        misses, rows, wide_rows = self._total(shared, len(check.rows) - hits, len(check.rows), checks.wide_rows)
+        if misses <= allowed_misses(rows, self.target):
+            return hits, len(check.rows), True
+        if misses > WIDE_CHECK_REACH * (1.0 - self.target) * rows or wide_rows <= rows:
+            return hits, len(check.rows), False
+        check = checks.wide()
+        hits = evaluate(check)
+        misses, rows = self._total(shared, len(check.rows) - hits, len(check.rows))
+        return hits, len(check.rows), misses <= allowed_misses(rows, self.target)
+
+    def _choose_prior(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
+                      checks: SampleChecks, exact_cost: float,
+                      shared: SharedWork | None) -> tuple[int, int | None, int, int, bool] | None:
         """The cheapest prior path whose sampled agreement is on target: (width, the probe
-        count of a graph to build or None to keep the last one, sample hits, on target?),
-        None without a previous assignment.
+        count of a graph to build or None to keep the last one, sample hits, sample rows, on
+        target?), None without a previous assignment.
 
         Tries the graph kept from the last call (no rebuild: the neighbours of a centroid
         change slowly) and every width of :meth:`_widths` with a fresh graph probed as wide
         as ``lists`` or a quarter of that (a graph's cost grows with its probes; the sample
-        says whether the cheaper one is good enough), each on the sample's anchors only (at
-        most 512 rows of it). A 512-row sample estimates agreement to about +-0.4%: an
-        option is on target when it misses at most half of what the target allows, so the
-        whole block is on target, not just the sample. With ``shared`` all blocks decide
-        together (misses and costs summed over them)."""
+        says whether the cheaper one is good enough), each on the sample's anchors only, by
+        :meth:`_test`."""
         if self.previous is None:
             return None
+        previous = self.previous
         k = len(centroids)
-        anchors, anchor_of = np.unique(self.previous[self.sample], return_inverse=True)
-        anchor_of = anchor_of.astype(np.int64)
         widths = self._widths(k)
         # The kept graph is in no order: it is tried at its own width only.
         options: list[tuple[int, int | None]] = \
@@ -364,28 +437,34 @@ class IndexAssigner:
         tasks = shared.size if shared is not None else 1
         costs = self._total(shared, *[self._prior_cost(w, lists.with_probes(p or lists.probes), tasks, p is not None)
                                       for w, p in options])
-        fresh: dict[int, np.ndarray] = {}
-        allowed = (1.0 - self.target) * self._total(shared, len(self.sample))[0] / 2
-        hits = 0
-        # Cheapest first, stopping at the first on target: a fresh graph of the sample's
-        # anchors (the widest, nearest first; narrower ones are its prefixes) only if needed.
-        for i in sorted(range(len(options)), key=lambda j: (costs[j], j)):
-            width, probes = options[i]
-            if self.exact is not None and costs[i] > exact_cost * INDEX_MARGIN:
-                break
+        # A fresh graph of a check's anchors (the widest, nearest first; narrower ones are
+        # its prefixes), per check and graph probe count, built only when an option needs it.
+        fresh: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+        def evaluate(check: SampleCheck, width: int, probes: int | None) -> int:
+            anchors, anchor_of = np.unique(previous[check.rows], return_inverse=True)
             if probes is None:
                 assert self.graph is not None  # the kept graph's option
                 part = self.graph[anchors]
             else:
-                if probes not in fresh:
-                    fresh[probes] = neighbour_graph(lists.with_probes(probes), centroids, anchors, widths[-1])
-                part = fresh[probes]
-            got = search_fixed(xs, centroids, c_sq, anchor_of, np.ascontiguousarray(part[:, :width]), width,
-                               self.distance, threads=1)
-            hits = int((got == exact).sum())
-            if self._total(shared, len(self.sample) - hits)[0] <= allowed:
-                return width, probes, hits, True
-        return widths[-1], lists.probes, hits, False
+                key = (len(check.rows), probes)
+                if key not in fresh:
+                    fresh[key] = (anchors, neighbour_graph(lists.with_probes(probes), centroids, anchors, widths[-1]))
+                part = fresh[key][1]
+            got = search_fixed(check.xs, centroids, c_sq, anchor_of.astype(np.int64),
+                               np.ascontiguousarray(part[:, :width]), width, self.distance, threads=1)
+            return int((got == check.exact).sum())
+
+        hits, rows = 0, len(checks.small.rows)
+        # Cheapest first, stopping at the first on target.
+        for i in sorted(range(len(options)), key=lambda j: (costs[j], j)):
+            width, probes = options[i]
+            if self.exact is not None and costs[i] > exact_cost * INDEX_MARGIN:
+                break
+            hits, rows, on_target = self._test(partial(evaluate, width=width, probes=probes), checks, shared)
+            if on_target:
+                return width, probes, hits, rows, True
+        return widths[-1], lists.probes, hits, rows, False
 
     def _probe_widths(self, m: int) -> list[int]:
         """The probe counts the sample tries: the configured one doubled up to all m lists
@@ -396,25 +475,60 @@ class IndexAssigner:
             widths.append(min(widest, widths[-1] * 2))
         return widths
 
-    def _choose_probes(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None, xs: np.ndarray,
-                       starts: np.ndarray, exact: np.ndarray, exact_cost: float,
-                       shared: SharedWork | None) -> tuple[int, int, bool]:
-        """The narrowest probe count whose sampled agreement is on target (the same margin as
-        the prior's) and that costs less than exact search: (probes, sample hits, on target?).
-        Tried narrowest first on the sample's rows only, stopping at the first on target, so
-        the block is searched once, at a width that meets the target in this very call."""
-        allowed = (1.0 - self.target) * self._total(shared, len(self.sample))[0] / 2
-        probes, hits = self.base_probes, 0
+    def _choose_probes(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
+                       checks: SampleChecks, exact_cost: float,
+                       shared: SharedWork | None) -> tuple[int, int, int, bool]:
+        """The narrowest probe count whose sampled agreement is on target (by :meth:`_test`)
+        and that costs less than exact search: (probes, sample hits, sample rows, on
+        target?). Tried narrowest first on the sample's rows only, stopping at the first on
+        target, so the block is searched once, at a width that meets the target in this
+        very call."""
+        probes, hits, rows = self.base_probes, 0, len(checks.small.rows)
+        starts = lists.start(checks.small.xs)
+
+        def evaluate(check: SampleCheck, probed: CoarseLists) -> int:
+            got = search_groups(check.xs, centroids, c_sq, lists.start(check.xs), probed.candidates,
+                                self.distance, threads=1)
+            return int((got == check.exact).sum())
+
         for probes in self._probe_widths(len(lists.offsets) - 1):
             if self.exact is not None and \
                     self._total(shared, self._probe_cost(lists, probes, starts))[0] > exact_cost * INDEX_MARGIN:
-                return probes, hits, False
-            got = search_groups(xs, centroids, c_sq, starts, lists.with_probes(probes).candidates, self.distance,
-                                threads=1)
-            hits = int((got == exact).sum())
-            if self._total(shared, len(self.sample) - hits)[0] <= allowed:
-                return probes, hits, True
-        return probes, hits, False
+                return probes, hits, rows, False
+            hits, rows, on_target = self._test(partial(evaluate, probed=lists.with_probes(probes)), checks, shared)
+            if on_target:
+                return probes, hits, rows, True
+        return probes, hits, rows, False
+
+    def _search_prior(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None, width: int,
+                      graph_probes: int | None, shared: SharedWork | None) -> np.ndarray:
+        """The block searched among the ``width`` neighbours of each point's previous
+        centroid. A graph up to ``GRAPH_MAX_BYTES`` is built (or kept) whole and kept for
+        the next call; a wider one is built for one slice of the centroids at a time, each
+        slice's points searched at once, and not kept."""
+        x, k, previous = self.x, len(centroids), self.previous
+        assert previous is not None
+        if graph_probes is None or k * width * 4 <= GRAPH_MAX_BYTES:
+            if graph_probes is not None:
+                probed = lists.with_probes(graph_probes)
+                self.graph = (shared.graph(probed, centroids, width) if shared is not None
+                              else neighbour_graph(probed, centroids, np.arange(k), width, ordered=False))
+            assert self.graph is not None
+            return search_fixed(x, centroids, c_sq, previous, self.graph, width, self.distance)
+        self.graph = None
+        probed = lists.with_probes(graph_probes)
+        labels = np.empty(len(x), dtype=np.int64)
+        step = max(1, GRAPH_MAX_BYTES // (4 * width))
+        order = np.argsort(previous, kind="stable")
+        cuts = np.searchsorted(previous[order], np.arange(0, k + step, step))
+        for i, lo in enumerate(range(0, k, step)):
+            anchors = np.arange(lo, min(k, lo + step))
+            part = (shared.graph_of(probed, centroids, width, anchors) if shared is not None
+                    else neighbour_graph(probed, centroids, anchors, width, ordered=False))
+            rows = order[cuts[i]:cuts[i + 1]]
+            labels[rows] = search_fixed(x, centroids, c_sq, previous[rows] - lo, part, width, self.distance,
+                                        rows=rows)
+        return labels
 
     def assign(self, centroids: np.ndarray, seed: int = 0,
                shared: SharedWork | None = None) -> tuple[np.ndarray, np.ndarray | None, AssignStats]:
@@ -433,42 +547,35 @@ class IndexAssigner:
         # measured off target for the prior at the second iteration, K = 20,000, N/K = 20).
         lists = CoarseLists.build(centroids, self.coarse, widest, distance, list_of).with_probes(self.n_probes)
         c_sq = squared_norms(centroids) if distance == "l2" else None
-        xs = x[self.sample]
-        exact = nearest(xs, centroids, distance)[:, 0]
+        checks = SampleChecks(x, centroids, distance, self.sample)
         path: str | None = None
         labels: np.ndarray | None = None
         dist: np.ndarray | None = None
         exact_cost = self._total(shared, self.exact_cost(k))[0] if self.exact is not None else 0.0
-        prior = self._choose_prior(lists, centroids, c_sq, xs, exact, exact_cost, shared)
+        prior = self._choose_prior(lists, centroids, c_sq, checks, exact_cost, shared)
         if prior is not None:
-            width, graph_probes, hits, on_target = prior
+            width, graph_probes, hits, rows, on_target = prior
             self.n_neighbours = width
             if on_target:
                 path = "prior"
-                if graph_probes is not None:
-                    probed = lists.with_probes(graph_probes)
-                    self.graph = (shared.graph(probed, centroids, width) if shared is not None
-                                  else neighbour_graph(probed, centroids, np.arange(k), width, ordered=False))
-                graph = self.graph
-                assert graph is not None and self.previous is not None
-                labels = search_fixed(x, centroids, c_sq, self.previous, graph, width, distance)
+                labels = self._search_prior(lists, centroids, c_sq, width, graph_probes, shared)
         if path is None:
-            probes, hits, on_target = self._choose_probes(lists, centroids, c_sq, xs, lists.start(xs), exact,
-                                                          exact_cost, shared)
+            probes, hits, rows, on_target = self._choose_probes(lists, centroids, c_sq, checks, exact_cost, shared)
             self.n_probes = probes
+            small = checks.small
             if on_target or self.exact is None:
                 path = "probe"
                 labels = search_groups(x, centroids, c_sq, lists.start(x), lists.with_probes(probes).candidates,
                                        distance)
-                hits = int((labels[self.sample] == exact).sum())
+                hits, rows = int((labels[small.rows] == small.exact).sum()), len(small.rows)
             else:  # no probe count meets the target for less than exact search
                 path = "exact"
                 assert self.exact is not None
                 labels, dist = self.exact(centroids)
-                hits = int((labels[self.sample] == exact).sum())
+                hits, rows = int((labels[small.rows] == small.exact).sum()), len(small.rows)
         assert labels is not None
         self.previous = labels
-        return labels, dist, AssignStats(path, hits, len(self.sample), self.n_probes, self.n_neighbours)
+        return labels, dist, AssignStats(path, hits, rows, self.n_probes, self.n_neighbours)
 
 
 def assign_fresh(x: np.ndarray, centroids: np.ndarray, coarse: np.ndarray, distance: str, n_probes: int,
