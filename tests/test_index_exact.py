@@ -113,11 +113,14 @@ def test_the_sample_test_allows_the_binomial_noise_and_widens_where_in_reach():
     """An option is on target when its misses are ``SAMPLE_Z`` standard errors below the
     target's; one the 512-row sample leaves in reach is decided on the wider sample."""
     assert int(ci.allowed_misses(512, 0.99)) == 2  # 512 rows: 99.6 %
-    assert int(ci.allowed_misses(4096, 0.99)) == 32  # 4,096 rows: 99.2 %
-    x = _mixture(20_000, 8, 10)
+    assert int(ci.allowed_misses(16384, 0.99)) == 147  # 16,384 rows: 99.1 %
+    x = _mixture(400_000, 8, 10)
     c = x[:500].copy()
     assigner = ci.IndexAssigner(x, "l2", n_probes=4, n_neighbours=8)
     checks = ci.SampleChecks(x, c, "l2", assigner.sample)
+    # The wide check is at most 5 % of the block: none in a block of 10,000 rows.
+    assert ci.SampleChecks(x[:10_000], c, "l2", ci.agreement_rows(10_000)).wide_rows == ci.AGREEMENT_SAMPLE_ROWS
+    assert 5_000 <= ci.SampleChecks(x[:100_000], c, "l2", ci.agreement_rows(100_000)).wide_rows <= 5_512
     small = len(checks.small.rows)
     # 4 misses of 512: out of target there, in reach: the wide check decides.
     seen = []

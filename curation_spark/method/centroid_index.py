@@ -72,16 +72,20 @@ MAX_PROBES = 1024
 #: Rows of the exact check per block and iteration (cost: rows x K x D).
 AGREEMENT_SAMPLE_ROWS = 512
 #: Rows of the wider check an option gets when the first one leaves it in reach of the
-#: target (early iterations at K >= 20,000 sit at 0.992-0.994: 512 rows cannot tell that
-#: from 0.99, 4,096 can; the 512-row check alone kept K = 100,000 on the probe path).
-WIDE_SAMPLE_ROWS = 4096
+#: target (the prior's early iterations at K >= 20,000 sit at 0.991-0.994: 512 rows cannot
+#: tell that from 0.99, 16,384 can; the 512-row check alone kept K = 100,000 on the probe
+#: path for five iterations, a 4,096-row one for three and again in the sixth).
+WIDE_SAMPLE_ROWS = 16384
 #: One-sided z of the sample tests: an option is on target when its sampled misses are
 #: this many standard errors below what the target allows (90 % confidence that the whole
 #: block is on target).
 SAMPLE_Z = 1.28
 #: An option whose first check misses at most this multiple of what the target allows is
-#: checked again on the wider sample.
+#: checked again on the wider sample ...
 WIDE_CHECK_REACH = 3.0
+#: ... cut to this share of the block (its exact search costs that share of an exact
+#: iteration; a 10,000-row block's whole iteration is a few milliseconds).
+WIDE_CHECK_MAX_SHARE = 0.05
 
 
 def allowed_misses(rows: float, target: float) -> float:
@@ -202,8 +206,13 @@ class SampleChecks:
         self.x, self.centroids, self.distance = x, centroids, distance
         self.small = self._check(sample)
         self._wide: SampleCheck | None = None
+        #: The wider check's strided rows: ``WIDE_SAMPLE_ROWS``, at most
+        #: ``WIDE_CHECK_MAX_SHARE`` of the block (the blocks of a barrier stage each check
+        #: their share); none where that is no more than the fixed sample.
+        self._wide_sample = agreement_rows(len(x), min(WIDE_SAMPLE_ROWS, int(WIDE_CHECK_MAX_SHARE * len(x))))
         #: Rows of the wider check (known before it is built, for the blocks' common decision).
-        self.wide_rows = len(np.union1d(sample, agreement_rows(len(x), WIDE_SAMPLE_ROWS)))
+        self.wide_rows = (len(np.union1d(sample, self._wide_sample)) if len(self._wide_sample) > len(sample)
+                          else len(sample))
 
     def _check(self, rows: np.ndarray) -> SampleCheck:
         xs = self.x[rows]
@@ -211,7 +220,7 @@ class SampleChecks:
 
     def wide(self) -> SampleCheck:
         if self._wide is None:
-            self._wide = self._check(np.union1d(self.small.rows, agreement_rows(len(self.x), WIDE_SAMPLE_ROWS)))
+            self._wide = self._check(np.union1d(self.small.rows, self._wide_sample))
         return self._wide
 
 
