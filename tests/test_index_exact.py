@@ -111,7 +111,8 @@ def test_a_graph_wider_than_its_cap_is_searched_in_slices_with_the_same_labels(m
 
 def test_the_sample_test_allows_the_binomial_noise_and_widens_where_in_reach():
     """An option is on target when its misses are ``SAMPLE_Z`` standard errors below the
-    target's; one the 512-row sample leaves in reach is decided on the wider sample."""
+    target's; when none is on the 512-row sample, those it left in reach are decided again,
+    in order, on the wider sample."""
     assert int(ci.allowed_misses(512, 0.99)) == 2  # 512 rows: 99.6 %
     assert int(ci.allowed_misses(16384, 0.99)) == 147  # 16,384 rows: 99.1 %
     x = _mixture(400_000, 8, 10)
@@ -121,18 +122,23 @@ def test_the_sample_test_allows_the_binomial_noise_and_widens_where_in_reach():
     # The wide check is at most 5 % of the block: none in a block of 10,000 rows.
     assert ci.SampleChecks(x[:10_000], c, "l2", ci.agreement_rows(10_000)).wide_rows == ci.AGREEMENT_SAMPLE_ROWS
     assert 5_000 <= ci.SampleChecks(x[:100_000], c, "l2", ci.agreement_rows(100_000)).wide_rows <= 5_512
-    small = len(checks.small.rows)
-    # 4 misses of 512: out of target there, in reach: the wide check decides.
+    small, wide = len(checks.small.rows), checks.wide_rows
     seen = []
 
-    def evaluate(check):
-        seen.append(len(check.rows))
-        return len(check.rows) - (4 if len(check.rows) == small else int(0.0075 * len(check.rows)))
+    def option(name, small_misses, wide_share):
+        def evaluate(check):
+            seen.append((name, len(check.rows)))
+            return len(check.rows) - (small_misses if len(check.rows) == small else int(wide_share * len(check.rows)))
+        return evaluate
 
-    hits, rows, ok = assigner._test(evaluate, checks, None)
-    assert ok and seen == [small, checks.wide_rows] and rows == checks.wide_rows > small
+    # a: out of reach (20 misses of 512); b: in reach, 0.8 % missed on the wide check; c: in
+    # reach, on target on neither. Each tried on the small sample first, then b and c wide.
+    i, hits, rows, ok = assigner._first_on_target(
+        [option("a", 20, 0.0), option("c", 6, 0.02), option("b", 4, 0.008)], checks, None)
+    assert ok and i == 2 and rows == wide > small
+    assert seen == [("a", small), ("c", small), ("b", small), ("c", wide), ("b", wide)]
     assert np.array_equal(checks.wide().exact, search.nearest(x[checks.wide().rows], c)[:, 0])
-    # 20 misses of 512 (96 %): out of reach, no wide check.
+    # One on target on the small sample: taken at once, no wide check.
     seen.clear()
-    hits, rows, ok = assigner._test(lambda check: seen.append(1) or len(check.rows) - 20, checks, None)
-    assert not ok and seen == [1] and rows == small
+    i, hits, rows, ok = assigner._first_on_target([option("a", 20, 0.0), option("d", 1, 0.0)], checks, None)
+    assert ok and i == 1 and rows == small and seen == [("a", small), ("d", small)]

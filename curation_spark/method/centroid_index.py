@@ -39,7 +39,7 @@ reported distance is ``1 - cos``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -401,25 +401,37 @@ class IndexAssigner:
             widths.append(min(widest, widths[-1] * 2))
         return widths
 
-    def _test(self, evaluate: Callable[[SampleCheck], int], checks: SampleChecks,
-              shared: SharedWork | None) -> tuple[int, int, bool]:
-        """Whether an option is on target: (sample hits, sample rows, on target?).
-        ``evaluate(check)`` is the option's hits on that check's rows. First the fixed
-        sample; an option it leaves within reach (at most ``WIDE_CHECK_REACH`` times the
-        misses the target allows) is decided on the wider sample, whose smaller standard
-        error lets a path at 0.992 through that 512 rows cannot tell from 0.99. With
+    def _first_on_target(self, options: Iterable[Callable[[SampleCheck], int]], checks: SampleChecks,
+                         shared: SharedWork | None) -> tuple[int, int, int, bool]:
+        """The first of ``options`` (each: its hits on a check's rows, in order of
+        preference) on target: (its index, sample hits, sample rows, on target?). First
+        every option on the fixed sample, stopping at the first on target; if none is, the
+        options it left within reach (at most ``WIDE_CHECK_REACH`` times the misses the
+        target allows) again in order on the wider sample, whose smaller standard error
+        lets a path at 0.991 through that 512 rows cannot tell from 0.99. ``options`` is
+        consumed lazily (a caller may end it where the options get too dear). With
         ``shared`` all blocks decide together (misses and rows summed over them)."""
-        check = checks.small
-        hits = evaluate(check)
-        misses, rows, wide_rows = self._total(shared, len(check.rows) - hits, len(check.rows), checks.wide_rows)
-        if misses <= allowed_misses(rows, self.target):
-            return hits, len(check.rows), True
-        if misses > WIDE_CHECK_REACH * (1.0 - self.target) * rows or wide_rows <= rows:
-            return hits, len(check.rows), False
-        check = checks.wide()
-        hits = evaluate(check)
-        misses, rows = self._total(shared, len(check.rows) - hits, len(check.rows))
-        return hits, len(check.rows), misses <= allowed_misses(rows, self.target)
+        small = checks.small
+        tried: list[tuple[int, Callable[[SampleCheck], int], float]] = []
+        i, hits, rows = -1, 0, len(small.rows)
+        for i, evaluate in enumerate(options):
+            hits = evaluate(small)
+            misses, total = self._total(shared, rows - hits, rows)
+            if misses <= allowed_misses(total, self.target):
+                return i, hits, rows, True
+            tried.append((i, evaluate, misses / total))
+        wide_total, total = self._total(shared, checks.wide_rows, rows)
+        if wide_total <= total:
+            return i, hits, rows, False
+        for j, evaluate, missed in tried:
+            if missed > WIDE_CHECK_REACH * (1.0 - self.target):
+                continue
+            wide = checks.wide()
+            wide_hits = evaluate(wide)
+            misses, total = self._total(shared, len(wide.rows) - wide_hits, len(wide.rows))
+            if misses <= allowed_misses(total, self.target):
+                return j, wide_hits, len(wide.rows), True
+        return i, hits, rows, False
 
     def _choose_prior(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
                       checks: SampleChecks, exact_cost: float,
@@ -432,7 +444,7 @@ class IndexAssigner:
         change slowly) and every width of :meth:`_widths` with a fresh graph probed as wide
         as ``lists`` or a quarter of that (a graph's cost grows with its probes; the sample
         says whether the cheaper one is good enough), each on the sample's anchors only, by
-        :meth:`_test`."""
+        :meth:`_first_on_target`."""
         if self.previous is None:
             return None
         previous = self.previous
@@ -464,15 +476,13 @@ class IndexAssigner:
                                np.ascontiguousarray(part[:, :width]), width, self.distance, threads=1)
             return int((got == check.exact).sum())
 
-        hits, rows = 0, len(checks.small.rows)
-        # Cheapest first, stopping at the first on target.
-        for i in sorted(range(len(options)), key=lambda j: (costs[j], j)):
-            width, probes = options[i]
-            if self.exact is not None and costs[i] > exact_cost * INDEX_MARGIN:
-                break
-            hits, rows, on_target = self._test(partial(evaluate, width=width, probes=probes), checks, shared)
-            if on_target:
-                return width, probes, hits, rows, True
+        # Cheapest first, none dearer than exact search.
+        order = [i for i in sorted(range(len(options)), key=lambda j: (costs[j], j))
+                 if self.exact is None or costs[i] <= exact_cost * INDEX_MARGIN]
+        i, hits, rows, on_target = self._first_on_target(
+            (partial(evaluate, width=options[i][0], probes=options[i][1]) for i in order), checks, shared)
+        if on_target:
+            return *options[order[i]], hits, rows, True
         return widths[-1], lists.probes, hits, rows, False
 
     def _probe_widths(self, m: int) -> list[int]:
@@ -487,12 +497,11 @@ class IndexAssigner:
     def _choose_probes(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
                        checks: SampleChecks, exact_cost: float,
                        shared: SharedWork | None) -> tuple[int, int, int, bool]:
-        """The narrowest probe count whose sampled agreement is on target (by :meth:`_test`)
+        """The narrowest probe count whose sampled agreement is on target (by :meth:`_first_on_target`)
         and that costs less than exact search: (probes, sample hits, sample rows, on
         target?). Tried narrowest first on the sample's rows only, stopping at the first on
         target, so the block is searched once, at a width that meets the target in this
         very call."""
-        probes, hits, rows = self.base_probes, 0, len(checks.small.rows)
         starts = lists.start(checks.small.xs)
 
         def evaluate(check: SampleCheck, probed: CoarseLists) -> int:
@@ -500,14 +509,22 @@ class IndexAssigner:
                                 self.distance, threads=1)
             return int((got == check.exact).sum())
 
-        for probes in self._probe_widths(len(lists.offsets) - 1):
-            if self.exact is not None and \
-                    self._total(shared, self._probe_cost(lists, probes, starts))[0] > exact_cost * INDEX_MARGIN:
-                return probes, hits, rows, False
-            hits, rows, on_target = self._test(partial(evaluate, probed=lists.with_probes(probes)), checks, shared)
-            if on_target:
-                return probes, hits, rows, True
-        return probes, hits, rows, False
+        counts = self._probe_widths(len(lists.offsets) - 1)
+        affordable: list[int] = []  # the counts tried: narrowest first, up to the first dearer than exact
+
+        def options() -> Iterator[Callable[[SampleCheck], int]]:
+            for probes in counts:
+                if self.exact is not None and \
+                        self._total(shared, self._probe_cost(lists, probes, starts))[0] > exact_cost * INDEX_MARGIN:
+                    return
+                affordable.append(probes)
+                yield partial(evaluate, probed=lists.with_probes(probes))
+
+        i, hits, rows, on_target = self._first_on_target(options(), checks, shared)
+        if on_target:
+            return affordable[i], hits, rows, True
+        # Off target: the first count dearer than exact search (the exact path runs), or the widest.
+        return counts[min(len(affordable), len(counts) - 1)], hits, rows, False
 
     def _search_prior(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None, width: int,
                       graph_probes: int | None, shared: SharedWork | None) -> np.ndarray:
