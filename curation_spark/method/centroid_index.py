@@ -460,7 +460,7 @@ class IndexAssigner:
                                       for w, p in options])
         # A fresh graph of a check's anchors (the widest, nearest first; narrower ones are
         # its prefixes), per check and graph probe count, built only when an option needs it.
-        fresh: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        fresh: dict[tuple[int, int], np.ndarray] = {}
 
         def evaluate(check: SampleCheck, width: int, probes: int | None) -> int:
             anchors, anchor_of = np.unique(previous[check.rows], return_inverse=True)
@@ -470,8 +470,8 @@ class IndexAssigner:
             else:
                 key = (len(check.rows), probes)
                 if key not in fresh:
-                    fresh[key] = (anchors, neighbour_graph(lists.with_probes(probes), centroids, anchors, widths[-1]))
-                part = fresh[key][1]
+                    fresh[key] = neighbour_graph(lists.with_probes(probes), centroids, anchors, widths[-1])
+                part = fresh[key]
             got = search_fixed(check.xs, centroids, c_sq, anchor_of.astype(np.int64),
                                np.ascontiguousarray(part[:, :width]), width, self.distance, threads=1)
             return int((got == check.exact).sum())
@@ -497,11 +497,10 @@ class IndexAssigner:
     def _choose_probes(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
                        checks: SampleChecks, exact_cost: float,
                        shared: SharedWork | None) -> tuple[int, int, int, bool]:
-        """The narrowest probe count whose sampled agreement is on target (by :meth:`_first_on_target`)
-        and that costs less than exact search: (probes, sample hits, sample rows, on
-        target?). Tried narrowest first on the sample's rows only, stopping at the first on
-        target, so the block is searched once, at a width that meets the target in this
-        very call."""
+        """The narrowest probe count whose sampled agreement is on target (by
+        :meth:`_first_on_target`) and that costs less than exact search: (probes, sample
+        hits, sample rows, on target?). Tried narrowest first on the samples' rows only, so
+        the block is searched once, at a width that meets the target in this very call."""
         starts = lists.start(checks.small.xs)
 
         def evaluate(check: SampleCheck, probed: CoarseLists) -> int:
