@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
@@ -191,11 +191,13 @@ def agreement_rows(n: int, max_rows: int = AGREEMENT_SAMPLE_ROWS) -> np.ndarray:
 @dataclass
 class SampleCheck:
     """Rows of a block checked against exact search: their indices, vectors and exact
-    nearest centroids."""
+    nearest centroids, and what the options tried on them share (``memo``: their coarse
+    lists, previous centroids, the previous centroids' graph; computed once per check)."""
 
     rows: np.ndarray
     xs: np.ndarray
     exact: np.ndarray
+    memo: dict = field(default_factory=dict)
 
 
 class SampleChecks:
@@ -458,21 +460,22 @@ class IndexAssigner:
         tasks = shared.size if shared is not None else 1
         costs = self._total(shared, *[self._prior_cost(w, lists.with_probes(p or lists.probes), tasks, p is not None)
                                       for w, p in options])
-        # A fresh graph of a check's anchors (the widest, nearest first; narrower ones are
-        # its prefixes), per check and graph probe count, built only when an option needs it.
-        fresh: dict[tuple[int, int], np.ndarray] = {}
-
         def evaluate(check: SampleCheck, width: int, probes: int | None) -> int:
-            anchors, anchor_of = np.unique(previous[check.rows], return_inverse=True)
+            if "anchors" not in check.memo:  # the check's previous centroids, each once
+                anchors, anchor_of = np.unique(previous[check.rows], return_inverse=True)
+                check.memo["anchors"] = (anchors, anchor_of.astype(np.int64))
+            anchors, anchor_of = check.memo["anchors"]
             if probes is None:
                 assert self.graph is not None  # the kept graph's option
                 part = self.graph[anchors]
             else:
-                key = (len(check.rows), probes)
-                if key not in fresh:
-                    fresh[key] = neighbour_graph(lists.with_probes(probes), centroids, anchors, widths[-1])
-                part = fresh[key]
-            got = search_fixed(check.xs, centroids, c_sq, anchor_of.astype(np.int64),
+                # A fresh graph of the anchors per graph probe count, the widest (nearest
+                # first: narrower ones are its prefixes), built only when an option needs it.
+                if ("graph", probes) not in check.memo:
+                    check.memo["graph", probes] = neighbour_graph(lists.with_probes(probes), centroids, anchors,
+                                                                  widths[-1])
+                part = check.memo["graph", probes]
+            got = search_fixed(check.xs, centroids, c_sq, anchor_of,
                                np.ascontiguousarray(part[:, :width]), width, self.distance, threads=1)
             return int((got == check.exact).sum())
 
@@ -501,10 +504,16 @@ class IndexAssigner:
         :meth:`_first_on_target`) and that costs less than exact search: (probes, sample
         hits, sample rows, on target?). Tried narrowest first on the samples' rows only, so
         the block is searched once, at a width that meets the target in this very call."""
-        starts = lists.start(checks.small.xs)
+        def starts_of(check: SampleCheck) -> np.ndarray:
+            """The check's rows' nearest coarse lists (computed once per check)."""
+            if "starts" not in check.memo:
+                check.memo["starts"] = lists.start(check.xs)
+            return check.memo["starts"]
+
+        starts = starts_of(checks.small)
 
         def evaluate(check: SampleCheck, probed: CoarseLists) -> int:
-            got = search_groups(check.xs, centroids, c_sq, lists.start(check.xs), probed.candidates,
+            got = search_groups(check.xs, centroids, c_sq, starts_of(check), probed.candidates,
                                 self.distance, threads=1)
             return int((got == check.exact).sum())
 
@@ -592,12 +601,11 @@ class IndexAssigner:
                 path = "probe"
                 labels = search_groups(x, centroids, c_sq, lists.start(x), lists.with_probes(probes).candidates,
                                        distance)
-                hits, rows = int((labels[small.rows] == small.exact).sum()), len(small.rows)
             else:  # no probe count meets the target for less than exact search
                 path = "exact"
                 assert self.exact is not None
                 labels, dist = self.exact(centroids)
-                hits, rows = int((labels[small.rows] == small.exact).sum()), len(small.rows)
+            hits, rows = int((labels[small.rows] == small.exact).sum()), len(small.rows)
         assert labels is not None
         self.previous = labels
         return labels, dist, AssignStats(path, hits, rows, self.n_probes, self.n_neighbours)
