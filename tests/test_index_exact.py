@@ -3,6 +3,8 @@ the per-group one, the neighbour graph is kept across iterations, and what a k-m
 *stores* is the exact nearest centroid even when its iterations ran on the index."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -109,10 +111,11 @@ def test_a_graph_wider_than_its_cap_is_searched_in_slices_with_the_same_labels(m
     assert np.array_equal(got, want)
 
 
-def test_the_sample_test_allows_the_binomial_noise_and_widens_where_in_reach():
+def test_the_sample_test_allows_the_binomial_noise_and_widens_where_it_pays():
     """An option is on target when its misses are ``SAMPLE_Z`` standard errors below the
     target's; when none is on the 512-row sample, those it left in reach are decided again,
-    in order, on the wider sample."""
+    cheapest first, on the wider sample; and only where the saving over what would run
+    otherwise pays ``WIDE_CHECK_PAYOFF`` times for the check."""
     assert int(ci.allowed_misses(512, 0.99)) == 2  # 512 rows: 99.6 %
     assert int(ci.allowed_misses(16384, 0.99)) == 147  # 16,384 rows: 99.1 %
     x = _mixture(400_000, 8, 10)
@@ -125,20 +128,35 @@ def test_the_sample_test_allows_the_binomial_noise_and_widens_where_in_reach():
     small, wide = len(checks.small.rows), checks.wide_rows
     seen = []
 
-    def option(name, small_misses, wide_share):
+    def option(name, small_misses, wide_share, cost, wide_cost=0.0):
         def evaluate(check):
             seen.append((name, len(check.rows)))
             return len(check.rows) - (small_misses if len(check.rows) == small else int(wide_share * len(check.rows)))
-        return evaluate
+        return ci.PathOption("probe", (name,), cost, wide_cost, evaluate)
 
     # a: out of reach (20 misses of 512); b: in reach, 0.8 % missed on the wide check; c: in
-    # reach, on target on neither. Each tried on the small sample first, then b and c wide.
-    i, hits, rows, ok = assigner._first_on_target(
-        [option("a", 20, 0.0), option("c", 6, 0.02), option("b", 4, 0.008)], checks, None)
-    assert ok and i == 2 and rows == wide > small
-    assert seen == [("a", small), ("c", small), ("b", small), ("c", wide), ("b", wide)]
+    # reach, on target on neither. Each tried on the small sample first, then c and b wide,
+    # cheapest first.
+    decision = assigner._first_on_target(
+        [[option("a", 20, 0.0, 1.0), option("b", 4, 0.008, 3.0)], [option("c", 6, 0.02, 2.0)]],
+        checks, math.inf, None)
+    assert decision.option.setting == ("b",) and decision.rows == wide > small
+    assert seen == [("a", small), ("b", small), ("c", small), ("c", wide), ("b", wide)]
     assert np.array_equal(checks.wide().exact, search.nearest(x[checks.wide().rows], c)[:, 0])
-    # One on target on the small sample: taken at once, no wide check.
+    # One on target on the small sample with none missed before it: taken at once.
     seen.clear()
-    i, hits, rows, ok = assigner._first_on_target([option("a", 20, 0.0), option("d", 1, 0.0)], checks, None)
-    assert ok and i == 1 and rows == small and seen == [("a", small), ("d", small)]
+    decision = assigner._first_on_target([[option("d", 1, 0.0, 5.0)], [option("a", 20, 0.0, 1.0)]],
+                                         checks, math.inf, None)
+    assert decision.option.setting == ("d",) and decision.rows == small and seen == [("d", small)]
+    # b is cheaper than d (on target on the small sample) but saves less than 3x its wide
+    # check: not checked, d taken. Saving more: checked, and taken.
+    for b_cost, checked in ((4.0, False), (1.0, True)):
+        seen.clear()
+        decision = assigner._first_on_target([[option("b", 4, 0.008, b_cost, wide_cost=1.0)],
+                                              [option("d", 1, 0.0, 5.0)]], checks, math.inf, None)
+        assert decision.option.setting == (("b",) if checked else ("d",))
+        assert seen == [("b", small), ("d", small)] + ([("b", wide)] if checked else [])
+    # None on target anywhere, and exact search (the fallback) cheaper than the check pays for.
+    seen.clear()
+    decision = assigner._first_on_target([[option("b", 4, 0.008, 1.0, wide_cost=1.0)]], checks, 2.0, None)
+    assert decision.option is None and seen == [("b", small)]

@@ -81,8 +81,13 @@ WIDE_SAMPLE_ROWS = 16384
 #: block is on target).
 SAMPLE_Z = 1.28
 #: An option whose first check misses at most this multiple of what the target allows is
-#: checked again on the wider sample ...
-WIDE_CHECK_REACH = 3.0
+#: checked again on the wider sample (an option at the 0.99 target misses 5.1 of 512 rows on
+#: average and more than 10 in 0.6 % of checks) ...
+WIDE_CHECK_REACH = 2.0
+#: ... where its modelled saving over what would run otherwise is at least this multiple of
+#: the wider check's own modelled cost (the option may miss there too; at N/K = 200, K = 500
+#: the check cost more than the prior would have saved) ...
+WIDE_CHECK_PAYOFF = 3.0
 #: ... cut to this share of the block (its exact search costs that share of an exact
 #: iteration; a 10,000-row block's whole iteration is a few milliseconds).
 WIDE_CHECK_MAX_SHARE = 0.05
@@ -220,6 +225,10 @@ class SampleChecks:
         xs = self.x[rows]
         return SampleCheck(rows, xs, nearest(xs, self.centroids, self.distance)[:, 0])
 
+    @property
+    def wide_built(self) -> bool:
+        return self._wide is not None
+
     def wide(self) -> SampleCheck:
         if self._wide is None:
             self._wide = self._check(np.union1d(self.small.rows, self._wide_sample))
@@ -275,6 +284,30 @@ class AssignStats:
     n_neighbours: int
 
 
+@dataclass
+class PathOption:
+    """One way to search a block, decided on the sample checks before the block is searched.
+    ``setting``: (width, graph probes or None for the kept graph) for ``prior``, (probes,)
+    for ``probe``; ``cost`` and ``wide_cost``: modelled seconds of searching the block with
+    it and of evaluating it on the wide check (summed over the blocks that decide together);
+    ``evaluate``: its hits on a check's rows."""
+
+    path: str
+    setting: tuple
+    cost: float
+    wide_cost: float
+    evaluate: Callable[[SampleCheck], int]
+
+
+@dataclass
+class Decision:
+    """The option taken (None: none on target) and the sample hits and rows that decided it."""
+
+    option: PathOption | None
+    hits: int
+    rows: int
+
+
 #: An exact assigner for the fallback path: centroids -> (labels, exact distances).
 ExactPath = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 
@@ -323,8 +356,10 @@ class IndexAssigner:
     of the block against exact search *before* searching the block: the prior path at each
     neighbour-list width (and with the kept graph), cheapest first, and if none is on
     target (a margin below the target for the sample's noise) the probe path at each probe
-    count from ``index_probes`` doubled, narrowest first. The block is then searched once,
-    on the first option on target, so every call meets the target, the first one included.
+    count from ``index_probes`` doubled, narrowest first; options cheaper than the one found
+    that missed narrowly are checked again on a wider sample where the saving pays for that
+    check (:meth:`_first_on_target`). The block is then searched once, on the option taken,
+    so every call meets the target, the first one included.
 
     With ``exact`` (``assignment: auto``), exact search is a path too: no option costing
     more than ``INDEX_MARGIN`` (0.8) of exact search is tried, by the counted cost model
@@ -364,12 +399,14 @@ class IndexAssigner:
             return [float(v) for v in values]
         return [float(v) for v in shared.total(list(values))]
 
-    def _probe_cost(self, lists: CoarseLists, n_probes: int, starts: np.ndarray) -> float:
-        """The probe path at ``n_probes``: the coarse search of every row, the row x candidate
-        pairs (the sample's coarse lists scaled to the block; the candidates of a list grow
-        about proportionally to the probes) and the lists' gathers (every list, once the
-        block has more rows than lists). ``starts``: the sample's coarse lists."""
-        n, dim = self.x.shape
+    def _probe_cost(self, lists: CoarseLists, n_probes: int, starts: np.ndarray, rows: int | None = None) -> float:
+        """The probe path at ``n_probes`` over ``rows`` rows (default: the block): the coarse
+        search of every row, the row x candidate pairs (the sample's coarse lists scaled to
+        the rows; the candidates of a list grow about proportionally to the probes) and the
+        lists' gathers (every list, once there are more rows than lists). ``starts``: the
+        sample's coarse lists."""
+        dim = self.x.shape[1]
+        n = len(self.x) if rows is None else rows
         m = len(lists.offsets) - 1
         sizes = np.diff(lists.offsets)
         per_list = sizes[lists.near_lists[:, :n_probes]].sum(axis=1)
@@ -379,20 +416,26 @@ class IndexAssigner:
                    + touched * (float(per_list.sum()) * dim * COST_GROUP_GATHER + m * COST_GROUP))
         return flat_cost(n, m, dim, faiss_threads()) + grouped / grouped_speedup(faiss_threads())
 
+    def _graph_cost(self, lists: CoarseLists, anchors: float, width: int) -> float:
+        """A probe search of ``anchors`` centroids for ``width`` neighbours each."""
+        k, dim = len(lists.list_of), self.x.shape[1]
+        per_list = np.diff(lists.offsets)[lists.near_lists[:, :lists.probes]].sum(axis=1)
+        pairs_per_centroid = float(per_list[lists.list_of].sum()) / max(1, k)
+        return anchors * (pairs_per_centroid * (dim * COST_GROUP_MAC + COST_GRAPH_PARTITION)
+                          + width * COST_GRAPH_SELECT)
+
+    def _fixed_cost(self, rows: int, width: int) -> float:
+        """:func:`search_fixed` of ``rows`` rows among ``width`` candidates each."""
+        return rows * (COST_FIXED_ROW + width * (self.x.shape[1] * COST_FIXED_MAC + COST_GROUP_SCORE))
+
     def _prior_cost(self, width: int, lists: CoarseLists, tasks: int, build_graph: bool = True) -> float:
         """The prior path: :func:`search_fixed` of every row among ``width`` candidates, and
         this block's share of the neighbour graph when it is (re)built (a probe search of
         the K centroids for ``width`` neighbours each, split over ``tasks`` blocks)."""
-        n, dim = self.x.shape
-        search = n * (COST_FIXED_ROW + width * (dim * COST_FIXED_MAC + COST_GROUP_SCORE))
+        search = self._fixed_cost(len(self.x), width)
         if not build_graph:
             return search
-        k = len(lists.list_of)
-        per_list = np.diff(lists.offsets)[lists.near_lists[:, :lists.probes]].sum(axis=1)
-        graph_pairs = float(per_list[lists.list_of].sum()) / max(1, tasks)
-        graph = (graph_pairs * (dim * COST_GROUP_MAC + COST_GRAPH_PARTITION)
-                 + k / max(1, tasks) * width * COST_GRAPH_SELECT)
-        return graph + search
+        return self._graph_cost(lists, len(lists.list_of) / max(1, tasks), width) + search
 
     def _widths(self, k: int) -> list[int]:
         """The neighbour-list widths the sample tries: the configured one, doubled up to the
@@ -403,63 +446,85 @@ class IndexAssigner:
             widths.append(min(widest, widths[-1] * 2))
         return widths
 
-    def _first_on_target(self, options: Iterable[Callable[[SampleCheck], int]], checks: SampleChecks,
-                         shared: SharedWork | None) -> tuple[int, int, int, bool]:
-        """The first of ``options`` (each: its hits on a check's rows, in order of
-        preference) on target: (its index, sample hits, sample rows, on target?). First
-        every option on the fixed sample, stopping at the first on target; if none is, the
-        options it left within reach (at most ``WIDE_CHECK_REACH`` times the misses the
-        target allows) again in order on the wider sample, whose smaller standard error
-        lets a path at 0.991 through that 512 rows cannot tell from 0.99. ``options`` is
-        consumed lazily (a caller may end it where the options get too dear). With
-        ``shared`` all blocks decide together (misses and rows summed over them)."""
+    def _first_on_target(self, groups: Iterable[Iterable[PathOption]], checks: SampleChecks,
+                         fallback_cost: float, shared: SharedWork | None) -> Decision:
+        """The option to search the block with, decided on the sample checks.
+
+        First the groups' options in order on the fixed sample, up to the first on target.
+        Then, cheapest first, the options tried there that are cheaper than what would run
+        otherwise (the option found, else ``fallback_cost``: exact search) and were left
+        within reach (at most ``WIDE_CHECK_REACH`` times the misses the target allows), each
+        again on the wider sample (its smaller standard error lets a path at 0.991 through
+        that 512 rows cannot tell from 0.99) where the modelled saving is at least
+        ``WIDE_CHECK_PAYOFF`` times the check's own modelled cost. Groups and options are
+        consumed lazily (a caller's generator may end where its options get too dear).
+        With ``shared`` all blocks decide together (misses, rows and costs summed)."""
         small = checks.small
-        tried: list[tuple[int, Callable[[SampleCheck], int], float]] = []
-        i, hits, rows = -1, 0, len(small.rows)
-        for i, evaluate in enumerate(options):
-            hits = evaluate(small)
-            misses, total = self._total(shared, rows - hits, rows)
-            if misses <= allowed_misses(total, self.target):
-                return i, hits, rows, True
-            tried.append((i, evaluate, misses / total))
-        wide_total, total = self._total(shared, checks.wide_rows, rows)
-        if wide_total <= total:
-            return i, hits, rows, False
-        for j, evaluate, missed in tried:
-            if missed > WIDE_CHECK_REACH * (1.0 - self.target):
-                continue
-            wide = checks.wide()
-            wide_hits = evaluate(wide)
-            misses, total = self._total(shared, len(wide.rows) - wide_hits, len(wide.rows))
-            if misses <= allowed_misses(total, self.target):
-                return j, wide_hits, len(wide.rows), True
-        return i, hits, rows, False
+        tried: list[tuple[PathOption, float]] = []
+        hits, rows = 0, len(small.rows)
+        found: Decision | None = None
+        for group in groups:
+            for option in group:
+                hits = option.evaluate(small)
+                misses, total = self._total(shared, rows - hits, rows)
+                if misses <= allowed_misses(total, self.target):
+                    found = Decision(option, hits, rows)
+                    break
+                tried.append((option, misses / total))
+            if found is not None:
+                break
+        if found is not None and not tried:
+            return found
+        otherwise = found.option.cost if found is not None and found.option is not None else fallback_cost
+        reach = WIDE_CHECK_REACH * (1.0 - self.target)
+        candidates = sorted((option for option, missed in tried if missed <= reach and option.cost < otherwise),
+                            key=lambda option: option.cost)
+        if candidates:
+            wide_total, small_total = self._total(shared, checks.wide_rows, rows)
+            if wide_total > small_total:
+                k, dim = checks.centroids.shape
+                exact_check = self._total(shared, flat_cost(checks.wide_rows, k, dim, faiss_threads()))[0]
+                for option in candidates:
+                    pending = 0.0 if checks.wide_built else exact_check
+                    if otherwise - option.cost < WIDE_CHECK_PAYOFF * (option.wide_cost + pending):
+                        continue
+                    wide = checks.wide()
+                    wide_hits = option.evaluate(wide)
+                    misses, total = self._total(shared, len(wide.rows) - wide_hits, len(wide.rows))
+                    if misses <= allowed_misses(total, self.target):
+                        return Decision(option, wide_hits, len(wide.rows))
+        return found if found is not None else Decision(None, hits, rows)
 
-    def _choose_prior(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
-                      checks: SampleChecks, exact_cost: float,
-                      shared: SharedWork | None) -> tuple[int, int | None, int, int, bool] | None:
-        """The cheapest prior path whose sampled agreement is on target: (width, the probe
-        count of a graph to build or None to keep the last one, sample hits, sample rows, on
-        target?), None without a previous assignment.
+    def _prior_options(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
+                       checks: SampleChecks, exact_cost: float, shared: SharedWork | None) -> list[PathOption]:
+        """The prior path's options, cheapest first, none dearer than ``INDEX_MARGIN`` of exact
+        search (with ``self.exact``); none without a previous assignment.
 
-        Tries the graph kept from the last call (no rebuild: the neighbours of a centroid
-        change slowly) and every width of :meth:`_widths` with a fresh graph probed as wide
-        as ``lists`` or a quarter of that (a graph's cost grows with its probes; the sample
-        says whether the cheaper one is good enough), each on the sample's anchors only, by
-        :meth:`_first_on_target`."""
+        The graph kept from the last call (no rebuild: the neighbours of a centroid change
+        slowly) and every width of :meth:`_widths` with a fresh graph probed as wide as
+        ``lists`` or a quarter of that (a graph's cost grows with its probes; the sample
+        says whether the cheaper one is good enough), each evaluated on a check's anchors
+        (the previous centroids of its rows) only."""
         if self.previous is None:
-            return None
+            return []
         previous = self.previous
         k = len(centroids)
         widths = self._widths(k)
         # The kept graph is in no order: it is tried at its own width only.
-        options: list[tuple[int, int | None]] = \
+        settings: list[tuple[int, int | None]] = \
             [(self.graph.shape[1], None)] if self.graph is not None and len(self.graph) == k else []
         graph_probes = sorted({lists.probes, max(1, min(lists.probes, max(self.base_probes, lists.probes // 4)))})
-        options += [(width, probes) for probes in graph_probes for width in widths]
+        settings += [(width, probes) for probes in graph_probes for width in widths]
         tasks = shared.size if shared is not None else 1
+        wide_rows = checks.wide_rows
         costs = self._total(shared, *[self._prior_cost(w, lists.with_probes(p or lists.probes), tasks, p is not None)
-                                      for w, p in options])
+                                      for w, p in settings])
+        # On a check, a fresh graph is built for its anchors (at most one per row) at the widest width.
+        wide_costs = self._total(shared, *[
+            self._fixed_cost(wide_rows, w)
+            + (self._graph_cost(lists.with_probes(p), min(k, wide_rows), widths[-1]) if p is not None else 0.0)
+            for w, p in settings])
+
         def evaluate(check: SampleCheck, width: int, probes: int | None) -> int:
             if "anchors" not in check.memo:  # the check's previous centroids, each once
                 anchors, anchor_of = np.unique(previous[check.rows], return_inverse=True)
@@ -479,14 +544,11 @@ class IndexAssigner:
                                np.ascontiguousarray(part[:, :width]), width, self.distance, threads=1)
             return int((got == check.exact).sum())
 
-        # Cheapest first, none dearer than exact search.
-        order = [i for i in sorted(range(len(options)), key=lambda j: (costs[j], j))
-                 if self.exact is None or costs[i] <= exact_cost * INDEX_MARGIN]
-        i, hits, rows, on_target = self._first_on_target(
-            (partial(evaluate, width=options[i][0], probes=options[i][1]) for i in order), checks, shared)
-        if on_target:
-            return *options[order[i]], hits, rows, True
-        return widths[-1], lists.probes, hits, rows, False
+        options = [PathOption("prior", settings[i], costs[i], wide_costs[i],
+                              partial(evaluate, width=settings[i][0], probes=settings[i][1]))
+                   for i in range(len(settings))]
+        return [option for option in sorted(options, key=lambda option: option.cost)
+                if self.exact is None or option.cost <= exact_cost * INDEX_MARGIN]
 
     def _probe_widths(self, m: int) -> list[int]:
         """The probe counts the sample tries: the configured one doubled up to all m lists
@@ -497,13 +559,12 @@ class IndexAssigner:
             widths.append(min(widest, widths[-1] * 2))
         return widths
 
-    def _choose_probes(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
-                       checks: SampleChecks, exact_cost: float,
-                       shared: SharedWork | None) -> tuple[int, int, int, bool]:
-        """The narrowest probe count whose sampled agreement is on target (by
-        :meth:`_first_on_target`) and that costs less than exact search: (probes, sample
-        hits, sample rows, on target?). Tried narrowest first on the samples' rows only, so
-        the block is searched once, at a width that meets the target in this very call."""
+    def _probe_options(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
+                       checks: SampleChecks, exact_cost: float, shared: SharedWork | None,
+                       affordable: list[int]) -> Iterator[PathOption]:
+        """The probe path's options, narrowest first, up to the first count costing more than
+        ``INDEX_MARGIN`` of exact search (with ``self.exact``); the counts yielded are
+        appended to ``affordable``. Evaluated on a check's rows only."""
         def starts_of(check: SampleCheck) -> np.ndarray:
             """The check's rows' nearest coarse lists (computed once per check)."""
             if "starts" not in check.memo:
@@ -517,22 +578,13 @@ class IndexAssigner:
                                 self.distance, threads=1)
             return int((got == check.exact).sum())
 
-        counts = self._probe_widths(len(lists.offsets) - 1)
-        affordable: list[int] = []  # the counts tried: narrowest first, up to the first dearer than exact
-
-        def options() -> Iterator[Callable[[SampleCheck], int]]:
-            for probes in counts:
-                if self.exact is not None and \
-                        self._total(shared, self._probe_cost(lists, probes, starts))[0] > exact_cost * INDEX_MARGIN:
-                    return
-                affordable.append(probes)
-                yield partial(evaluate, probed=lists.with_probes(probes))
-
-        i, hits, rows, on_target = self._first_on_target(options(), checks, shared)
-        if on_target:
-            return affordable[i], hits, rows, True
-        # Off target: the first count dearer than exact search (the exact path runs), or the widest.
-        return counts[min(len(affordable), len(counts) - 1)], hits, rows, False
+        for probes in self._probe_widths(len(lists.offsets) - 1):
+            cost, wide_cost = self._total(shared, self._probe_cost(lists, probes, starts),
+                                          self._probe_cost(lists, probes, starts, checks.wide_rows))
+            if self.exact is not None and cost > exact_cost * INDEX_MARGIN:
+                return
+            affordable.append(probes)
+            yield PathOption("probe", (probes,), cost, wide_cost, partial(evaluate, probed=lists.with_probes(probes)))
 
     def _search_prior(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None, width: int,
                       graph_probes: int | None, shared: SharedWork | None) -> np.ndarray:
@@ -582,31 +634,34 @@ class IndexAssigner:
         lists = CoarseLists.build(centroids, self.coarse, widest, distance, list_of).with_probes(self.n_probes)
         c_sq = squared_norms(centroids) if distance == "l2" else None
         checks = SampleChecks(x, centroids, distance, self.sample)
-        path: str | None = None
-        labels: np.ndarray | None = None
         dist: np.ndarray | None = None
         exact_cost = self._total(shared, self.exact_cost(k))[0] if self.exact is not None else 0.0
-        prior = self._choose_prior(lists, centroids, c_sq, checks, exact_cost, shared)
-        if prior is not None:
-            width, graph_probes, hits, rows, on_target = prior
-            self.n_neighbours = width
-            if on_target:
-                path = "prior"
-                labels = self._search_prior(lists, centroids, c_sq, width, graph_probes, shared)
-        if path is None:
-            probes, hits, rows, on_target = self._choose_probes(lists, centroids, c_sq, checks, exact_cost, shared)
-            self.n_probes = probes
-            small = checks.small
-            if on_target or self.exact is None:
+        prior_options = self._prior_options(lists, centroids, c_sq, checks, exact_cost, shared)
+        affordable: list[int] = []  # the probe counts tried: narrowest first, up to the first dearer than exact
+        probe_options = self._probe_options(lists, centroids, c_sq, checks, exact_cost, shared, affordable)
+        decision = self._first_on_target([prior_options, probe_options], checks,
+                                         exact_cost if self.exact is not None else math.inf, shared)
+        option = decision.option
+        if self.previous is not None:  # the width the prior took, else the widest it may take
+            self.n_neighbours = option.setting[0] if option is not None and option.path == "prior" \
+                else self._widths(k)[-1]
+        if option is not None and option.path == "prior":
+            width, graph_probes = option.setting
+            path, hits, rows = "prior", decision.hits, decision.rows
+            labels = self._search_prior(lists, centroids, c_sq, width, graph_probes, shared)
+        else:
+            counts = self._probe_widths(m)
+            # Off target: the first count dearer than exact search (the exact path runs), or the widest.
+            self.n_probes = option.setting[0] if option is not None else counts[min(len(affordable), len(counts) - 1)]
+            if option is not None or self.exact is None:
                 path = "probe"
-                labels = search_groups(x, centroids, c_sq, lists.start(x), lists.with_probes(probes).candidates,
+                labels = search_groups(x, centroids, c_sq, lists.start(x), lists.with_probes(self.n_probes).candidates,
                                        distance)
-            else:  # no probe count meets the target for less than exact search
+            else:  # no option meets the target for less than exact search
                 path = "exact"
-                assert self.exact is not None
                 labels, dist = self.exact(centroids)
+            small = checks.small
             hits, rows = int((labels[small.rows] == small.exact).sum()), len(small.rows)
-        assert labels is not None
         self.previous = labels
         return labels, dist, AssignStats(path, hits, rows, self.n_probes, self.n_neighbours)
 
