@@ -125,7 +125,8 @@ def test_the_sample_test_allows_the_binomial_noise_and_widens_where_it_pays():
     # The wide check is at most 5 % of the block: none in a block of 10,000 rows.
     assert ci.SampleChecks(x[:10_000], c, "l2", ci.agreement_rows(10_000)).wide_rows == ci.AGREEMENT_SAMPLE_ROWS
     assert 5_000 <= ci.SampleChecks(x[:100_000], c, "l2", ci.agreement_rows(100_000)).wide_rows <= 5_512
-    small, wide = len(checks.small.rows), checks.wide_rows
+    small, (medium, wide) = len(checks.small.rows), checks.wider_rows
+    assert small < medium < wide == checks.wide_rows
     seen = []
 
     def option(name, small_misses, wide_share, cost, wide_cost=0.0):
@@ -134,32 +135,41 @@ def test_the_sample_test_allows_the_binomial_noise_and_widens_where_it_pays():
             return len(check.rows) - (small_misses if len(check.rows) == small else int(wide_share * len(check.rows)))
         return ci.PathOption("probe", (name,), cost, wide_cost, evaluate)
 
-    # a: out of reach (20 misses of 512); b: in reach, 0.8 % missed on the wide check; c: in
-    # reach, on target on neither. Each tried on the small sample first, then c and b wide,
-    # cheapest first.
+    # a: out of reach (20 misses of 512); b: in reach, 0.8 % missed on the wider checks (off
+    # target on 4,600 rows, on target on 16,900); c: in reach on the small sample, out of reach
+    # (3 %) on the next. Each tried on the small sample first, then the wider checks in turn,
+    # cheapest first, each option while it stays in reach.
     decision = assigner._first_on_target(
-        [[option("a", 20, 0.0, 1.0), option("b", 4, 0.008, 3.0)], [option("c", 6, 0.02, 2.0)]],
+        [[option("a", 20, 0.0, 1.0), option("b", 4, 0.008, 3.0)], [option("c", 6, 0.03, 2.0)]],
         checks, math.inf, None)
-    assert decision.option.setting == ("b",) and decision.rows == wide > small
-    assert seen == [("a", small), ("b", small), ("c", small), ("c", wide), ("b", wide)]
-    assert np.array_equal(checks.wide().exact, search.nearest(x[checks.wide().rows], c)[:, 0])
+    assert decision.option.setting == ("b",) and decision.rows == wide
+    assert seen == [("a", small), ("b", small), ("c", small), ("c", medium), ("b", medium), ("b", wide)]
+    for level in (0, 1):  # a wider check's exact centroids, part reused from the level before
+        check = checks.wider(level)
+        assert np.array_equal(check.exact, search.nearest(x[check.rows], c)[:, 0])
     # One on target on the small sample with none missed before it: taken at once.
     seen.clear()
     decision = assigner._first_on_target([[option("d", 1, 0.0, 5.0)], [option("a", 20, 0.0, 1.0)]],
                                          checks, math.inf, None)
     assert decision.option.setting == ("d",) and decision.rows == small and seen == [("d", small)]
-    # b is cheaper than d (on target on the small sample) but saves less than 3x its wide
-    # check: not checked, d taken. Saving more: checked, and taken.
-    for b_cost, checked in ((4.0, False), (1.0, True)):
+    # b is cheaper than d (on target on the small sample) but saves less than 3x its next
+    # check (a quarter of the widest's 1.0): not checked, d taken. Saving more: checked on
+    # each level in turn, and taken.
+    for b_cost, checked in ((4.5, False), (1.0, True)):
         seen.clear()
         decision = assigner._first_on_target([[option("b", 4, 0.008, b_cost, wide_cost=1.0)],
                                               [option("d", 1, 0.0, 5.0)]], checks, math.inf, None)
         assert decision.option.setting == (("b",) if checked else ("d",))
-        assert seen == [("b", small), ("d", small)] + ([("b", wide)] if checked else [])
-    # None on target anywhere, and exact search (the fallback) cheaper than the check pays for.
+        assert seen == [("b", small), ("d", small)] + ([("b", medium), ("b", wide)] if checked else [])
+    # None on target anywhere, and exact search (the fallback) so cheap that the saving pays
+    # for the next check only (off target there) and not for the widest.
     seen.clear()
     decision = assigner._first_on_target([[option("b", 4, 0.008, 1.0, wide_cost=1.0)]], checks, 2.0, None)
+    assert decision.option is None and seen == [("b", small), ("b", medium)]
+    seen.clear()
+    decision = assigner._first_on_target([[option("b", 4, 0.008, 1.0, wide_cost=1.0)]], checks, 1.5, None)
     assert decision.option is None and seen == [("b", small)]
+
 
 def test_the_prior_searches_the_rows_farthest_from_their_previous_centroid_exactly():
     """With a rescue share, the prior path's labels are its neighbourhood search's except

@@ -78,11 +78,12 @@ INDEX_MARGIN = 0.8
 MAX_PROBES = 1024
 #: Rows of the exact check per block and iteration (cost: rows x K x D).
 AGREEMENT_SAMPLE_ROWS = 512
-#: Rows of the wider check an option gets when the first one leaves it in reach of the
-#: target (the prior's early iterations at K >= 20,000 sit at 0.991-0.994: 512 rows cannot
-#: tell that from 0.99, 16,384 can; the 512-row check alone kept K = 100,000 on the probe
-#: path for five iterations, a 4,096-row one for three and again in the sixth).
-WIDE_SAMPLE_ROWS = 16384
+#: Rows of the wider checks an option gets, in turn, when the one before leaves it in reach
+#: of the target (the prior's early iterations at K >= 20,000 sit at 0.991-0.994: 512 rows
+#: cannot tell that from 0.99, 16,384 can; the 512-row check alone kept K = 100,000 on the
+#: probe path for five iterations, a 4,096-row one for three and again in the sixth; 4,096
+#: rows pass an option at 0.995 in nearly every check, for a quarter of the widest's cost).
+WIDER_SAMPLE_ROWS = (4096, 16384)
 #: One-sided z of the sample tests: an option is on target when its sampled misses are
 #: this many standard errors below what the target allows (95 % confidence that the whole
 #: block is on target; 1 miss of 512. At 1.28, 2 of 512, a kept graph at 0.989 passed the
@@ -199,6 +200,18 @@ def rescued_rows(rows: int, share: float) -> int:
     return min(rows, max(1, math.ceil(share * rows)))
 
 
+def spread_rows(n: int, m: int) -> np.ndarray:
+    """``m`` rows of ``n`` spread evenly, the first ``m`` of one fixed sequence for every
+    ``m`` (a base-2 van der Corput sequence scaled to ``n``), so smaller sets are subsets
+    of larger ones. Sorted."""
+    m = max(0, min(m, n))
+    i = np.arange(m, dtype=np.uint64)
+    reversed_bits = np.zeros(m, dtype=np.uint64)
+    for bit in range(32):
+        reversed_bits |= ((i >> np.uint64(bit)) & np.uint64(1)) << np.uint64(31 - bit)
+    return np.unique((reversed_bits.astype(np.float64) / 2.0**32 * n).astype(np.int64))
+
+
 def agreement_rows(n: int, max_rows: int = AGREEMENT_SAMPLE_ROWS) -> np.ndarray:
     """A fixed, evenly strided sample of a block's rows for the per-iteration exact check."""
     if n <= max_rows:
@@ -219,33 +232,74 @@ class SampleCheck:
 
 
 class SampleChecks:
-    """The exact checks of one assignment: the block's fixed sample, and a wider one
-    (:data:`WIDE_SAMPLE_ROWS`, a superset) built only when an option needs it."""
+    """The exact checks of one assignment: the block's fixed sample, and wider ones
+    (:data:`WIDER_SAMPLE_ROWS`, each a superset of the one before) built only when an
+    option needs them."""
 
     def __init__(self, x: np.ndarray, centroids: np.ndarray, distance: str, sample: np.ndarray) -> None:
         self.x, self.centroids, self.distance = x, centroids, distance
         self.small = self._check(sample)
-        self._wide: SampleCheck | None = None
-        #: The wider check's strided rows: ``WIDE_SAMPLE_ROWS``, at most
-        #: ``WIDE_CHECK_MAX_SHARE`` of the block (the blocks of a barrier stage each check
-        #: their share); none where that is no more than the fixed sample.
-        self._wide_sample = agreement_rows(len(x), min(WIDE_SAMPLE_ROWS, int(WIDE_CHECK_MAX_SHARE * len(x))))
-        #: Rows of the wider check (known before it is built, for the blocks' common decision).
-        self.wide_rows = (len(np.union1d(sample, self._wide_sample)) if len(self._wide_sample) > len(sample)
-                          else len(sample))
+        #: The wider checks' rows: the fixed sample and a prefix of :func:`spread_rows` (so
+        #: each level holds the one before), at most ``WIDE_CHECK_MAX_SHARE`` of the block
+        #: (the blocks of a barrier stage each check their share); a level no larger than
+        #: the one before is left out (a cut level under twice the one before replaces it).
+        cap = int(WIDE_CHECK_MAX_SHARE * len(x))
+        sizes: list[int] = []
+        for wanted in WIDER_SAMPLE_ROWS:
+            size = min(wanted, cap)
+            if size <= len(sample):
+                continue
+            if sizes and size < 2 * sizes[-1]:
+                sizes[-1] = max(sizes[-1], size)
+            else:
+                sizes.append(size)
+        self._level_rows = [np.union1d(sample, spread_rows(len(x), size)) for size in sizes]
+        self._levels: list[SampleCheck] = []
+        #: Rows of each wider check (known before it is built, for the blocks' common decision).
+        self.wider_rows = [len(r) for r in self._level_rows]
 
     def _check(self, rows: np.ndarray) -> SampleCheck:
         xs = self.x[rows]
         return SampleCheck(rows, xs, nearest(xs, self.centroids, self.distance)[:, 0])
 
+    def built(self, level: int) -> bool:
+        return level < len(self._levels) or level >= len(self.wider_rows)
+
+    def rows_at(self, level: int) -> int:
+        """Rows of wider check ``level`` (of the widest this block has, beyond its levels)."""
+        return self.wider_rows[min(level, len(self.wider_rows) - 1)] if self.wider_rows else len(self.small.rows)
+
+    def new_rows(self, level: int) -> int:
+        """Rows whose exact centroid building ``level`` still has to search."""
+        if level >= len(self.wider_rows):
+            return 0
+        return self.wider_rows[level] - (self.wider_rows[level - 1] if level else len(self.small.rows))
+
+    def wider(self, level: int) -> SampleCheck:
+        """Wider check ``level`` (the widest this block has, beyond its levels: a block of a
+        barrier stage decides with the others); the exact centroids of the rows it shares
+        with the level before are reused."""
+        if not self.wider_rows:
+            return self.small
+        level = min(level, len(self.wider_rows) - 1)
+        while len(self._levels) <= level:
+            base = self._levels[-1] if self._levels else self.small
+            rows = self._level_rows[len(self._levels)]
+            new = np.setdiff1d(rows, base.rows, assume_unique=True)
+            exact = np.empty(len(rows), dtype=np.int64)
+            exact[np.searchsorted(rows, base.rows)] = base.exact
+            exact[np.searchsorted(rows, new)] = nearest(self.x[new], self.centroids, self.distance)[:, 0]
+            self._levels.append(SampleCheck(rows, self.x[rows], exact))
+        return self._levels[level]
+
     @property
-    def wide_built(self) -> bool:
-        return self._wide is not None
+    def wide_rows(self) -> int:
+        """Rows of the widest check (the fixed sample's where there is none)."""
+        return self.wider_rows[-1] if self.wider_rows else len(self.small.rows)
 
     def wide(self) -> SampleCheck:
-        if self._wide is None:
-            self._wide = self._check(np.union1d(self.small.rows, self._wide_sample))
-        return self._wide
+        """The widest check."""
+        return self.wider(len(self.wider_rows) - 1)
 
 
 class SharedWork:
@@ -269,6 +323,11 @@ class SharedWork:
         """Element-wise sum of small float vectors over all blocks (same on every block)."""
         pieces = self.all_gather(np.asarray(values, dtype=np.float64).tobytes())
         return np.sum([np.frombuffer(p, dtype=np.float64) for p in pieces], axis=0)
+
+    def largest(self, value: float) -> float:
+        """The largest of a value over all blocks (same on every block)."""
+        pieces = self.all_gather(np.asarray([value], dtype=np.float64).tobytes())
+        return float(max(np.frombuffer(p, dtype=np.float64)[0] for p in pieces))
 
     def list_ids(self, centroids: np.ndarray, coarse: np.ndarray, distance: str) -> np.ndarray:
         rows = self._own(len(centroids))
@@ -475,9 +534,10 @@ class IndexAssigner:
         Then, cheapest first, the options tried there that are cheaper than what would run
         otherwise (the option found, else ``fallback_cost``: exact search) and were left
         within reach (at most ``WIDE_CHECK_REACH`` times the misses the target allows), each
-        again on the wider sample (its smaller standard error lets a path at 0.991 through
-        that 512 rows cannot tell from 0.99) where the modelled saving is at least
-        ``WIDE_CHECK_PAYOFF`` times the check's own modelled cost. Groups and options are
+        again on the wider checks in turn (their smaller standard error lets a path at 0.991
+        through that 512 rows cannot tell from 0.99) while it stays in reach and the
+        modelled saving is at least ``WIDE_CHECK_PAYOFF`` times the check's own modelled
+        cost. Groups and options are
         consumed lazily (a caller's generator may end where its options get too dear).
         With ``shared`` all blocks decide together (misses, rows and costs summed)."""
         small = checks.small
@@ -500,20 +560,26 @@ class IndexAssigner:
         reach = WIDE_CHECK_REACH * (1.0 - self.target)
         candidates = sorted((option for option, missed in tried if missed <= reach and option.cost < otherwise),
                             key=lambda option: option.cost)
-        if candidates:
-            wide_total, small_total = self._total(shared, checks.wide_rows, rows)
-            if wide_total > small_total:
-                k, dim = checks.centroids.shape
-                exact_check = self._total(shared, flat_cost(checks.wide_rows, k, dim, faiss_threads()))[0]
-                for option in candidates:
-                    pending = 0.0 if checks.wide_built else exact_check
-                    if otherwise - option.cost < WIDE_CHECK_PAYOFF * (option.wide_cost + pending):
-                        continue
-                    wide = checks.wide()
-                    wide_hits = option.evaluate(wide)
-                    misses, total = self._total(shared, len(wide.rows) - wide_hits, len(wide.rows))
-                    if misses <= allowed_misses(total, self.target):
-                        return Decision(option, wide_hits, len(wide.rows))
+        if not candidates:
+            return found if found is not None else Decision(None, hits, rows)
+        k, dim = checks.centroids.shape
+        levels = len(checks.wider_rows) if shared is None else int(shared.largest(len(checks.wider_rows)))
+        widest = self._total(shared, checks.wide_rows)[0]
+        for option in candidates:
+            for level in range(levels):
+                level_rows, pending = self._total(
+                    shared, checks.rows_at(level),
+                    0.0 if checks.built(level) else flat_cost(checks.new_rows(level), k, dim, faiss_threads()))
+                evaluating = option.wide_cost * level_rows / widest
+                if otherwise - option.cost < WIDE_CHECK_PAYOFF * (evaluating + pending):
+                    break
+                check = checks.wider(level)
+                wide_hits = option.evaluate(check)
+                misses, total = self._total(shared, len(check.rows) - wide_hits, len(check.rows))
+                if misses <= allowed_misses(total, self.target):
+                    return Decision(option, wide_hits, len(check.rows))
+                if misses > reach * total:
+                    break
         return found if found is not None else Decision(None, hits, rows)
 
     def _prior_options(self, lists: CoarseLists, centroids: np.ndarray, c_sq: np.ndarray | None,
