@@ -76,8 +76,10 @@ GRAPH_MAX_BYTES = 256 << 20
 INDEX_MARGIN = 0.8
 #: The probe path never probes more lists than this.
 MAX_PROBES = 1024
-#: Rows of the exact check per block and iteration (cost: rows x K x D).
-AGREEMENT_SAMPLE_ROWS = 512
+#: Rows of the first exact check per block and iteration (cost: rows x K x D): 5 misses
+#: allowed pass an option at 0.996 in 3 checks of 4 and one at 0.989 in 1 of 50 (512 rows
+#: allow 1 miss: an option at 0.996 passed in half the checks).
+AGREEMENT_SAMPLE_ROWS = 1024
 #: Rows of the wider checks an option gets, in turn, when the one before leaves it in reach
 #: of the target (the prior's early iterations at K >= 20,000 sit at 0.991-0.994: 512 rows
 #: cannot tell that from 0.99, 16,384 can; the 512-row check alone kept K = 100,000 on the
@@ -86,12 +88,12 @@ AGREEMENT_SAMPLE_ROWS = 512
 WIDER_SAMPLE_ROWS = (4096, 16384)
 #: One-sided z of the sample tests: an option is on target when its sampled misses are
 #: this many standard errors below what the target allows (95 % confidence that the whole
-#: block is on target; 1 miss of 512. At 1.28, 2 of 512, a kept graph at 0.989 passed the
-#: same fixed sample in every iteration).
+#: block is on target; 5 misses of 1,024. At 1.28 and 2 of 512, a kept graph at 0.989 passed
+#: the same fixed sample in every iteration).
 SAMPLE_Z = 1.645
 #: An option whose first check misses at most this multiple of what the target allows is
-#: checked again on the wider sample (an option at the 0.99 target misses 5.1 of 512 rows on
-#: average and more than 10 in 0.6 % of checks) ...
+#: checked again on the wider samples (an option at the 0.99 target misses 10.2 of 1,024 rows
+#: on average and more than 20 in 0.4 % of checks) ...
 WIDE_CHECK_REACH = 2.0
 #: ... where its modelled saving over what would run otherwise is at least this multiple of
 #: the wider check's own modelled cost (the option may miss there too; at N/K = 200, K = 500
@@ -200,23 +202,32 @@ def rescued_rows(rows: int, share: float) -> int:
     return min(rows, max(1, math.ceil(share * rows)))
 
 
-def spread_rows(n: int, m: int) -> np.ndarray:
-    """``m`` rows of ``n`` spread evenly, the first ``m`` of one fixed sequence for every
-    ``m`` (a base-2 van der Corput sequence scaled to ``n``), so smaller sets are subsets
-    of larger ones. Sorted."""
+def spread_rows(n: int, m: int, shift: float = 0.0) -> np.ndarray:
+    """``m`` rows of ``n`` spread evenly, the first ``m`` of one sequence for every ``m`` (a
+    base-2 van der Corput sequence shifted by ``shift`` modulo 1, scaled to ``n``), so
+    smaller sets are subsets of larger ones. Sorted."""
     m = max(0, min(m, n))
     i = np.arange(m, dtype=np.uint64)
     reversed_bits = np.zeros(m, dtype=np.uint64)
     for bit in range(32):
         reversed_bits |= ((i >> np.uint64(bit)) & np.uint64(1)) << np.uint64(31 - bit)
-    return np.unique((reversed_bits.astype(np.float64) / 2.0**32 * n).astype(np.int64))
+    spread = np.mod(reversed_bits.astype(np.float64) / 2.0**32 + shift, 1.0)
+    return np.unique(np.minimum((spread * n).astype(np.int64), n - 1))
 
 
-def agreement_rows(n: int, max_rows: int = AGREEMENT_SAMPLE_ROWS) -> np.ndarray:
-    """A fixed, evenly strided sample of a block's rows for the per-iteration exact check."""
+def agreement_rows(n: int, max_rows: int = AGREEMENT_SAMPLE_ROWS, shift: float = 0.0) -> np.ndarray:
+    """An evenly strided sample of a block's rows for the per-iteration exact check, its
+    start ``shift`` (0-1) of a stride into the block."""
     if n <= max_rows:
         return np.arange(n)
-    return np.linspace(0, n - 1, max_rows).astype(np.int64)
+    return np.minimum(((np.arange(max_rows) + shift) * (n / max_rows)).astype(np.int64), n - 1)
+
+
+def sample_shift(call: int) -> float:
+    """Where call ``call``'s samples start (the golden-ratio sequence): a new sample every
+    iteration, so a sample that happens to flatter an option does not do so every time (a
+    fixed one passed a kept graph at 0.989 in iteration after iteration)."""
+    return math.fmod(call * 0.6180339887498949, 1.0)
 
 
 @dataclass
@@ -236,10 +247,11 @@ class SampleChecks:
     (:data:`WIDER_SAMPLE_ROWS`, each a superset of the one before) built only when an
     option needs them."""
 
-    def __init__(self, x: np.ndarray, centroids: np.ndarray, distance: str, sample: np.ndarray) -> None:
+    def __init__(self, x: np.ndarray, centroids: np.ndarray, distance: str, sample: np.ndarray,
+                 shift: float = 0.0) -> None:
         self.x, self.centroids, self.distance = x, centroids, distance
         self.small = self._check(sample)
-        #: The wider checks' rows: the fixed sample and a prefix of :func:`spread_rows` (so
+        #: The wider checks' rows: the sample and a prefix of :func:`spread_rows` (so
         #: each level holds the one before), at most ``WIDE_CHECK_MAX_SHARE`` of the block
         #: (the blocks of a barrier stage each check their share); a level no larger than
         #: the one before is left out (a cut level under twice the one before replaces it).
@@ -253,7 +265,7 @@ class SampleChecks:
                 sizes[-1] = max(sizes[-1], size)
             else:
                 sizes.append(size)
-        self._level_rows = [np.union1d(sample, spread_rows(len(x), size)) for size in sizes]
+        self._level_rows = [np.union1d(sample, spread_rows(len(x), size, shift)) for size in sizes]
         self._levels: list[SampleCheck] = []
         #: Rows of each wider check (known before it is built, for the blocks' common decision).
         self.wider_rows = [len(r) for r in self._level_rows]
@@ -403,6 +415,9 @@ COST_GRAPH_SELECT = 10e-9
 #: :func:`search_fixed` per row x candidate x dim (the batched GEMM with its gathers) and per row.
 COST_FIXED_MAC = 30e-12
 COST_FIXED_ROW = 0.12e-6
+#: The rows x D of the exact distances to the previous centroids that rank the rows a
+#: rescue share searches exactly (measured 0.8-0.9 ns at N = 400,000, D = 64).
+COST_RESCUE_RANK = 0.9e-9
 
 
 def flat_cost(rows: float, k: int, dim: int, threads: int = 1) -> float:
@@ -454,6 +469,8 @@ class IndexAssigner:
         self.graph: np.ndarray | None = None
         self.target = target
         self.sample = agreement_rows(len(x))
+        #: Calls so far (each call's samples start elsewhere: :func:`sample_shift`).
+        self.calls = 0
         self.previous: np.ndarray | None = None
         self.coarse = coarse
         self.exact = exact
@@ -515,7 +532,7 @@ class IndexAssigner:
         if share <= 0.0:
             return 0.0
         dim = self.x.shape[1]
-        return rows * dim * COST_FIXED_MAC + flat_cost(share * rows, k, dim, faiss_threads())
+        return rows * dim * COST_RESCUE_RANK + flat_cost(share * rows, k, dim, faiss_threads())
 
     def _widths(self, k: int) -> list[int]:
         """The neighbour-list widths the sample tries: the configured one, doubled up to the
@@ -535,7 +552,7 @@ class IndexAssigner:
         otherwise (the option found, else ``fallback_cost``: exact search) and were left
         within reach (at most ``WIDE_CHECK_REACH`` times the misses the target allows), each
         again on the wider checks in turn (their smaller standard error lets a path at 0.991
-        through that 512 rows cannot tell from 0.99) while it stays in reach and the
+        through that 1,024 rows cannot tell from 0.99) while it stays in reach and the
         modelled saving is at least ``WIDE_CHECK_PAYOFF`` times the check's own modelled
         cost. Groups and options are
         consumed lazily (a caller's generator may end where its options get too dear).
@@ -749,7 +766,10 @@ class IndexAssigner:
         # measured off target for the prior at the second iteration, K = 20,000, N/K = 20).
         lists = CoarseLists.build(centroids, self.coarse, widest, distance, list_of).with_probes(self.n_probes)
         c_sq = squared_norms(centroids) if distance == "l2" else None
-        checks = SampleChecks(x, centroids, distance, self.sample)
+        shift = sample_shift(self.calls)
+        self.calls += 1
+        self.sample = agreement_rows(len(x), shift=shift)
+        checks = SampleChecks(x, centroids, distance, self.sample, shift)
         dist: np.ndarray | None = None
         exact_cost = self._total(shared, self.exact_cost(k))[0] if self.exact is not None else 0.0
         prior_options = self._prior_options(lists, centroids, c_sq, checks, exact_cost, shared)
