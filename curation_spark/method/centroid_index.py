@@ -243,7 +243,7 @@ class SampleCheck:
 
 
 class SampleChecks:
-    """The exact checks of one assignment: the block's fixed sample, and wider ones
+    """The exact checks of one assignment: this call's sample of the block, and wider ones
     (:data:`WIDER_SAMPLE_ROWS`, each a superset of the one before) built only when an
     option needs them."""
 
