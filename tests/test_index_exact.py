@@ -12,6 +12,7 @@ from curation_spark import synth
 from curation_spark.method import candidate_search as search
 from curation_spark.method import centroid_index as ci
 from curation_spark.method import inprocess, kernels, lloyd
+from curation_spark.method import sample_checks as sc
 
 
 def _mixture(n: int, dim: int, comps: int, seed: int = 0, noise: float = 1.0) -> np.ndarray:
@@ -120,16 +121,16 @@ def test_the_sample_test_allows_the_binomial_noise_and_widens_where_it_pays():
     target's; when none is on the 512-row sample, those it left in reach are decided again,
     cheapest first, on the wider sample; and only where the saving over what would run
     otherwise pays ``WIDE_CHECK_PAYOFF`` times for the check."""
-    assert int(ci.allowed_misses(512, 0.99)) == 1  # 512 rows: 99.8 %
-    assert int(ci.allowed_misses(1024, 0.99)) == 5  # 1,024 rows (the first check): 99.5 %
-    assert int(ci.allowed_misses(16384, 0.99)) == 142  # 16,384 rows: 99.1 %
+    assert int(sc.allowed_misses(512, 0.99)) == 1  # 512 rows: 99.8 %
+    assert int(sc.allowed_misses(1024, 0.99)) == 5  # 1,024 rows (the first check): 99.5 %
+    assert int(sc.allowed_misses(16384, 0.99)) == 142  # 16,384 rows: 99.1 %
     x = _mixture(400_000, 8, 10)
     c = x[:500].copy()
     assigner = ci.IndexAssigner(x, "l2", n_probes=4, n_neighbours=8)
-    checks = ci.SampleChecks(x, c, "l2", assigner.sample)
+    checks = sc.SampleChecks(x, c, "l2", assigner.sample)
     # The wide check is at most 5 % of the block: none in a block of 10,000 rows.
-    assert ci.SampleChecks(x[:10_000], c, "l2", ci.agreement_rows(10_000)).wide_rows == ci.AGREEMENT_SAMPLE_ROWS
-    assert 5_000 <= ci.SampleChecks(x[:100_000], c, "l2", ci.agreement_rows(100_000)).wide_rows <= 6_024
+    assert sc.SampleChecks(x[:10_000], c, "l2", sc.agreement_rows(10_000)).wide_rows == sc.AGREEMENT_SAMPLE_ROWS
+    assert 5_000 <= sc.SampleChecks(x[:100_000], c, "l2", sc.agreement_rows(100_000)).wide_rows <= 6_024
     small, (medium, wide) = len(checks.small.rows), checks.wider_rows
     assert small < medium < wide == checks.wide_rows
     seen = []

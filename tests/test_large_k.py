@@ -7,6 +7,7 @@ import pytest
 
 from curation_spark.method import candidate_search as search
 from curation_spark.method import centroid_index as ci
+from curation_spark.method import sample_checks as sc
 from curation_spark.method import kernels
 from curation_spark import synth
 
@@ -34,7 +35,7 @@ def test_index_assignment_agrees_with_brute_force(distance):
         exact, _ = kernels.assign(x, c, distance)
         agreements.append(float((labels == exact).mean()))
         paths.append(stats.path)
-        assert stats.agreement_rows >= ci.AGREEMENT_SAMPLE_ROWS  # the wide check's rows when it decided
+        assert stats.agreement_rows >= sc.AGREEMENT_SAMPLE_ROWS  # the wide check's rows when it decided
         assert 0 <= stats.agreement_hits <= stats.agreement_rows
         sums, counts = kernels.partial_sums(x, labels, k)
         c = kernels.update_centroids(sums, counts, c, distance)
@@ -59,7 +60,7 @@ def test_the_probe_count_is_chosen_on_the_sample_before_the_block_is_searched():
     assigner = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8)
     labels, _, stats = assigner.assign(c)
     assert stats.path == "probe" and stats.n_probes == assigner.n_probes
-    assert stats.agreement_rows - stats.agreement_hits <= ci.allowed_misses(stats.agreement_rows, 0.99)
+    assert stats.agreement_rows - stats.agreement_hits <= sc.allowed_misses(stats.agreement_rows, 0.99)
     want, _ = kernels.assign(x, c, "l2")
     assert (labels == want).mean() >= 0.98
     strict = ci.IndexAssigner(x, "l2", n_probes=1, n_neighbours=8, target=1.0)
