@@ -184,6 +184,14 @@ def rescued_rows(rows: int, share: float) -> int:
     return min(rows, max(1, math.ceil(share * rows)))
 
 
+def farthest_rows(away: np.ndarray, share: float) -> np.ndarray:
+    """The :func:`rescued_rows` of ``share`` with the largest ``away`` (their distance to
+    their previous centroid), in no order: the rows the prior path searches exactly, on a
+    check as on the block."""
+    rescued = rescued_rows(len(away), share)
+    return np.argpartition(-away, rescued - 1)[:rescued] if rescued < len(away) else np.arange(len(away))
+
+
 class SharedWork:
     """Per-centroid work split over cooperating blocks (the tasks of a barrier stage): each
     computes the rows of its own cluster range and the parts are all-gathered, so the
@@ -375,26 +383,31 @@ class IndexAssigner:
                    + touched * (float(per_list.sum()) * dim * COST_GROUP_GATHER + m * COST_GROUP))
         return flat_cost(n, m, dim, faiss_threads()) + grouped / grouped_speedup(faiss_threads())
 
-    def _graph_cost(self, lists: CoarseLists, anchors: float, width: int) -> float:
-        """A probe search of ``anchors`` centroids for ``width`` neighbours each."""
-        k, dim = len(lists.list_of), self.x.shape[1]
+    @staticmethod
+    def _graph_pairs(lists: CoarseLists) -> float:
+        """Candidates per centroid of a probe search of the centroids at ``lists.probes``."""
         per_list = np.diff(lists.offsets)[lists.near_lists[:, :lists.probes]].sum(axis=1)
-        pairs_per_centroid = float(per_list[lists.list_of].sum()) / max(1, k)
-        return anchors * (pairs_per_centroid * (dim * COST_GROUP_MAC + COST_GRAPH_PARTITION)
+        return float(per_list[lists.list_of].sum()) / max(1, len(lists.list_of))
+
+    def _graph_cost(self, pairs_per_centroid: float, anchors: float, width: int) -> float:
+        """A probe search of ``anchors`` centroids (``pairs_per_centroid`` candidates each,
+        :meth:`_graph_pairs`) for ``width`` neighbours each."""
+        return anchors * (pairs_per_centroid * (self.x.shape[1] * COST_GROUP_MAC + COST_GRAPH_PARTITION)
                           + width * COST_GRAPH_SELECT)
 
     def _fixed_cost(self, rows: int, width: int) -> float:
         """:func:`search_fixed` of ``rows`` rows among ``width`` candidates each."""
         return rows * (COST_FIXED_ROW + width * (self.x.shape[1] * COST_FIXED_MAC + COST_GROUP_SCORE))
 
-    def _prior_cost(self, width: int, lists: CoarseLists, tasks: int, build_graph: bool = True) -> float:
+    def _prior_cost(self, width: int, k: int, graph_pairs: float | None, tasks: int) -> float:
         """The prior path: :func:`search_fixed` of every row among ``width`` candidates, and
-        this block's share of the neighbour graph when it is (re)built (a probe search of
-        the K centroids for ``width`` neighbours each, split over ``tasks`` blocks)."""
+        this block's share of the neighbour graph when it is (re)built (``graph_pairs`` not
+        None: a probe search of the ``k`` centroids for ``width`` neighbours each, split over
+        ``tasks`` blocks)."""
         search = self._fixed_cost(len(self.x), width)
-        if not build_graph:
+        if graph_pairs is None:
             return search
-        return self._graph_cost(lists, len(lists.list_of) / max(1, tasks), width) + search
+        return self._graph_cost(graph_pairs, k / max(1, tasks), width) + search
 
     def _rescue_cost(self, rows: int, k: int, share: float) -> float:
         """The prior path's exact search of ``share`` of ``rows`` rows (ranked by their
@@ -417,15 +430,15 @@ class IndexAssigner:
                          fallback_cost: float, shared: SharedWork | None) -> Decision:
         """The option to search the block with, decided on the sample checks.
 
-        First the groups' options in order on the fixed sample, up to the first on target.
+        First the groups' options in order on this call's sample, up to the first on target.
         Then, cheapest first, the options tried there that are cheaper than what would run
         otherwise (the option found, else ``fallback_cost``: exact search) and were left
         within reach (at most ``WIDE_CHECK_REACH`` times the misses the target allows), each
         again on the wider checks in turn (their smaller standard error lets a path at 0.991
         through that 1,024 rows cannot tell from 0.99) while it stays in reach and the
         modelled saving is at least ``WIDE_CHECK_PAYOFF`` times the check's own modelled
-        cost. Groups and options are
-        consumed lazily (a caller's generator may end where its options get too dear).
+        cost. Groups and options are consumed lazily (a caller's generator may end where its
+        options get too dear).
         With ``shared`` all blocks decide together (misses, rows and costs summed)."""
         small = checks.small
         tried: list[tuple[PathOption, float]] = []
@@ -495,12 +508,15 @@ class IndexAssigner:
         settings = [(w, p, share) for w, p in graphs for share in (0.0, *RESCUE_SHARES) if share == 0.0 or w < k]
         tasks = shared.size if shared is not None else 1
         n, wide_rows = len(self.x), checks.wide_rows
-        costs = self._total(shared, *[self._prior_cost(w, lists.with_probes(p or lists.probes), tasks, p is not None)
-                                      + self._rescue_cost(n, k, share) for w, p, share in settings])
+        pairs: dict[int | None, float | None] = {p: self._graph_pairs(lists.with_probes(p)) for p in graph_probes}
+        pairs[None] = None  # the kept graph: nothing to build
+        costs = self._total(shared, *[self._prior_cost(w, k, pairs[p], tasks) + self._rescue_cost(n, k, share)
+                                      for w, p, share in settings])
         # On a check, a fresh graph is built for its anchors (at most one per row) at the widest width.
         wide_costs = self._total(shared, *[
             self._fixed_cost(wide_rows, w)
-            + (self._graph_cost(lists.with_probes(p), min(k, wide_rows), widths[-1]) if p is not None else 0.0)
+            + (self._graph_cost(graph_pairs, min(k, wide_rows), widths[-1]) if (graph_pairs := pairs[p]) is not None
+               else 0.0)
             for w, p, _ in settings])
 
         def evaluate(check: SampleCheck, width: int, probes: int | None, share: float) -> int:
@@ -508,11 +524,11 @@ class IndexAssigner:
                 check.memo["prior", width, probes] = search_prior_on(check, width, probes) == check.exact
             found = check.memo["prior", width, probes]
             if share > 0.0:
-                if "farthest" not in check.memo:  # the check's rows, farthest from their previous centroid first
-                    away = exact_distances(check.xs, centroids, previous[check.rows], self.distance, threads=1)
-                    check.memo["farthest"] = np.argsort(-away, kind="stable")
+                if "away" not in check.memo:  # the check's rows' distances to their previous centroid
+                    check.memo["away"] = exact_distances(check.xs, centroids, previous[check.rows], self.distance,
+                                                         threads=1)
                 found = found.copy()
-                found[check.memo["farthest"][:rescued_rows(len(check.rows), share)]] = True
+                found[farthest_rows(check.memo["away"], share)] = True
             return int(found.sum())
 
         def search_prior_on(check: SampleCheck, width: int, probes: int | None) -> np.ndarray:
@@ -583,9 +599,7 @@ class IndexAssigner:
         labels = self._search_neighbours(lists, centroids, c_sq, width, graph_probes, shared)
         if share > 0.0:
             assert self.previous is not None
-            away = exact_distances(self.x, centroids, self.previous, self.distance)
-            rescued = rescued_rows(len(away), share)
-            farthest = np.argpartition(-away, rescued - 1)[:rescued] if rescued < len(away) else np.arange(len(away))
+            farthest = farthest_rows(exact_distances(self.x, centroids, self.previous, self.distance), share)
             labels[farthest] = nearest(self.x[farthest], centroids, self.distance)[:, 0]
         return labels
 
